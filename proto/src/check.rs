@@ -1,0 +1,265 @@
+//! The conditions of `GET /check` and `trace-sink check`, evaluated on a
+//! [`SinkStats`] snapshot. Positive conditions (enough spans, every listed node
+//! delivered) must *become* true; negative ones (local only, silent nodes) must
+//! *stay* true. The polling command uses that distinction.
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::SinkStats;
+
+/// What to assert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conditions {
+    /// No remote and no unattributed spans.
+    pub expect_local: bool,
+    /// At least this many spans in total.
+    pub min_spans: u64,
+    /// Each of these generator nodes delivered at least one span.
+    pub from_nodes: Vec<String>,
+    /// Each of these generator nodes delivered none.
+    pub silent_nodes: Vec<String>,
+}
+
+impl Default for Conditions {
+    fn default() -> Self {
+        Conditions {
+            expect_local: false,
+            min_spans: 1,
+            from_nodes: Vec::new(),
+            silent_nodes: Vec::new(),
+        }
+    }
+}
+
+/// Whether a condition must become true (positive) or stay true (negative).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Polarity {
+    /// Must become true (min spans, from nodes).
+    Positive,
+    /// Must hold at all times (local only, silent nodes).
+    Negative,
+}
+
+/// One failed condition, in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Positive or negative condition.
+    pub polarity: Polarity,
+    /// What was wrong.
+    pub message: String,
+}
+
+/// The verdict on one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReport {
+    /// True when no condition failed.
+    pub pass: bool,
+    /// Every failed condition.
+    pub failures: Vec<Failure>,
+    /// The conditions evaluated.
+    pub conditions: Conditions,
+    /// Totals of the snapshot, for context.
+    pub spans_total: u64,
+    /// Local spans of the snapshot.
+    pub local_spans: u64,
+    /// Remote spans of the snapshot.
+    pub remote_spans: u64,
+    /// Unattributed spans of the snapshot.
+    pub unattributed_spans: u64,
+}
+
+/// Spans whose generator node is `node`.
+pub fn spans_from(stats: &SinkStats, node: &str) -> u64 {
+    stats
+        .routes
+        .iter()
+        .filter(|r| r.generator_node.as_deref() == Some(node))
+        .map(|r| r.spans)
+        .sum()
+}
+
+/// Evaluates `cond` on `stats`.
+pub fn evaluate(stats: &SinkStats, cond: &Conditions) -> CheckReport {
+    let mut failures = Vec::new();
+    let mut fail = |polarity, message: String| failures.push(Failure { polarity, message });
+    if stats.spans_total < cond.min_spans {
+        fail(
+            Polarity::Positive,
+            format!(
+                "expected at least {} spans, got {}",
+                cond.min_spans, stats.spans_total
+            ),
+        );
+    }
+    for node in &cond.from_nodes {
+        if spans_from(stats, node) == 0 {
+            fail(
+                Polarity::Positive,
+                format!("no spans from generator node {node}"),
+            );
+        }
+    }
+    if cond.expect_local {
+        if stats.remote_spans > 0 {
+            let routes: Vec<String> = stats
+                .routes
+                .iter()
+                .filter(
+                    |r| matches!((&r.generator_node, &r.agent_node), (Some(g), Some(a)) if g != a),
+                )
+                .map(|r| {
+                    format!(
+                        "{} -> {}: {}",
+                        r.generator_node.as_deref().unwrap_or("?"),
+                        r.agent_node.as_deref().unwrap_or("?"),
+                        r.spans
+                    )
+                })
+                .collect();
+            fail(
+                Polarity::Negative,
+                format!(
+                    "expected only local spans, got {} remote ({})",
+                    stats.remote_spans,
+                    routes.join(", ")
+                ),
+            );
+        }
+        if stats.unattributed_spans > 0 {
+            fail(
+                Polarity::Negative,
+                format!(
+                    "expected only local spans, got {} unattributed (generator or agent node unknown)",
+                    stats.unattributed_spans
+                ),
+            );
+        }
+    }
+    for node in &cond.silent_nodes {
+        let n = spans_from(stats, node);
+        if n > 0 {
+            let via: Vec<String> = stats
+                .routes
+                .iter()
+                .filter(|r| r.generator_node.as_deref() == Some(node))
+                .map(|r| {
+                    format!(
+                        "{} via {}",
+                        r.spans,
+                        r.agent_node.as_deref().unwrap_or("no agent")
+                    )
+                })
+                .collect();
+            fail(
+                Polarity::Negative,
+                format!(
+                    "expected no spans from generator node {node}, got {n} ({})",
+                    via.join(", ")
+                ),
+            );
+        }
+    }
+    CheckReport {
+        pass: failures.is_empty(),
+        failures,
+        conditions: cond.clone(),
+        spans_total: stats.spans_total,
+        local_spans: stats.local_spans,
+        remote_spans: stats.remote_spans,
+        unattributed_spans: stats.unattributed_spans,
+    }
+}
+
+/// Splits a comma-separated node list, dropping empty items.
+pub fn parse_node_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{RouteStats, SINK_STATS_SCHEMA};
+
+    fn stats(routes: &[(Option<&str>, Option<&str>, u64)]) -> SinkStats {
+        let mut s = SinkStats {
+            schema: SINK_STATS_SCHEMA.into(),
+            since: String::new(),
+            spans_total: 0,
+            local_spans: 0,
+            remote_spans: 0,
+            unattributed_spans: 0,
+            overflow_spans: 0,
+            routes: vec![],
+            agents: vec![],
+            generators: vec![],
+            requests: Default::default(),
+        };
+        for &(g, a, n) in routes {
+            s.spans_total += n;
+            match crate::attribution::RouteKind::of(g, a) {
+                crate::attribution::RouteKind::Local => s.local_spans += n,
+                crate::attribution::RouteKind::Remote => s.remote_spans += n,
+                crate::attribution::RouteKind::Unattributed => s.unattributed_spans += n,
+            }
+            s.routes.push(RouteStats {
+                generator_node: g.map(Into::into),
+                agent_node: a.map(Into::into),
+                spans: n,
+                first_seen: String::new(),
+                last_seen: String::new(),
+            });
+        }
+        s
+    }
+
+    fn cond(expect_local: bool, min: u64, from: &[&str], silent: &[&str]) -> Conditions {
+        Conditions {
+            expect_local,
+            min_spans: min,
+            from_nodes: from.iter().map(|s| s.to_string()).collect(),
+            silent_nodes: silent.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// All local, every node present: pass.
+    #[test]
+    fn passes_when_all_hold() {
+        let s = stats(&[(Some("a"), Some("a"), 5), (Some("b"), Some("b"), 5)]);
+        let r = evaluate(&s, &cond(true, 10, &["a", "b"], &["c"]));
+        assert!(r.pass, "{:?}", r.failures);
+    }
+
+    /// Each condition fails on its own, with its polarity and a message naming the cause.
+    #[test]
+    fn each_condition_can_fail() {
+        let s = stats(&[(Some("a"), Some("b"), 3), (Some("c"), None, 1)]);
+        let r = evaluate(&s, &cond(false, 5, &[], &[]));
+        assert_eq!(r.failures.len(), 1);
+        assert_eq!(r.failures[0].polarity, Polarity::Positive);
+        let r = evaluate(&s, &cond(false, 0, &["b"], &[]));
+        assert!(
+            r.failures[0]
+                .message
+                .contains("no spans from generator node b")
+        );
+        let r = evaluate(&s, &cond(true, 0, &[], &[]));
+        assert_eq!(r.failures.len(), 2);
+        assert!(r.failures[0].message.contains("a -> b: 3"));
+        assert!(r.failures[1].message.contains("1 unattributed"));
+        assert!(r.failures.iter().all(|f| f.polarity == Polarity::Negative));
+        let r = evaluate(&s, &cond(false, 0, &[], &["a"]));
+        assert!(r.failures[0].message.contains("3 via b"));
+    }
+
+    /// Node lists tolerate spaces and empty items.
+    #[test]
+    fn node_lists() {
+        assert_eq!(parse_node_list(" a, b,,c "), vec!["a", "b", "c"]);
+        assert!(parse_node_list("").is_empty());
+    }
+}

@@ -1,0 +1,152 @@
+//! The versioned JSON documents: trace-sink's `/stats` ([`SinkStats`]) and
+//! trace-gen's `/stats` and `--summary-json` ([`GeneratorReport`]). A Rust test
+//! suite deserializes them with these types. Adding a field is compatible;
+//! renaming or removing one changes the schema version.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// Schema version of [`SinkStats`].
+pub const SINK_STATS_SCHEMA: &str = "trace-sink/stats/v1";
+
+/// Schema version of [`GeneratorReport`].
+pub const GENERATOR_STATS_SCHEMA: &str = "trace-gen/stats/v1";
+
+/// RFC 3339 UTC timestamp with milliseconds, as used in every document.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// trace-sink's `GET /stats` (and the body of `POST /reset`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkStats {
+    /// Always [`SINK_STATS_SCHEMA`].
+    pub schema: String,
+    /// Start of the sink or time of the last reset (RFC 3339).
+    pub since: String,
+    /// Every span received since `since`.
+    pub spans_total: u64,
+    /// Spans whose generator node and agent node are known and equal.
+    pub local_spans: u64,
+    /// Spans whose generator node and agent node are known and differ.
+    pub remote_spans: u64,
+    /// Spans where either node is unknown.
+    pub unattributed_spans: u64,
+    /// Spans counted in the totals but not in `routes` / `generators`
+    /// because `--max-series` was reached.
+    pub overflow_spans: u64,
+    /// Spans per (generator node, agent node).
+    pub routes: Vec<RouteStats>,
+    /// Spans per agent node, with the peer addresses that delivered them.
+    pub agents: Vec<AgentStats>,
+    /// Per generator id: sequence accounting.
+    pub generators: Vec<GeneratorStats>,
+    /// Export requests by protocol (`grpc`, `http_protobuf`, `http_json`, `http`)
+    /// and outcome (`ok`, `bad_request`, `too_large`, `unsupported_media_type`, ...).
+    pub requests: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// One route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteStats {
+    /// Generator node, `null` if unknown.
+    pub generator_node: Option<String>,
+    /// Agent node, `null` if unknown (no agent stamped the span).
+    pub agent_node: Option<String>,
+    /// Spans on this route.
+    pub spans: u64,
+    /// First span on this route (RFC 3339).
+    pub first_seen: String,
+    /// Last span on this route (RFC 3339).
+    pub last_seen: String,
+}
+
+/// One agent node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStats {
+    /// Agent node, `null` for spans no agent stamped.
+    pub node: Option<String>,
+    /// Spans forwarded by this agent.
+    pub spans: u64,
+    /// Peer socket addresses (`ip:port`) of the connections that carried them
+    /// (at most [`MAX_PEERS`] are listed).
+    pub peers: Vec<String>,
+}
+
+/// Peer addresses kept per agent and per generator.
+pub const MAX_PEERS: usize = 64;
+
+/// One generator (one trace-gen process).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GeneratorStats {
+    /// Generator id ([`crate::keys::GENERATOR_ID`]).
+    pub id: String,
+    /// Its node, `null` if unknown.
+    pub node: Option<String>,
+    /// Spans received, duplicates included.
+    pub spans: u64,
+    /// Spans whose sequence number had already arrived.
+    pub duplicates: u64,
+    /// Sequence numbers between `min_seq` and `max_seq` that never arrived.
+    pub missing: u64,
+    /// Smallest sequence number since the last reset.
+    pub min_seq: Option<u64>,
+    /// Largest sequence number since the last reset.
+    pub max_seq: Option<u64>,
+    /// Distinct peer connections (`ip:port`) that delivered its spans, up to [`MAX_PEERS`].
+    pub connections: u64,
+    /// Last span (RFC 3339).
+    pub last_seen: String,
+}
+
+/// trace-gen's `GET /stats` and `--summary-json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GeneratorReport {
+    /// Always [`GENERATOR_STATS_SCHEMA`].
+    pub schema: String,
+    /// Node the generator runs on.
+    pub node: String,
+    /// Generator id, new per process start.
+    pub generator_id: String,
+    /// Endpoint it sends to.
+    pub endpoint: String,
+    /// `grpc`, `http/protobuf` or `http/json`.
+    pub protocol: String,
+    /// Spans given a sequence number and sent (accepted + failed + in flight).
+    pub spans_sent: u64,
+    /// Spans in requests the endpoint accepted.
+    pub spans_accepted: u64,
+    /// Spans in requests that failed.
+    pub spans_failed: u64,
+    /// Failed spans by reason.
+    pub spans_failed_by_reason: BTreeMap<String, u64>,
+    /// Requests accepted.
+    pub requests_ok: u64,
+    /// Failed requests (attempts, retries included) by reason.
+    pub requests_failed_by_reason: BTreeMap<String, u64>,
+    /// The last failure.
+    pub last_error: Option<LastError>,
+    /// TCP connections opened to the endpoint.
+    pub connections_opened: u64,
+    /// First sequence number sent.
+    pub first_seq: Option<u64>,
+    /// Last sequence number sent.
+    pub last_seq: Option<u64>,
+    /// Seconds since the start.
+    pub elapsed_seconds: f64,
+    /// Achieved rate: spans sent per second since the start.
+    pub rate: f64,
+}
+
+/// A failure with its time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastError {
+    /// Reason, as in `requests_failed_by_reason`.
+    pub reason: String,
+    /// Error message.
+    pub message: String,
+    /// When (RFC 3339).
+    pub time: String,
+}
