@@ -1,0 +1,125 @@
+//! The HTTP API a test suite asserts with: `GET /stats`, `POST /reset`,
+//! `GET /check`, `GET /metrics`, `GET /healthz`, `GET /readyz`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use trace_proto::check::{Conditions, evaluate, parse_node_list};
+
+use crate::server::Shared;
+
+async fn stats(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.accounting.snapshot()).into_response()
+}
+
+fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
+    let Some(token) = shared.config.api_token.as_deref() else {
+        return true;
+    };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| given.trim() == token)
+}
+
+async fn reset(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if !authorized(&shared, &headers) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(serde_json::json!({
+                "error": "POST /reset needs the header Authorization: Bearer <token> (the sink was started with --api-token)"
+            })),
+        )
+            .into_response();
+    }
+    Json(shared.accounting.reset()).into_response()
+}
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// Parses the query of `/check` into conditions.
+pub fn parse_check_query(q: &HashMap<String, String>) -> Result<Conditions, String> {
+    let mut c = Conditions::default();
+    for (k, v) in q {
+        match k.as_str() {
+            "expect" => match v.as_str() {
+                "local" => c.expect_local = true,
+                "" | "any" => {}
+                other => return Err(format!("unknown expect={other:?}: the only value is local")),
+            },
+            "min_spans" => {
+                c.min_spans = v
+                    .parse()
+                    .map_err(|_| format!("min_spans={v:?} is not a non-negative integer"))?
+            }
+            "from_nodes" => c.from_nodes = parse_node_list(v),
+            "silent_nodes" => c.silent_nodes = parse_node_list(v),
+            other => {
+                return Err(format!(
+                    "unknown parameter {other:?}: use expect, min_spans, from_nodes, silent_nodes"
+                ));
+            }
+        }
+    }
+    Ok(c)
+}
+
+async fn check(State(shared): State<Arc<Shared>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let cond = match parse_check_query(&q) {
+        Ok(c) => c,
+        Err(m) => return bad_request(m),
+    };
+    let report = evaluate(&shared.accounting.snapshot(), &cond);
+    let status = if report.pass {
+        StatusCode::OK
+    } else {
+        StatusCode::PRECONDITION_FAILED
+    };
+    (status, Json(report)).into_response()
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.ready.load(Ordering::Relaxed) {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+/// The API router.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/stats", get(stats))
+        .route("/reset", post(reset))
+        .route("/check", get(check))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(shared)
+}

@@ -1,0 +1,208 @@
+//! `trace-sink check`: polls a sink's `/stats` and turns the conditions of
+//! [`trace_proto::check`] into an exit code for scripts and test suites.
+//!
+//! Positive conditions (enough spans, every listed node delivered) must become
+//! true within `within`. Negative ones (local only, silent nodes) must hold at
+//! every poll, and keep holding for `hold` after the positive ones are met.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
+use trace_proto::check::{CheckReport, Conditions, Polarity, evaluate};
+use trace_proto::stats::SinkStats;
+
+/// What `trace-sink check` was asked.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// Base URL of the sink's API, e.g. `http://trace-sink:8080`.
+    pub url: String,
+    /// The conditions.
+    pub conditions: Conditions,
+    /// How long positive conditions may take to become true.
+    pub within: Duration,
+    /// How long negative conditions must keep holding once positive ones are met.
+    pub hold: Duration,
+    /// Time between polls.
+    pub interval: Duration,
+}
+
+/// The result of a check.
+#[derive(Debug, Clone)]
+pub enum CheckOutcome {
+    /// Every condition held.
+    Pass {
+        /// The last evaluation.
+        report: CheckReport,
+        /// The last snapshot.
+        stats: SinkStats,
+    },
+    /// A condition failed.
+    Fail {
+        /// The failing evaluation.
+        report: CheckReport,
+        /// The snapshot it failed on.
+        stats: SinkStats,
+    },
+    /// The sink could not be reached or did not answer with `/stats` JSON.
+    Unreachable(String),
+}
+
+impl CheckOutcome {
+    /// Exit code: 0 pass, 1 fail, 2 unreachable.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CheckOutcome::Pass { .. } => 0,
+            CheckOutcome::Fail { .. } => 1,
+            CheckOutcome::Unreachable(_) => 2,
+        }
+    }
+}
+
+/// Fetches `GET {url}/stats`.
+pub async fn fetch_stats(url: &str) -> Result<SinkStats, String> {
+    let full = format!("{}/stats", url.trim_end_matches('/'));
+    let uri: hyper::Uri = full.parse().map_err(|e| format!("invalid --url {url:?}: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("invalid --url {url:?}: only http:// URLs are supported"));
+    }
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+    let req = hyper::Request::get(uri)
+        .body(Empty::new())
+        .map_err(|e| format!("cannot build request: {e}"))?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
+        .await
+        .map_err(|_| format!("{full}: no answer within 5s"))?
+        .map_err(|e| format!("{full}: {}", error_chain(&e)))?;
+    let status = resp.status();
+    let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect())
+        .await
+        .map_err(|_| format!("{full}: body not received within 5s"))?
+        .map_err(|e| format!("{full}: {e}"))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!("{full}: HTTP {status}"));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("{full}: not trace-sink /stats JSON: {e}"))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let _ = write!(s, ": {c}");
+        cur = c.source();
+    }
+    s
+}
+
+/// Polls until the outcome is known.
+pub async fn run(opts: &CheckOptions) -> CheckOutcome {
+    let start = Instant::now();
+    let deadline = start + opts.within;
+    let mut positives_met_at: Option<Instant> = None;
+    let mut fetch_failures = 0;
+    loop {
+        let stats = match fetch_stats(&opts.url).await {
+            Ok(s) => {
+                fetch_failures = 0;
+                s
+            }
+            Err(e) => {
+                fetch_failures += 1;
+                // A sink that never answers, or stops answering for three polls, is unreachable.
+                if fetch_failures >= 3 || Instant::now() >= deadline {
+                    return CheckOutcome::Unreachable(e);
+                }
+                tokio::time::sleep(opts.interval).await;
+                continue;
+            }
+        };
+        let report = evaluate(&stats, &opts.conditions);
+        let now = Instant::now();
+        if report.failures.iter().any(|f| f.polarity == Polarity::Negative) {
+            return CheckOutcome::Fail { report, stats };
+        }
+        if report.pass {
+            let met = *positives_met_at.get_or_insert(now);
+            if now.duration_since(met) >= opts.hold {
+                return CheckOutcome::Pass { report, stats };
+            }
+        } else if now >= deadline {
+            return CheckOutcome::Fail { report, stats };
+        }
+        tokio::time::sleep(opts.interval).await;
+    }
+}
+
+/// A human-readable table of routes and generators.
+pub fn render(stats: &SinkStats) -> String {
+    let node = |n: &Option<String>| n.clone().unwrap_or_else(|| "(unknown)".into());
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "spans: {} total, {} local, {} remote, {} unattributed, {} overflow (since {})",
+        stats.spans_total,
+        stats.local_spans,
+        stats.remote_spans,
+        stats.unattributed_spans,
+        stats.overflow_spans,
+        stats.since
+    );
+    let _ = writeln!(out, "{:<24} {:<24} {:>10}  {}", "GENERATOR NODE", "AGENT NODE", "SPANS", "ROUTE");
+    for r in &stats.routes {
+        let kind = match trace_proto::attribution::RouteKind::of(
+            r.generator_node.as_deref(),
+            r.agent_node.as_deref(),
+        ) {
+            trace_proto::attribution::RouteKind::Local => "local",
+            trace_proto::attribution::RouteKind::Remote => "REMOTE",
+            trace_proto::attribution::RouteKind::Unattributed => "unattributed",
+        };
+        let _ = writeln!(
+            out,
+            "{:<24} {:<24} {:>10}  {}",
+            node(&r.generator_node),
+            node(&r.agent_node),
+            r.spans,
+            kind
+        );
+    }
+    if !stats.generators.is_empty() {
+        let _ = writeln!(
+            out,
+            "{:<24} {:<38} {:>10} {:>8} {:>10}",
+            "GENERATOR NODE", "GENERATOR ID", "SPANS", "MISSING", "DUPLICATES"
+        );
+        for g in &stats.generators {
+            let _ = writeln!(
+                out,
+                "{:<24} {:<38} {:>10} {:>8} {:>10}",
+                node(&g.node),
+                g.id,
+                g.spans,
+                g.missing,
+                g.duplicates
+            );
+        }
+    }
+    out
+}
+
+/// The verdict lines: PASS, or FAIL with each failed condition.
+pub fn render_verdict(outcome: &CheckOutcome) -> String {
+    match outcome {
+        CheckOutcome::Pass { .. } => "PASS\n".into(),
+        CheckOutcome::Fail { report, .. } => {
+            let mut s = String::from("FAIL\n");
+            for f in &report.failures {
+                let _ = writeln!(s, "  - {}", f.message);
+            }
+            s
+        }
+        CheckOutcome::Unreachable(e) => format!("ERROR: sink unreachable: {e}\n"),
+    }
+}

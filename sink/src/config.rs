@@ -1,0 +1,37 @@
+//! The sink's settings, independent of how they were given (flags, code).
+
+use trace_proto::attribution::AttributionKeys;
+
+/// Default `--max-request-bytes`: 4 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Default `--max-series`.
+pub const DEFAULT_MAX_SERIES: usize = 10_000;
+
+/// Settings of one sink.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    /// Largest request body accepted, after decompression too.
+    pub max_request_bytes: usize,
+    /// Cap on routes, agents and generator ids tracked (each); spans beyond it
+    /// count in the totals and in `overflow_spans`.
+    pub max_series: usize,
+    /// Attribute keys of the generator node and the agent node.
+    pub keys: AttributionKeys,
+    /// If set, `POST /reset` requires `Authorization: Bearer <token>`.
+    pub api_token: Option<String>,
+    /// Gaps tracked per generator before the oldest are frozen (memory bound).
+    pub max_gaps_per_generator: usize,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_series: DEFAULT_MAX_SERIES,
+            keys: AttributionKeys::default(),
+            api_token: None,
+            max_gaps_per_generator: 4096,
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The trace-sink binary: flags -> [`trace_sink::SinkConfig`] -> [`trace_sink::SinkBuilder`],
+//! or `trace-sink check` -> [`trace_sink::check::run`].
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+use trace_proto::attribution::AttributionKeys;
+use trace_proto::check::{Conditions, parse_node_list};
+use trace_sink::check::{CheckOptions, render, render_verdict};
+use trace_sink::{SinkBuilder, SinkConfig};
+
+/// An OTLP trace sink that attributes every span to its generator node and
+/// forwarding agent node, and answers assertions over HTTP.
+#[derive(Parser, Debug)]
+#[command(name = "trace-sink", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Receive OTLP and serve the API (the default).
+    Serve(ServeArgs),
+    /// Poll a sink's /stats until the conditions hold or fail; exit 0 pass, 1 fail, 2 error.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// OTLP/gRPC listen address.
+    #[arg(long, env = "SINK_GRPC_LISTEN", default_value = "0.0.0.0:4317")]
+    grpc_listen: SocketAddr,
+    /// OTLP/HTTP listen address.
+    #[arg(long, env = "SINK_HTTP_LISTEN", default_value = "0.0.0.0:4318")]
+    http_listen: SocketAddr,
+    /// HTTP API listen address (/stats, /check, /reset, /metrics, /healthz, /readyz).
+    #[arg(long, env = "SINK_API_LISTEN", default_value = "0.0.0.0:8080")]
+    api_listen: SocketAddr,
+    /// Largest request accepted, in bytes, after decompression too.
+    #[arg(long, env = "SINK_MAX_REQUEST_BYTES", default_value_t = trace_sink::config::DEFAULT_MAX_REQUEST_BYTES)]
+    max_request_bytes: usize,
+    /// Cap on routes, agents and generator ids tracked (each); beyond it spans count in totals and overflow.
+    #[arg(long, env = "SINK_MAX_SERIES", default_value_t = trace_sink::config::DEFAULT_MAX_SERIES)]
+    max_series: usize,
+    /// Attribute naming the generator's node (resource first, then span).
+    #[arg(long, env = "SINK_GENERATOR_NODE_KEY", default_value = trace_proto::keys::GENERATOR_NODE)]
+    generator_node_key: String,
+    /// Attribute naming the forwarding agent's node (resource first, then span).
+    #[arg(long, env = "SINK_AGENT_NODE_KEY", default_value = trace_proto::keys::AGENT_NODE)]
+    agent_node_key: String,
+    /// If set, POST /reset requires `Authorization: Bearer <token>`.
+    #[arg(long, env = "SINK_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// Base URL of the sink's API.
+    #[arg(long, env = "SINK_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// No remote and no unattributed spans (must hold at every poll).
+    #[arg(long)]
+    expect_local: bool,
+    /// At least this many spans in total (must become true).
+    #[arg(long, default_value_t = 1)]
+    min_spans: u64,
+    /// Comma-separated generator nodes that must each deliver at least one span.
+    #[arg(long, value_name = "NODES", default_value = "")]
+    from_nodes: String,
+    /// Comma-separated generator nodes that must deliver nothing (must hold at every poll).
+    #[arg(long, value_name = "NODES", default_value = "")]
+    silent_nodes: String,
+    /// How long positive conditions may take to become true.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    within: Duration,
+    /// How long negative conditions must keep holding after the positive ones are met.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    hold: Duration,
+    /// Time between polls.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Print the final report and stats as JSON on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("trace-sink: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Command::Check(args)) => rt.block_on(check(args)),
+        Some(Command::Serve(args)) => rt.block_on(serve(args)),
+        None => rt.block_on(serve(cli.serve)),
+    }
+}
+
+async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let config = SinkConfig {
+        max_request_bytes: args.max_request_bytes,
+        max_series: args.max_series,
+        keys: AttributionKeys {
+            generator_node: args.generator_node_key,
+            agent_node: args.agent_node_key,
+        },
+        api_token: args.api_token.filter(|t| !t.is_empty()),
+        ..SinkConfig::default()
+    };
+    let listeners = async {
+        Ok::<_, String>((
+            bind("OTLP/gRPC", args.grpc_listen).await?,
+            bind("OTLP/HTTP", args.http_listen).await?,
+            bind("the API", args.api_listen).await?,
+        ))
+    };
+    let (grpc, http, api) = match listeners.await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("trace-sink: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sink = match SinkBuilder::new(config).grpc(grpc).http(http).api(api).start() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("trace-sink: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        "trace-sink listening: OTLP/gRPC on {}, OTLP/HTTP on {}, API on {}",
+        sink.grpc_addr().expect("bound"),
+        sink.http_addr().expect("bound"),
+        sink.api_addr().expect("bound"),
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    sink.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn check(args: CheckArgs) -> ExitCode {
+    let opts = CheckOptions {
+        url: args.url,
+        conditions: Conditions {
+            expect_local: args.expect_local,
+            min_spans: args.min_spans,
+            from_nodes: parse_node_list(&args.from_nodes),
+            silent_nodes: parse_node_list(&args.silent_nodes),
+        },
+        within: args.within,
+        hold: args.hold,
+        interval: args.interval.max(Duration::from_millis(50)),
+    };
+    let outcome = trace_sink::check::run(&opts).await;
+    if args.json {
+        let doc = match &outcome {
+            trace_sink::check::CheckOutcome::Pass { report, stats }
+            | trace_sink::check::CheckOutcome::Fail { report, stats } => {
+                serde_json::json!({ "report": report, "stats": stats })
+            }
+            trace_sink::check::CheckOutcome::Unreachable(e) => serde_json::json!({ "error": e }),
+        };
+        println!("{doc}");
+    } else {
+        if let trace_sink::check::CheckOutcome::Pass { stats, .. }
+        | trace_sink::check::CheckOutcome::Fail { stats, .. } = &outcome
+        {
+            print!("{}", render(stats));
+        }
+        if !matches!(outcome, trace_sink::check::CheckOutcome::Unreachable(_)) {
+            print!("{}", render_verdict(&outcome));
+        }
+    }
+    if let trace_sink::check::CheckOutcome::Unreachable(e) = &outcome {
+        eprintln!("trace-sink check: sink unreachable: {e}");
+    }
+    ExitCode::from(outcome.exit_code())
+}

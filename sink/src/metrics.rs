@@ -1,0 +1,117 @@
+//! Prometheus metrics behind `GET /metrics` (prometheus-client, text exposition).
+//!
+//! Counters are monotonic since the process started, as Prometheus expects:
+//! `POST /reset` zeroes `/stats`, not these. Route label pairs are capped at
+//! `--max-series` for the life of the process; spans of further routes count
+//! in `trace_sink_overflow_spans_total` only.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use trace_proto::attribution::RouteKind;
+
+use crate::stats::Protocol;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    generator_node: String,
+    agent_node: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    protocol: String,
+    outcome: String,
+}
+
+/// The sink's Prometheus registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    spans: Family<RouteLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    overflow: Counter,
+    known_routes: Mutex<HashSet<(Option<String>, Option<String>)>>,
+    max_series: usize,
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new(max_series: usize) -> Self {
+        let mut registry = Registry::with_prefix("trace_sink");
+        let spans = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "spans",
+            "Spans received per route (generator node -> agent node; empty label = unknown)",
+            spans.clone(),
+        );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "OTLP export requests by protocol and outcome (ok or the reason of the reject)",
+            requests.clone(),
+        );
+        let overflow = Counter::default();
+        registry.register(
+            "overflow_spans",
+            "Spans of routes beyond --max-series, not broken down by route",
+            overflow.clone(),
+        );
+        Metrics {
+            registry,
+            spans,
+            requests,
+            overflow,
+            known_routes: Mutex::new(HashSet::new()),
+            max_series,
+        }
+    }
+
+    /// Counts `n` spans on a route.
+    pub(crate) fn count_route(&self, g: Option<&str>, a: Option<&str>, n: u64, tracked: bool) {
+        let key = (g.map(str::to_owned), a.map(str::to_owned));
+        let allowed = tracked && {
+            let mut known = self.known_routes.lock().unwrap_or_else(|e| e.into_inner());
+            known.contains(&key) || (known.len() < self.max_series && known.insert(key))
+        };
+        if !allowed {
+            self.overflow.inc_by(n);
+            return;
+        }
+        let route = match RouteKind::of(g, a) {
+            RouteKind::Local => "local",
+            RouteKind::Remote => "remote",
+            RouteKind::Unattributed => "unattributed",
+        };
+        self.spans
+            .get_or_create(&RouteLabels {
+                generator_node: g.unwrap_or_default().to_owned(),
+                agent_node: a.unwrap_or_default().to_owned(),
+                route: route.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    /// Counts one request.
+    pub(crate) fn count_request(&self, protocol: Protocol, outcome: &str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                protocol: protocol.as_str().to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

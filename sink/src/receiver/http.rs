@@ -1,0 +1,215 @@
+//! OTLP/HTTP `POST /v1/traces`: `application/x-protobuf` and `application/json`
+//! (OTLP/JSON: hex ids, camelCase, int64 as strings), optionally gzip.
+//!
+//! Answers in the request's content type, as the OTLP specification asks:
+//! 200 with an `ExportTraceServiceResponse`; 400 (undecodable), 413 (over
+//! `--max-request-bytes`, checked on the wire and again while inflating, so a
+//! gzip bomb is cut off, not inflated), 415 (content type or encoding) and 405
+//! (method) with a `google.rpc.Status` carrying a one-line message.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use prost::Message;
+use trace_proto::attribution::attribute;
+use trace_proto::otlp::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+
+use crate::server::Shared;
+use crate::stats::{Protocol, outcome};
+
+/// Path of the traces endpoint.
+pub const TRACES_PATH: &str = "/v1/traces";
+
+/// `google.rpc.Status`, the error body of OTLP/HTTP.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+        let mime = ct.split(';').next()?.trim().to_ascii_lowercase();
+        match mime.as_str() {
+            "application/x-protobuf" | "application/protobuf" => Some(Encoding::Protobuf),
+            "application/json" => Some(Encoding::Json),
+            _ => None,
+        }
+    }
+
+    fn protocol(self) -> Protocol {
+        match self {
+            Encoding::Protobuf => Protocol::HttpProtobuf,
+            Encoding::Json => Protocol::HttpJson,
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+}
+
+/// An error answer in the request's encoding (or plain text if unknown).
+fn error(enc: Option<Encoding>, status: StatusCode, grpc_code: tonic::Code, message: String) -> Response {
+    match enc {
+        Some(Encoding::Protobuf) => {
+            let body = RpcStatus {
+                code: grpc_code as i32,
+                message,
+            }
+            .encode_to_vec();
+            (status, [(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
+        }
+        Some(Encoding::Json) => {
+            let body = serde_json::json!({ "code": grpc_code as i32, "message": message }).to_string();
+            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        None => (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message + "\n").into_response(),
+    }
+}
+
+enum Reject {
+    TooLarge(String),
+    Bad(String),
+    Unsupported(String),
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, Reject> {
+    let raw = match Limited::new(body, max).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return Err(Reject::TooLarge(format!("request body exceeds the limit of {max} bytes")));
+        }
+        Err(e) => return Err(Reject::Bad(format!("could not read the request body: {e}"))),
+    };
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("") | Some("identity") => Ok(raw),
+        Some("gzip") => {
+            let mut out = Vec::new();
+            let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+            flate2::read::GzDecoder::new(&raw[..])
+                .take(limit)
+                .read_to_end(&mut out)
+                .map_err(|e| Reject::Bad(format!("invalid gzip body: {e}")))?;
+            if out.len() > max {
+                return Err(Reject::TooLarge(format!(
+                    "decompressed request body exceeds the limit of {max} bytes"
+                )));
+            }
+            Ok(out.into())
+        }
+        Some(other) => Err(Reject::Unsupported(format!(
+            "unsupported Content-Encoding {other:?}: use gzip or none"
+        ))),
+    }
+}
+
+async fn export(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(enc) = Encoding::from_headers(&headers) else {
+        shared.accounting.reject(Protocol::Http, outcome::UNSUPPORTED_MEDIA_TYPE);
+        let got = headers
+            .get(header::CONTENT_TYPE)
+            .map_or("none".into(), |v| format!("{:?}", v.to_str().unwrap_or("?")));
+        return error(
+            None,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            tonic::Code::InvalidArgument,
+            format!("unsupported Content-Type {got}: use application/x-protobuf or application/json"),
+        );
+    };
+    let protocol = enc.protocol();
+    let bytes = match read_body(body, &headers, shared.config.max_request_bytes).await {
+        Ok(b) => b,
+        Err(Reject::TooLarge(m)) => {
+            shared.accounting.reject(protocol, outcome::TOO_LARGE);
+            return error(Some(enc), StatusCode::PAYLOAD_TOO_LARGE, tonic::Code::ResourceExhausted, m);
+        }
+        Err(Reject::Bad(m)) => {
+            shared.accounting.reject(protocol, outcome::BAD_REQUEST);
+            return error(Some(enc), StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, m);
+        }
+        Err(Reject::Unsupported(m)) => {
+            shared.accounting.reject(protocol, outcome::UNSUPPORTED_MEDIA_TYPE);
+            return error(Some(enc), StatusCode::UNSUPPORTED_MEDIA_TYPE, tonic::Code::InvalidArgument, m);
+        }
+    };
+    let decoded = match enc {
+        Encoding::Protobuf => ExportTraceServiceRequest::decode(bytes)
+            .map_err(|e| format!("invalid OTLP protobuf body: {e}")),
+        Encoding::Json => serde_json::from_slice::<ExportTraceServiceRequest>(&bytes)
+            .map_err(|e| format!("invalid OTLP/JSON body: {e}")),
+    };
+    let req = match decoded {
+        Ok(r) => r,
+        Err(m) => {
+            shared.accounting.reject(protocol, outcome::BAD_REQUEST);
+            return error(Some(enc), StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, m);
+        }
+    };
+    let summary = attribute(&req, &shared.config.keys);
+    shared.accounting.ingest(&summary, Some(peer), protocol);
+    let body = match enc {
+        Encoding::Protobuf => ExportTraceServiceResponse::default().encode_to_vec(),
+        Encoding::Json => b"{}".to_vec(),
+    };
+    (StatusCode::OK, [(header::CONTENT_TYPE, enc.content_type())], body).into_response()
+}
+
+async fn method_not_allowed(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    shared.accounting.reject(Protocol::Http, outcome::METHOD_NOT_ALLOWED);
+    let mut resp = error(
+        Encoding::from_headers(&headers),
+        StatusCode::METHOD_NOT_ALLOWED,
+        tonic::Code::Unimplemented,
+        format!("only POST is allowed on {TRACES_PATH}"),
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+    resp
+}
+
+async fn not_found() -> Response {
+    error(
+        None,
+        StatusCode::NOT_FOUND,
+        tonic::Code::NotFound,
+        format!("not found: this receiver serves POST {TRACES_PATH} only"),
+    )
+}
+
+/// The OTLP/HTTP router; serve it with `into_make_service_with_connect_info::<SocketAddr>()`.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(TRACES_PATH, post(export).fallback(method_not_allowed))
+        .fallback(not_found)
+        .with_state(shared)
+}

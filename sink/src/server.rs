@@ -1,0 +1,180 @@
+//! Starting and stopping a sink on listeners the caller bound, so tests and
+//! embedders can use port 0 and read the bound address back.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use trace_proto::stats::SinkStats;
+
+use crate::config::SinkConfig;
+use crate::metrics::Metrics;
+use crate::stats::Accounting;
+
+/// State shared by the receivers and the API.
+#[derive(Debug)]
+pub struct Shared {
+    /// Settings.
+    pub config: SinkConfig,
+    /// Span and request accounting.
+    pub accounting: Accounting,
+    /// Prometheus registry.
+    pub metrics: Arc<Metrics>,
+    /// True while the receivers serve.
+    pub ready: AtomicBool,
+}
+
+/// Builds a sink from a config and up to three listeners.
+pub struct SinkBuilder {
+    config: SinkConfig,
+    grpc: Option<TcpListener>,
+    http: Option<TcpListener>,
+    api: Option<TcpListener>,
+}
+
+impl SinkBuilder {
+    /// A builder with no listener yet.
+    pub fn new(config: SinkConfig) -> Self {
+        SinkBuilder {
+            config,
+            grpc: None,
+            http: None,
+            api: None,
+        }
+    }
+
+    /// Serve OTLP/gRPC on this listener.
+    pub fn grpc(mut self, l: TcpListener) -> Self {
+        self.grpc = Some(l);
+        self
+    }
+
+    /// Serve OTLP/HTTP on this listener.
+    pub fn http(mut self, l: TcpListener) -> Self {
+        self.http = Some(l);
+        self
+    }
+
+    /// Serve the HTTP API on this listener.
+    pub fn api(mut self, l: TcpListener) -> Self {
+        self.api = Some(l);
+        self
+    }
+
+    /// Starts serving on the current tokio runtime.
+    pub fn start(self) -> io::Result<SinkHandle> {
+        let metrics = Arc::new(Metrics::new(self.config.max_series));
+        let shared = Arc::new(Shared {
+            accounting: Accounting::new(
+                self.config.max_series,
+                self.config.max_gaps_per_generator,
+                metrics.clone(),
+            ),
+            metrics,
+            config: self.config,
+            ready: AtomicBool::new(false),
+        });
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let addr = |l: &Option<TcpListener>| l.as_ref().map(TcpListener::local_addr).transpose();
+        let (grpc_addr, http_addr, api_addr) = (addr(&self.grpc)?, addr(&self.http)?, addr(&self.api)?);
+        if let Some(l) = self.grpc {
+            let (shared, cancel) = (shared.clone(), cancel.clone());
+            tasks.spawn(async move {
+                if let Err(e) = crate::receiver::grpc::serve(l, shared, cancel).await {
+                    tracing::error!("OTLP/gRPC receiver stopped: {e}");
+                }
+            });
+        }
+        if let Some(l) = self.http {
+            let app = crate::receiver::http::router(shared.clone());
+            tasks.spawn(serve_axum(l, app, cancel.clone(), "OTLP/HTTP receiver"));
+        }
+        if let Some(l) = self.api {
+            let app = crate::api::router(shared.clone());
+            tasks.spawn(serve_axum(l, app, cancel.clone(), "API"));
+        }
+        shared.ready.store(true, Ordering::Relaxed);
+        Ok(SinkHandle {
+            grpc_addr,
+            http_addr,
+            api_addr,
+            shared,
+            cancel,
+            tasks,
+        })
+    }
+}
+
+async fn serve_axum(l: TcpListener, app: axum::Router, cancel: CancellationToken, what: &'static str) {
+    let svc = app.into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(l, svc)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+    {
+        tracing::error!("{what} stopped: {e}");
+    }
+}
+
+/// A running sink.
+pub struct SinkHandle {
+    grpc_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    api_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl SinkHandle {
+    /// Bound OTLP/gRPC address.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_addr
+    }
+
+    /// Bound OTLP/HTTP address.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Bound API address.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
+    }
+
+    /// The current numbers, as `GET /stats` shows them.
+    pub fn stats(&self) -> SinkStats {
+        self.shared.accounting.snapshot()
+    }
+
+    /// Zeroes the numbers and returns them as they were, as `POST /reset` does.
+    pub fn reset(&self) -> SinkStats {
+        self.shared.accounting.reset()
+    }
+
+    /// The Prometheus exposition, as `GET /metrics` shows it.
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics.encode()
+    }
+
+    /// Stops accepting, lets open requests finish (at most `grace`), then returns.
+    pub async fn shutdown_within(mut self, grace: Duration) {
+        self.shared.ready.store(false, Ordering::Relaxed);
+        self.cancel.cancel();
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!("connections still open after {grace:?}; closing them");
+            self.tasks.abort_all();
+        }
+    }
+
+    /// [`SinkHandle::shutdown_within`] with a 10 s grace period.
+    pub async fn shutdown(self) {
+        self.shutdown_within(Duration::from_secs(10)).await
+    }
+}
