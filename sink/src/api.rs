@@ -45,7 +45,11 @@ async fn reset(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respons
 }
 
 fn bad_request(message: String) -> Response {
-    (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": message }))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
 }
 
 /// Parses the query of `/check` into conditions.
@@ -75,7 +79,10 @@ pub fn parse_check_query(q: &HashMap<String, String>) -> Result<Conditions, Stri
     Ok(c)
 }
 
-async fn check(State(shared): State<Arc<Shared>>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn check(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let cond = match parse_check_query(&q) {
         Ok(c) => c,
         Err(m) => return bad_request(m),

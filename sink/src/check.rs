@@ -65,9 +65,13 @@ impl CheckOutcome {
 /// Fetches `GET {url}/stats`.
 pub async fn fetch_stats(url: &str) -> Result<SinkStats, String> {
     let full = format!("{}/stats", url.trim_end_matches('/'));
-    let uri: hyper::Uri = full.parse().map_err(|e| format!("invalid --url {url:?}: {e}"))?;
+    let uri: hyper::Uri = full
+        .parse()
+        .map_err(|e| format!("invalid --url {url:?}: {e}"))?;
     if uri.scheme_str() != Some("http") {
-        return Err(format!("invalid --url {url:?}: only http:// URLs are supported"));
+        return Err(format!(
+            "invalid --url {url:?}: only http:// URLs are supported"
+        ));
     }
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
     let req = hyper::Request::get(uri)
@@ -123,7 +127,11 @@ pub async fn run(opts: &CheckOptions) -> CheckOutcome {
         };
         let report = evaluate(&stats, &opts.conditions);
         let now = Instant::now();
-        if report.failures.iter().any(|f| f.polarity == Polarity::Negative) {
+        if report
+            .failures
+            .iter()
+            .any(|f| f.polarity == Polarity::Negative)
+        {
             return CheckOutcome::Fail { report, stats };
         }
         if report.pass {
@@ -152,7 +160,11 @@ pub fn render(stats: &SinkStats) -> String {
         stats.overflow_spans,
         stats.since
     );
-    let _ = writeln!(out, "{:<24} {:<24} {:>10}  {}", "GENERATOR NODE", "AGENT NODE", "SPANS", "ROUTE");
+    let _ = writeln!(
+        out,
+        "{:<24} {:<24} {:>10}  ROUTE",
+        "GENERATOR NODE", "AGENT NODE", "SPANS"
+    );
     for r in &stats.routes {
         let kind = match trace_proto::attribution::RouteKind::of(
             r.generator_node.as_deref(),

@@ -145,7 +145,12 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let sink = match SinkBuilder::new(config).grpc(grpc).http(http).api(api).start() {
+    let sink = match SinkBuilder::new(config)
+        .grpc(grpc)
+        .http(http)
+        .api(api)
+        .start()
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("trace-sink: cannot start: {e}");

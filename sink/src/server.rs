@@ -82,7 +82,8 @@ impl SinkBuilder {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let addr = |l: &Option<TcpListener>| l.as_ref().map(TcpListener::local_addr).transpose();
-        let (grpc_addr, http_addr, api_addr) = (addr(&self.grpc)?, addr(&self.http)?, addr(&self.api)?);
+        let (grpc_addr, http_addr, api_addr) =
+            (addr(&self.grpc)?, addr(&self.http)?, addr(&self.api)?);
         if let Some(l) = self.grpc {
             let (shared, cancel) = (shared.clone(), cancel.clone());
             tasks.spawn(async move {
@@ -111,7 +112,12 @@ impl SinkBuilder {
     }
 }
 
-async fn serve_axum(l: TcpListener, app: axum::Router, cancel: CancellationToken, what: &'static str) {
+async fn serve_axum(
+    l: TcpListener,
+    app: axum::Router,
+    cancel: CancellationToken,
+    what: &'static str,
+) {
     let svc = app.into_make_service_with_connect_info::<SocketAddr>();
     if let Err(e) = axum::serve(l, svc)
         .with_graceful_shutdown(cancel.cancelled_owned())

@@ -147,7 +147,12 @@ impl Accounting {
     }
 
     /// Merges the summary of one accepted request and counts the request as `ok`.
-    pub fn ingest(&self, summary: &RequestSummary<'_>, peer: Option<SocketAddr>, protocol: Protocol) {
+    pub fn ingest(
+        &self,
+        summary: &RequestSummary<'_>,
+        peer: Option<SocketAddr>,
+        protocol: Protocol,
+    ) {
         let now = SystemTime::now();
         let mut st = self.lock();
         let st = &mut *st;
@@ -187,14 +192,17 @@ impl Accounting {
                 // Already counted in the totals; the route table may have it too.
                 continue;
             }
-            let e = st.generators.entry(id.to_owned()).or_insert_with(|| GeneratorEntry {
-                node: None,
-                spans: 0,
-                duplicates: 0,
-                seqs: SeqSet::new(self.max_gaps),
-                peers: BTreeSet::new(),
-                last: now,
-            });
+            let e = st
+                .generators
+                .entry(id.to_owned())
+                .or_insert_with(|| GeneratorEntry {
+                    node: None,
+                    spans: 0,
+                    duplicates: 0,
+                    seqs: SeqSet::new(self.max_gaps),
+                    peers: BTreeSet::new(),
+                    last: now,
+                });
             e.spans += batch.spans;
             e.last = now;
             if let Some(node) = batch.node
@@ -242,7 +250,9 @@ fn snapshot(st: &State) -> SinkStats {
             last_seen: rfc3339(e.last),
         })
         .collect();
-    routes.sort_by(|x, y| (&x.generator_node, &x.agent_node).cmp(&(&y.generator_node, &y.agent_node)));
+    routes.sort_by(|x, y| {
+        (&x.generator_node, &x.agent_node).cmp(&(&y.generator_node, &y.agent_node))
+    });
     let mut agents: Vec<AgentStats> = st
         .agents
         .iter()

@@ -36,7 +36,9 @@ impl TraceService for Receiver {
         let peer = request.remote_addr();
         let req = request.into_inner();
         let summary = attribute(&req, &self.shared.config.keys);
-        self.shared.accounting.ingest(&summary, peer, Protocol::Grpc);
+        self.shared
+            .accounting
+            .ingest(&summary, peer, Protocol::Grpc);
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))
@@ -44,7 +46,10 @@ impl TraceService for Receiver {
 }
 
 /// Maps tonic's own rejections to OTLP's codes and counts them.
-fn map_rejection(shared: &Shared, mut resp: http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+fn map_rejection(
+    shared: &Shared,
+    mut resp: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
     // Errors raised before the handler come back trailers-only: the status is a header.
     let Some(code) = resp
         .headers()

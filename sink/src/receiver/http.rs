@@ -71,7 +71,12 @@ impl Encoding {
 }
 
 /// An error answer in the request's encoding (or plain text if unknown).
-fn error(enc: Option<Encoding>, status: StatusCode, grpc_code: tonic::Code, message: String) -> Response {
+fn error(
+    enc: Option<Encoding>,
+    status: StatusCode,
+    grpc_code: tonic::Code,
+    message: String,
+) -> Response {
     match enc {
         Some(Encoding::Protobuf) => {
             let body = RpcStatus {
@@ -79,13 +84,24 @@ fn error(enc: Option<Encoding>, status: StatusCode, grpc_code: tonic::Code, mess
                 message,
             }
             .encode_to_vec();
-            (status, [(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
+            (
+                status,
+                [(header::CONTENT_TYPE, "application/x-protobuf")],
+                body,
+            )
+                .into_response()
         }
         Some(Encoding::Json) => {
-            let body = serde_json::json!({ "code": grpc_code as i32, "message": message }).to_string();
+            let body =
+                serde_json::json!({ "code": grpc_code as i32, "message": message }).to_string();
             (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
-        None => (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message + "\n").into_response(),
+        None => (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            message + "\n",
+        )
+            .into_response(),
     }
 }
 
@@ -99,7 +115,9 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes,
     let raw = match Limited::new(body, max).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(Reject::TooLarge(format!("request body exceeds the limit of {max} bytes")));
+            return Err(Reject::TooLarge(format!(
+                "request body exceeds the limit of {max} bytes"
+            )));
         }
         Err(e) => return Err(Reject::Bad(format!("could not read the request body: {e}"))),
     };
@@ -135,15 +153,21 @@ async fn export(
     body: Body,
 ) -> Response {
     let Some(enc) = Encoding::from_headers(&headers) else {
-        shared.accounting.reject(Protocol::Http, outcome::UNSUPPORTED_MEDIA_TYPE);
+        shared
+            .accounting
+            .reject(Protocol::Http, outcome::UNSUPPORTED_MEDIA_TYPE);
         let got = headers
             .get(header::CONTENT_TYPE)
-            .map_or("none".into(), |v| format!("{:?}", v.to_str().unwrap_or("?")));
+            .map_or("none".into(), |v| {
+                format!("{:?}", v.to_str().unwrap_or("?"))
+            });
         return error(
             None,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             tonic::Code::InvalidArgument,
-            format!("unsupported Content-Type {got}: use application/x-protobuf or application/json"),
+            format!(
+                "unsupported Content-Type {got}: use application/x-protobuf or application/json"
+            ),
         );
     };
     let protocol = enc.protocol();
@@ -151,15 +175,32 @@ async fn export(
         Ok(b) => b,
         Err(Reject::TooLarge(m)) => {
             shared.accounting.reject(protocol, outcome::TOO_LARGE);
-            return error(Some(enc), StatusCode::PAYLOAD_TOO_LARGE, tonic::Code::ResourceExhausted, m);
+            return error(
+                Some(enc),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                tonic::Code::ResourceExhausted,
+                m,
+            );
         }
         Err(Reject::Bad(m)) => {
             shared.accounting.reject(protocol, outcome::BAD_REQUEST);
-            return error(Some(enc), StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, m);
+            return error(
+                Some(enc),
+                StatusCode::BAD_REQUEST,
+                tonic::Code::InvalidArgument,
+                m,
+            );
         }
         Err(Reject::Unsupported(m)) => {
-            shared.accounting.reject(protocol, outcome::UNSUPPORTED_MEDIA_TYPE);
-            return error(Some(enc), StatusCode::UNSUPPORTED_MEDIA_TYPE, tonic::Code::InvalidArgument, m);
+            shared
+                .accounting
+                .reject(protocol, outcome::UNSUPPORTED_MEDIA_TYPE);
+            return error(
+                Some(enc),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                tonic::Code::InvalidArgument,
+                m,
+            );
         }
     };
     let decoded = match enc {
@@ -172,7 +213,12 @@ async fn export(
         Ok(r) => r,
         Err(m) => {
             shared.accounting.reject(protocol, outcome::BAD_REQUEST);
-            return error(Some(enc), StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, m);
+            return error(
+                Some(enc),
+                StatusCode::BAD_REQUEST,
+                tonic::Code::InvalidArgument,
+                m,
+            );
         }
     };
     let summary = attribute(&req, &shared.config.keys);
@@ -181,11 +227,18 @@ async fn export(
         Encoding::Protobuf => ExportTraceServiceResponse::default().encode_to_vec(),
         Encoding::Json => b"{}".to_vec(),
     };
-    (StatusCode::OK, [(header::CONTENT_TYPE, enc.content_type())], body).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, enc.content_type())],
+        body,
+    )
+        .into_response()
 }
 
 async fn method_not_allowed(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    shared.accounting.reject(Protocol::Http, outcome::METHOD_NOT_ALLOWED);
+    shared
+        .accounting
+        .reject(Protocol::Http, outcome::METHOD_NOT_ALLOWED);
     let mut resp = error(
         Encoding::from_headers(&headers),
         StatusCode::METHOD_NOT_ALLOWED,

@@ -1,0 +1,252 @@
+//! The HTTP API: /stats, /reset, /check, /metrics, /healthz, /readyz.
+
+mod common;
+
+use common::*;
+use trace_proto::check::CheckReport;
+use trace_proto::stats::{SINK_STATS_SCHEMA, SinkStats};
+
+/// /stats is the versioned JSON, with null for unknown nodes.
+#[tokio::test]
+async fn stats_json() {
+    let sink = start_default().await;
+    grpc_client(&sink)
+        .await
+        .export(request(Some("n1"), None, "g", 1..=2))
+        .await
+        .unwrap();
+    let v: serde_json::Value = reqwest::get(api_url(&sink, "/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["schema"], SINK_STATS_SCHEMA);
+    assert_eq!(v["spans_total"], 2);
+    assert_eq!(v["routes"][0]["agent_node"], serde_json::Value::Null);
+    assert_eq!(v["routes"][0]["generator_node"], "n1");
+    assert!(v["since"].as_str().unwrap().ends_with('Z'));
+    let typed: SinkStats = serde_json::from_value(v).unwrap();
+    assert_eq!(typed, sink.stats());
+    sink.shutdown().await;
+}
+
+/// /reset zeroes everything and answers with the snapshot taken just before.
+#[tokio::test]
+async fn reset_returns_previous_snapshot() {
+    let sink = start_default().await;
+    grpc_client(&sink)
+        .await
+        .export(request(Some("n"), Some("n"), "g", 1..=5))
+        .await
+        .unwrap();
+    let resp = reqwest::Client::new()
+        .post(api_url(&sink, "/reset"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let before: SinkStats = resp.json().await.unwrap();
+    assert_eq!(before.spans_total, 5);
+    let after = sink.stats();
+    assert_eq!(after.spans_total, 0);
+    assert!(after.routes.is_empty() && after.generators.is_empty() && after.requests.is_empty());
+    assert!(after.since >= before.since);
+    // Sequence tracking starts over: the next spans do not look like a gap.
+    grpc_client(&sink)
+        .await
+        .export(request(Some("n"), Some("n"), "g", 6..=7))
+        .await
+        .unwrap();
+    assert_eq!(sink.stats().generators[0].missing, 0);
+    sink.shutdown().await;
+}
+
+/// With a token, /reset needs `Authorization: Bearer <token>`; without it, 401 and nothing is lost.
+#[tokio::test]
+async fn reset_token() {
+    let sink = start(trace_sink::SinkConfig {
+        api_token: Some("s3cret".into()),
+        ..Default::default()
+    })
+    .await;
+    grpc_client(&sink)
+        .await
+        .export(request(Some("n"), Some("n"), "g", 1..=3))
+        .await
+        .unwrap();
+    let c = reqwest::Client::new();
+    for auth in [None, Some("Bearer wrong"), Some("s3cret")] {
+        let mut b = c.post(api_url(&sink, "/reset"));
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        let resp = b.send().await.unwrap();
+        assert_eq!(resp.status(), 401, "auth {auth:?}");
+        assert!(resp.text().await.unwrap().contains("Authorization: Bearer"));
+    }
+    assert_eq!(sink.stats().spans_total, 3);
+    let resp = c
+        .post(api_url(&sink, "/reset"))
+        .header("authorization", "Bearer s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(sink.stats().spans_total, 0);
+    sink.shutdown().await;
+}
+
+async fn check(sink: &trace_sink::SinkHandle, query: &str) -> (u16, CheckReport) {
+    let resp = reqwest::get(api_url(sink, &format!("/check?{query}")))
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+/// /check: 200 when every condition holds, 412 with the failed ones in words otherwise.
+#[tokio::test]
+async fn check_each_condition() {
+    let sink = start_default().await;
+    let (status, r) = check(&sink, "").await;
+    assert_eq!(status, 412, "min_spans defaults to 1");
+    assert!(r.failures[0].message.contains("at least 1 spans"));
+    assert_eq!(check(&sink, "min_spans=0").await.0, 200);
+
+    let mut c = grpc_client(&sink).await;
+    c.export(request(Some("a"), Some("a"), "ga", 1..=5))
+        .await
+        .unwrap();
+    c.export(request(Some("b"), Some("b"), "gb", 1..=5))
+        .await
+        .unwrap();
+    assert_eq!(
+        check(
+            &sink,
+            "expect=local&min_spans=10&from_nodes=a,b&silent_nodes=c"
+        )
+        .await
+        .0,
+        200
+    );
+    let (status, r) = check(&sink, "min_spans=11").await;
+    assert_eq!(status, 412);
+    assert!(r.failures[0].message.contains("at least 11 spans, got 10"));
+    let (status, r) = check(&sink, "from_nodes=a,c").await;
+    assert_eq!(status, 412);
+    assert_eq!(r.failures.len(), 1);
+    assert!(r.failures[0].message.contains("node c"));
+    let (status, r) = check(&sink, "silent_nodes=b").await;
+    assert_eq!(status, 412);
+    assert!(
+        r.failures[0]
+            .message
+            .contains("expected no spans from generator node b, got 5")
+    );
+
+    c.export(request(Some("a"), Some("b"), "ga", 6..=6))
+        .await
+        .unwrap();
+    let (status, r) = check(&sink, "expect=local").await;
+    assert_eq!(status, 412);
+    assert!(
+        r.failures[0].message.contains("a -> b: 1"),
+        "{:?}",
+        r.failures
+    );
+    c.export(request(Some("a"), None, "ga", 7..=7))
+        .await
+        .unwrap();
+    let (_, r) = check(&sink, "expect=local").await;
+    assert_eq!(r.failures.len(), 2);
+
+    let resp = reqwest::get(api_url(&sink, "/check?expect=everything"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = reqwest::get(api_url(&sink, "/check?min_spans=-1"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    sink.shutdown().await;
+}
+
+/// /metrics is Prometheus text with spans per route and requests by outcome.
+#[tokio::test]
+async fn metrics_exposition() {
+    let sink = start_default().await;
+    grpc_client(&sink)
+        .await
+        .export(request(Some("a"), Some("b"), "g", 1..=3))
+        .await
+        .unwrap();
+    let _ = reqwest::Client::new()
+        .post(traces_url(&sink))
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    let resp = reqwest::get(api_url(&sink, "/metrics")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains(
+            r#"trace_sink_spans_total{generator_node="a",agent_node="b",route="remote"} 3"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"trace_sink_requests_total{protocol="grpc",outcome="ok"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"trace_sink_requests_total{protocol="http",outcome="unsupported_media_type"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE trace_sink_spans counter"));
+    // Counters are monotonic: /reset does not zero them.
+    sink.reset();
+    assert!(sink.metrics_text().contains(r#"route="remote"} 3"#));
+    sink.shutdown().await;
+}
+
+/// /healthz and /readyz answer 200 while serving.
+#[tokio::test]
+async fn health_and_readiness() {
+    let sink = start_default().await;
+    assert_eq!(
+        reqwest::get(api_url(&sink, "/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(api_url(&sink, "/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(api_url(&sink, "/nope"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    sink.shutdown().await;
+}
+
+/// Shutdown stops the listeners.
+#[tokio::test]
+async fn shutdown_closes_listeners() {
+    let sink = start_default().await;
+    let api = api_url(&sink, "/healthz");
+    sink.shutdown().await;
+    assert!(reqwest::get(api).await.is_err());
+}
