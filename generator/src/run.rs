@@ -202,7 +202,8 @@ impl Generator {
             .then(|| tokio::spawn(report_progress(counters.clone(), cfg.report_interval)));
         let mut tasks = tokio::task::JoinSet::new();
         let mut next_seq: u64 = 1;
-        let mut rng = rand::rng();
+        // A Send rng, so the run future can be spawned.
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
         let end_sleep = async {
             match end {
                 Some(e) => tokio::time::sleep_until(e).await,
@@ -211,6 +212,9 @@ impl Generator {
         };
         tokio::pin!(shutdown);
         tokio::pin!(end_sleep);
+        // Set when the shutdown future fired: pending retries are cancelled then,
+        // while a run that reached its count or duration lets them finish.
+        let mut interrupted = false;
         loop {
             if let Some(count) = cfg.count
                 && next_seq > count
@@ -221,7 +225,7 @@ impl Generator {
             if let Some(t) = ticker.as_mut() {
                 tokio::select! {
                     biased;
-                    _ = &mut shutdown => break,
+                    _ = &mut shutdown => { interrupted = true; break }
                     _ = &mut end_sleep => break,
                     _ = t.tick() => {}
                 }
@@ -231,14 +235,14 @@ impl Generator {
             {
                 tokio::select! {
                     biased;
-                    _ = &mut shutdown => break,
+                    _ = &mut shutdown => { interrupted = true; break }
                     _ = &mut end_sleep => break,
                     _ = tokio::time::sleep_until(at) => {}
                 }
             }
             let permit = tokio::select! {
                 biased;
-                _ = &mut shutdown => break,
+                _ = &mut shutdown => { interrupted = true; break }
                 _ = &mut end_sleep => break,
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
@@ -287,18 +291,32 @@ impl Generator {
                 }
             });
         }
-        stopping.store(true, Ordering::Relaxed);
-        // In-flight requests finish within the export timeout (retries were cancelled).
         let grace = cfg.timeout + Duration::from_millis(500);
-        let drained =
-            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        let drained = {
+            let drain = async { while tasks.join_next().await.is_some() {} };
+            tokio::pin!(drain);
+            if interrupted {
+                // Stop now: no more retries; in-flight requests end within the export timeout.
+                stopping.store(true, Ordering::Relaxed);
+                tokio::time::timeout(grace, &mut drain).await
+            } else {
+                // Done: let pending retries run, unless the shutdown future fires meanwhile.
+                tokio::select! {
+                    _ = &mut drain => Ok(()),
+                    _ = &mut shutdown => {
+                        stopping.store(true, Ordering::Relaxed);
+                        tokio::time::timeout(grace, &mut drain).await
+                    }
+                }
+            }
+        };
         if drained.is_err() {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
             let left = counters.in_flight();
             if left > 0 {
                 tracing::warn!(
-                    "{left} spans still in flight after {grace:?}: counted as failed (aborted)"
+                    "{left} spans still in flight after {grace:?} at stop: counted as failed (aborted)"
                 );
                 counters.spans_failed("aborted", left);
             }
