@@ -1,0 +1,283 @@
+//! The trace-gen binary: environment variables, flag precedence, exit codes,
+//! the stats server, SIGTERM and the JSON summary.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use trace_proto::stats::GeneratorReport;
+
+const BIN: &str = env!("CARGO_BIN_EXE_trace-gen");
+
+/// A trace-gen command with a clean OTEL environment and quiet logs.
+fn gen_cmd() -> Command {
+    let mut c = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OTEL_") || k == "NODE_NAME" || k == "POD_NAME" || k == "POD_NAMESPACE" {
+            c.env_remove(k);
+        }
+    }
+    c.env("RUST_LOG", "warn")
+        .args(["--stats-listen", "off", "--report-interval", "0s"]);
+    c
+}
+
+async fn output(mut c: Command) -> (Option<i32>, GeneratorReport, String) {
+    c.args(["--summary-json", "-"]);
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    (out.status.code(), report, stderr)
+}
+
+/// Environment variables are honoured: NODE_NAME, POD_*, OTEL_SERVICE_NAME,
+/// OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_{ENDPOINT,PROTOCOL,HEADERS,TIMEOUT}.
+#[tokio::test(flavor = "multi_thread")]
+async fn environment_is_honoured() {
+    let (url, rec) = start_recorder(None).await;
+    let mut c = gen_cmd();
+    c.env("NODE_NAME", "env-node")
+        .env("POD_NAME", "env-pod")
+        .env("POD_NAMESPACE", "env-ns")
+        .env("OTEL_SERVICE_NAME", "env-svc")
+        .env(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment=lab,team=o%2Cbs",
+        )
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &url)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=t-env")
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "3000")
+        .args(["--count", "3", "--rate", "0"]);
+    let (code, r, stderr) = output(c).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        (r.node.as_str(), r.endpoint.as_str(), r.protocol.as_str()),
+        ("env-node", url.as_str(), "grpc")
+    );
+    let reqs = rec.requests.lock().unwrap();
+    let (req, md) = &reqs[0];
+    let res = &req.resource_spans[0].resource.as_ref().unwrap().attributes;
+    use trace_proto::otlp::get_str;
+    assert_eq!(get_str(res, "k8s.node.name"), Some("env-node"));
+    assert_eq!(get_str(res, "k8s.pod.name"), Some("env-pod"));
+    assert_eq!(get_str(res, "k8s.namespace.name"), Some("env-ns"));
+    assert_eq!(get_str(res, "service.name"), Some("env-svc"));
+    assert_eq!(get_str(res, "deployment.environment"), Some("lab"));
+    assert_eq!(get_str(res, "team"), Some("o,bs"));
+    assert_eq!(md.get("x-tenant").unwrap(), "t-env");
+}
+
+/// OTEL_EXPORTER_OTLP_ENDPOINT with an HTTP protocol gets /v1/traces appended.
+#[tokio::test(flavor = "multi_thread")]
+async fn generic_endpoint_for_http() {
+    let sink = start_sink().await;
+    let mut c = gen_cmd();
+    c.env("NODE_NAME", "n")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", http_url(&sink))
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        .args(["--count", "7", "--rate", "0"]);
+    let (code, r, stderr) = output(c).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(r.endpoint, format!("{}/v1/traces", http_url(&sink)));
+    assert_eq!(sink.stats().requests["http_json"]["ok"], 1);
+    assert_eq!(sink.stats().spans_total, 7);
+    sink.shutdown().await;
+}
+
+/// Flags win over the environment.
+#[tokio::test(flavor = "multi_thread")]
+async fn flags_win() {
+    let sink = start_sink().await;
+    let mut c = gen_cmd();
+    c.env("NODE_NAME", "env-node")
+        .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", closed_port_url())
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        .env("OTEL_SERVICE_NAME", "env-svc")
+        .args([
+            "--node-name",
+            "flag-node",
+            "--endpoint",
+            &grpc_url(&sink),
+            "--protocol",
+            "grpc",
+        ])
+        .args(["--count", "4", "--rate", "0", "--service-name", "flag-svc"]);
+    let (code, r, stderr) = output(c).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        (r.node.as_str(), r.protocol.as_str()),
+        ("flag-node", "grpc")
+    );
+    let s = sink.stats();
+    assert_eq!(s.routes[0].generator_node.as_deref(), Some("flag-node"));
+    assert_eq!(s.requests["grpc"]["ok"], 1);
+    sink.shutdown().await;
+}
+
+/// Exit 1 when an export failed, with the reason in the summary.
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_one_on_failure() {
+    let mut c = gen_cmd();
+    c.args([
+        "--node-name",
+        "n",
+        "--endpoint",
+        &closed_port_url(),
+        "--count",
+        "5",
+        "--rate",
+        "0",
+    ]);
+    let (code, r, stderr) = output(c).await;
+    assert_eq!(code, Some(1));
+    assert_eq!(r.spans_failed_by_reason["connection_refused"], 5);
+    assert!(
+        stderr.contains("trace-gen summary:") && stderr.contains("connection_refused=5"),
+        "{stderr}"
+    );
+}
+
+/// Usage errors exit 2 with one clear line, before anything is sent.
+#[test]
+fn usage_errors() {
+    for (args, expect) in [
+        (
+            vec!["--endpoint", "https://x:4317"],
+            "https is not supported",
+        ),
+        (vec!["--endpoint", "http://"], "invalid endpoint"),
+        (vec!["--protocol", "smoke-signals"], "invalid protocol"),
+        (vec!["--rate=-1"], "invalid --rate"),
+        (vec!["--batch", "0"], "--batch"),
+        (vec!["--header", "novalue"], "expected key=value"),
+        (vec!["--reconnect-every", "sometimes"], "--reconnect-every"),
+        (
+            vec!["--count", "5", "--duration", "5s"],
+            "cannot be used with",
+        ),
+        (vec!["--no-such-flag"], "unexpected argument"),
+    ] {
+        let out = gen_cmd()
+            .arg("--node-name")
+            .arg("n")
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert!(out.stdout.is_empty());
+    }
+    let out = Command::new(BIN)
+        .args(["--node-name", "n", "--stats-listen", "nowhere"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid --stats-listen"));
+    let out = gen_cmd()
+        .args(["--node-name", "n"])
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("OTEL_EXPORTER_OTLP_TIMEOUT"));
+}
+
+/// SIGTERM stops sending, waits for in-flight requests and exits 0 with a summary;
+/// meanwhile /stats, /metrics and /healthz answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_and_stats_server() {
+    let sink = start_sink().await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = std::env::temp_dir().join(format!("trace-gen-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let summary = dir.join("summary.json");
+    let mut child = Command::new(BIN)
+        .env("RUST_LOG", "warn")
+        .args([
+            "--node-name",
+            "n",
+            "--endpoint",
+            &grpc_url(&sink),
+            "--rate",
+            "50",
+            "--batch",
+            "5",
+        ])
+        .args(["--stats-listen", &format!("127.0.0.1:{port}")])
+        .arg("--summary-json")
+        .arg(&summary)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut live = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(r) = reqwest_get(&format!("{base}/stats")).await
+            && let Ok(rep) = serde_json::from_str::<GeneratorReport>(&r)
+            && rep.spans_accepted >= 10
+        {
+            live = Some(rep);
+            break;
+        }
+    }
+    let live = live.expect("/stats answered with progress");
+    assert_eq!(live.node, "n");
+    let metrics = reqwest_get(&format!("{base}/metrics")).await.unwrap();
+    assert!(
+        metrics.contains("trace_gen_spans_accepted_total"),
+        "{metrics}"
+    );
+    assert_eq!(
+        reqwest_get(&format!("{base}/healthz"))
+            .await
+            .unwrap()
+            .trim(),
+        "ok"
+    );
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("trace-gen summary:"), "{stderr}");
+    let r: GeneratorReport = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert!(r.spans_sent >= live.spans_accepted);
+    assert_eq!(r.spans_sent, r.spans_accepted);
+    assert_eq!(sink.stats().spans_total, r.spans_accepted);
+    std::fs::remove_dir_all(&dir).ok();
+    sink.shutdown().await;
+}
+
+/// Minimal HTTP GET over hyper (no extra client dependency).
+async fn reqwest_get(url: &str) -> Result<String, String> {
+    use http_body_util::{BodyExt, Empty};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let resp = client
+        .get(url.parse().unwrap())
+        .await
+        .map_err(|e| e.to_string())?;
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
