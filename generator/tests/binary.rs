@@ -200,7 +200,7 @@ async fn sigterm_and_stats_server() {
     let dir = std::env::temp_dir().join(format!("trace-gen-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let summary = dir.join("summary.json");
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .env("RUST_LOG", "warn")
         .args([
             "--node-name",
