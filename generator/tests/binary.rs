@@ -281,3 +281,17 @@ async fn reqwest_get(url: &str) -> Result<String, String> {
         .to_bytes();
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
+
+/// Without NODE_NAME the hostname is used, with a warning.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostname_fallback() {
+    let sink = start_sink().await;
+    let mut c = gen_cmd();
+    c.env("RUST_LOG", "info").args(["--endpoint", &grpc_url(&sink), "--count", "2", "--rate", "0"]);
+    let (code, r, stderr) = output(c).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(r.node, host.trim());
+    assert!(stderr.contains("NODE_NAME is not set"), "{stderr}");
+    sink.shutdown().await;
+}
