@@ -287,7 +287,14 @@ async fn reqwest_get(url: &str) -> Result<String, String> {
 async fn hostname_fallback() {
     let sink = start_sink().await;
     let mut c = gen_cmd();
-    c.env("RUST_LOG", "info").args(["--endpoint", &grpc_url(&sink), "--count", "2", "--rate", "0"]);
+    c.env("RUST_LOG", "info").args([
+        "--endpoint",
+        &grpc_url(&sink),
+        "--count",
+        "2",
+        "--rate",
+        "0",
+    ]);
     let (code, r, stderr) = output(c).await;
     assert_eq!(code, Some(0), "{stderr}");
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
