@@ -101,6 +101,13 @@ pub struct Endpoint {
     pub path: String,
 }
 
+/// Largest `--batch`.
+pub const MAX_BATCH: usize = 100_000;
+/// Largest `--workers`.
+pub const MAX_WORKERS: usize = 1024;
+/// Longest duration accepted for any setting.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Default endpoint for OTLP/gRPC.
 pub const DEFAULT_GRPC_ENDPOINT: &str = "http://telemetry-otlp-traces-local:4317";
 /// Default endpoint for OTLP/HTTP.
@@ -271,14 +278,39 @@ impl GenConfig {
                 self.rate
             ));
         }
-        if self.batch == 0 {
-            return bad("--batch must be at least 1".into());
+        if self.batch == 0 || self.batch > MAX_BATCH {
+            return bad(format!("--batch must be between 1 and {MAX_BATCH}"));
         }
-        if self.workers == 0 {
-            return bad("--workers must be at least 1".into());
+        if self.workers == 0 || self.workers > MAX_WORKERS {
+            return bad(format!("--workers must be between 1 and {MAX_WORKERS}"));
+        }
+        if self.rate > 0.0 && self.batch as f64 / self.rate > MAX_DURATION.as_secs_f64() {
+            return bad(format!(
+                "--rate {} is too low: one batch of {} would take longer than a year",
+                self.rate, self.batch
+            ));
         }
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return bad("--timeout and --connect-timeout must be above zero".into());
+        }
+        let durations = [
+            ("--timeout", Some(self.timeout)),
+            ("--connect-timeout", Some(self.connect_timeout)),
+            ("--duration", self.duration),
+            ("--report-interval", Some(self.report_interval)),
+            (
+                "--reconnect-every",
+                match self.reconnect {
+                    Reconnect::Every(d) => Some(d),
+                    _ => None,
+                },
+            ),
+            ("the backoff", Some(self.max_backoff)),
+        ];
+        for (name, d) in durations {
+            if d.is_some_and(|d| d > MAX_DURATION) {
+                return bad(format!("{name} is longer than the year allowed"));
+            }
         }
         for (k, v) in &self.headers {
             http::HeaderName::from_bytes(k.as_bytes())
@@ -411,5 +443,19 @@ mod tests {
         let mut c = GenConfig::new("n");
         c.rate = f64::NAN;
         assert!(c.validate().is_err());
+        for f in [
+            |c: &mut GenConfig| c.rate = 1e-300,
+            |c: &mut GenConfig| c.workers = usize::MAX,
+            |c: &mut GenConfig| c.batch = usize::MAX,
+            |c: &mut GenConfig| c.duration = Some(Duration::from_secs(u64::MAX)),
+            |c: &mut GenConfig| c.timeout = Duration::from_secs(u64::MAX),
+            |c: &mut GenConfig| c.connect_timeout = Duration::from_secs(u64::MAX),
+            |c: &mut GenConfig| c.report_interval = Duration::from_secs(u64::MAX),
+            |c: &mut GenConfig| c.reconnect = Reconnect::Every(Duration::from_secs(u64::MAX)),
+        ] {
+            let mut c = GenConfig::new("n");
+            f(&mut c);
+            assert!(c.validate().is_err(), "{c:?}");
+        }
     }
 }

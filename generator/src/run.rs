@@ -221,7 +221,14 @@ impl Generator {
             {
                 break;
             }
-            // Wait for the next tick, then for the backoff, then for a free slot.
+            // Take a free slot first, then wait for the tick, then for the backoff:
+            // slots freed during a stall cannot turn into a burst of batches.
+            let permit = tokio::select! {
+                biased;
+                _ = &mut shutdown => { interrupted = true; break }
+                _ = &mut end_sleep => break,
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
             if let Some(t) = ticker.as_mut() {
                 tokio::select! {
                     biased;
@@ -240,12 +247,6 @@ impl Generator {
                     _ = tokio::time::sleep_until(at) => {}
                 }
             }
-            let permit = tokio::select! {
-                biased;
-                _ = &mut shutdown => { interrupted = true; break }
-                _ = &mut end_sleep => break,
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            };
             if end.is_some_and(|e| Instant::now() >= e) {
                 break;
             }
@@ -255,6 +256,11 @@ impl Generator {
                 (cfg.batch as u64).min(c - next_seq + 1)
             });
             let (lo, hi) = (next_seq, next_seq + n - 1);
+            if hi > i64::MAX as u64 {
+                // The sequence attribute is an OTLP int64: stop rather than wrap.
+                tracing::warn!("sequence numbers exhausted at {}", next_seq - 1);
+                break;
+            }
             next_seq = hi + 1;
             let now = SystemTime::now();
             let spans = (lo..=hi).map(|s| build_span(s, now, &mut rng)).collect();

@@ -164,6 +164,7 @@ async fn recovers_after_outage() {
     // The sink sees exactly the failed spans as missing (they were sent before it existed,
     // so they fall below its first sequence number) and no duplicates.
     assert_eq!(s.generators[0].duplicates, 0);
+    assert_eq!(s.generators[0].missing, 0);
     assert_eq!(s.generators[0].max_seq, r.last_seq);
     sink.shutdown().await;
 }

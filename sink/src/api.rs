@@ -1,7 +1,7 @@
 //! The HTTP API a test suite asserts with: `GET /stats`, `POST /reset`,
 //! `GET /check`, `GET /metrics`, `GET /healthz`, `GET /readyz`.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -23,11 +23,22 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
     let Some(token) = shared.config.api_token.as_deref() else {
         return true;
     };
-    headers
+    let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| given.trim() == token)
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t)
+    else {
+        return false;
+    };
+    // Compare in constant time: the answer must not leak how much of the token matched.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 async fn reset(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
@@ -52,10 +63,16 @@ fn bad_request(message: String) -> Response {
         .into_response()
 }
 
-/// Parses the query of `/check` into conditions.
-pub fn parse_check_query(q: &HashMap<String, String>) -> Result<Conditions, String> {
+/// Parses the query of `/check` into conditions. A parameter given twice is an
+/// error: silently keeping one of two contradicting values could pass a check
+/// that should fail.
+pub fn parse_check_query(q: &[(String, String)]) -> Result<Conditions, String> {
     let mut c = Conditions::default();
+    let mut seen = HashSet::new();
     for (k, v) in q {
+        if !seen.insert(k.as_str()) {
+            return Err(format!("parameter {k:?} given more than once"));
+        }
         match k.as_str() {
             "expect" => match v.as_str() {
                 "local" => c.expect_local = true,
@@ -81,7 +98,7 @@ pub fn parse_check_query(q: &HashMap<String, String>) -> Result<Conditions, Stri
 
 async fn check(
     State(shared): State<Arc<Shared>>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
     let cond = match parse_check_query(&q) {
         Ok(c) => c,

@@ -62,17 +62,22 @@ impl CheckOutcome {
     }
 }
 
-/// Fetches `GET {url}/stats`.
-pub async fn fetch_stats(url: &str) -> Result<SinkStats, String> {
+/// Checks that `url` is a usable `http://` base URL and returns its `/stats` URI.
+pub fn validate_url(url: &str) -> Result<hyper::Uri, String> {
     let full = format!("{}/stats", url.trim_end_matches('/'));
     let uri: hyper::Uri = full
         .parse()
         .map_err(|e| format!("invalid --url {url:?}: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "invalid --url {url:?}: only http:// URLs are supported"
-        ));
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        return Err(format!("invalid --url {url:?}: use http://HOST:PORT"));
     }
+    Ok(uri)
+}
+
+/// Fetches `GET {url}/stats`.
+pub async fn fetch_stats(url: &str) -> Result<SinkStats, String> {
+    let uri = validate_url(url)?;
+    let full = uri.to_string();
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
     let req = hyper::Request::get(uri)
         .body(Empty::new())
@@ -106,7 +111,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Polls until the outcome is known.
 pub async fn run(opts: &CheckOptions) -> CheckOutcome {
     let start = Instant::now();
-    let deadline = start + opts.within;
+    // The binary bounds --within; a caller's absurd value just means "no deadline".
+    let deadline = start
+        .checked_add(opts.within)
+        .unwrap_or(start + Duration::from_secs(100 * 365 * 24 * 3600));
     let mut positives_met_at: Option<Instant> = None;
     let mut fetch_failures = 0;
     loop {
@@ -142,7 +150,16 @@ pub async fn run(opts: &CheckOptions) -> CheckOutcome {
         } else if now >= deadline {
             return CheckOutcome::Fail { report, stats };
         }
-        tokio::time::sleep(opts.interval).await;
+        // Never sleep past the moment that decides the outcome.
+        let wake = match positives_met_at {
+            Some(met) => met.checked_add(opts.hold).unwrap_or(deadline),
+            None => deadline,
+        };
+        let nap = opts
+            .interval
+            .min(wake.saturating_duration_since(now))
+            .max(Duration::from_millis(10));
+        tokio::time::sleep(nap).await;
     }
 }
 

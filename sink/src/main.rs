@@ -191,7 +191,27 @@ async fn shutdown_signal() {
     }
 }
 
+/// Longest duration accepted for --within, --hold and --interval.
+const MAX_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
+
 async fn check(args: CheckArgs) -> ExitCode {
+    if let Err(e) = trace_sink::check::validate_url(&args.url) {
+        eprintln!("trace-sink check: {e}");
+        return ExitCode::from(2);
+    }
+    for (name, d) in [
+        ("--within", args.within),
+        ("--hold", args.hold),
+        ("--interval", args.interval),
+    ] {
+        if d > MAX_WAIT {
+            eprintln!(
+                "trace-sink check: {name} {} is longer than the 7 days allowed",
+                humantime::format_duration(d)
+            );
+            return ExitCode::from(2);
+        }
+    }
     let opts = CheckOptions {
         url: args.url,
         conditions: Conditions {

@@ -86,9 +86,18 @@ async fn reset_token() {
         assert!(resp.text().await.unwrap().contains("Authorization: Bearer"));
     }
     assert_eq!(sink.stats().spans_total, 3);
+    for wrong in ["Bearer s3cre", "Bearer s3cret2", "Basic s3cret"] {
+        let resp = c
+            .post(api_url(&sink, "/reset"))
+            .header("authorization", wrong)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{wrong}");
+    }
     let resp = c
         .post(api_url(&sink, "/reset"))
-        .header("authorization", "Bearer s3cret")
+        .header("authorization", "bearer s3cret")
         .send()
         .await
         .unwrap();
