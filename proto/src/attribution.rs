@@ -1,12 +1,18 @@
 //! Attribution of one export request: which generator node, agent node and
 //! generator each span belongs to. The result borrows from the request and is
-//! aggregated locally, so the sink merges it into its shared state once per
-//! request instead of once per span.
+//! aggregated locally by *origin* (generator node, agent node, generator id),
+//! so the sink merges it into its shared state once per request and origin
+//! instead of once per span.
 
 use std::collections::HashMap;
 
 use crate::keys;
-use crate::otlp::{ExportTraceServiceRequest, KeyValue, get_str, get_u64};
+use crate::wire::{KeyValue, TraceRequest, get_str, get_u64};
+
+/// Longest attribute value taken as a node name or generator id (Kubernetes node
+/// names are at most 253 bytes). Longer values count as unknown, so a client
+/// cannot make the sink keep arbitrarily large keys.
+pub const MAX_KEY_VALUE_LEN: usize = 256;
 
 /// Which attribute keys name the generator node and the agent node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,16 +52,38 @@ impl RouteKind {
             _ => RouteKind::Unattributed,
         }
     }
+
+    /// `local`, `remote` or `unattributed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Local => "local",
+            RouteKind::Remote => "remote",
+            RouteKind::Unattributed => "unattributed",
+        }
+    }
 }
 
-/// (generator node, agent node); `None` when unknown.
-pub type RouteKey<'a> = (Option<&'a str>, Option<&'a str>);
+/// Where a span came from and how it travelled; `None` when unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Origin<'a> {
+    /// Node of the generator.
+    pub generator_node: Option<&'a str>,
+    /// Node of the agent that forwarded it.
+    pub agent_node: Option<&'a str>,
+    /// Generator id.
+    pub generator_id: Option<&'a str>,
+}
 
-/// Spans of one generator within one request.
+impl Origin<'_> {
+    /// The kind of route.
+    pub fn kind(&self) -> RouteKind {
+        RouteKind::of(self.generator_node, self.agent_node)
+    }
+}
+
+/// Spans of one origin within one request.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct GeneratorBatch<'a> {
-    /// Generator node of the last span seen for this generator.
-    pub node: Option<&'a str>,
+pub struct Batch {
     /// Spans, with or without a sequence number.
     pub spans: u64,
     /// Sequence numbers in arrival order.
@@ -67,54 +95,64 @@ pub struct GeneratorBatch<'a> {
 pub struct RequestSummary<'a> {
     /// Spans in the request.
     pub spans: u64,
-    /// Spans per route.
-    pub routes: HashMap<RouteKey<'a>, u64>,
-    /// Spans per agent node.
-    pub agents: HashMap<Option<&'a str>, u64>,
-    /// Spans per generator id.
-    pub generators: HashMap<&'a str, GeneratorBatch<'a>>,
+    /// Spans per origin.
+    pub origins: HashMap<Origin<'a>, Batch>,
 }
 
 impl RequestSummary<'_> {
     /// Spans per kind of route.
     pub fn count(&self, kind: RouteKind) -> u64 {
-        self.routes
+        self.origins
             .iter()
-            .filter(|((g, a), _)| RouteKind::of(*g, *a) == kind)
-            .map(|(_, n)| n)
+            .filter(|(o, _)| o.kind() == kind)
+            .map(|(_, b)| b.spans)
             .sum()
     }
 }
 
+fn key_value<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    get_str(attrs, key).filter(|v| v.len() <= MAX_KEY_VALUE_LEN)
+}
+
 /// Attributes every span of `req`. Lookup order: resource attributes first,
 /// span attributes as fallback.
-pub fn attribute<'a>(
-    req: &'a ExportTraceServiceRequest,
-    keys: &AttributionKeys,
-) -> RequestSummary<'a> {
+pub fn attribute<'a>(req: &'a TraceRequest, keys: &AttributionKeys) -> RequestSummary<'a> {
     let mut out = RequestSummary::default();
     for rs in &req.resource_spans {
         let res: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
-        let r_gen = get_str(res, &keys.generator_node);
-        let r_agent = get_str(res, &keys.agent_node);
-        let r_id = get_str(res, keys::GENERATOR_ID);
+        let resource_origin = Origin {
+            generator_node: key_value(res, &keys.generator_node),
+            agent_node: key_value(res, &keys.agent_node),
+            generator_id: key_value(res, keys::GENERATOR_ID),
+        };
+        let complete = resource_origin.generator_node.is_some()
+            && resource_origin.agent_node.is_some()
+            && resource_origin.generator_id.is_some();
         for ss in &rs.scope_spans {
             for span in &ss.spans {
                 let a = &span.attributes;
-                let g_node = r_gen.or_else(|| get_str(a, &keys.generator_node));
-                let a_node = r_agent.or_else(|| get_str(a, &keys.agent_node));
+                let origin = if complete {
+                    resource_origin
+                } else {
+                    Origin {
+                        generator_node: resource_origin
+                            .generator_node
+                            .or_else(|| key_value(a, &keys.generator_node)),
+                        agent_node: resource_origin
+                            .agent_node
+                            .or_else(|| key_value(a, &keys.agent_node)),
+                        generator_id: resource_origin
+                            .generator_id
+                            .or_else(|| key_value(a, keys::GENERATOR_ID)),
+                    }
+                };
                 out.spans += 1;
-                *out.routes.entry((g_node, a_node)).or_default() += 1;
-                *out.agents.entry(a_node).or_default() += 1;
-                if let Some(id) = r_id.or_else(|| get_str(a, keys::GENERATOR_ID)) {
-                    let g = out.generators.entry(id).or_default();
-                    g.spans += 1;
-                    if g_node.is_some() {
-                        g.node = g_node;
-                    }
-                    if let Some(seq) = get_u64(a, keys::SEQUENCE) {
-                        g.seqs.push(seq);
-                    }
+                let batch = out.origins.entry(origin).or_default();
+                batch.spans += 1;
+                if origin.generator_id.is_some()
+                    && let Some(seq) = get_u64(a, keys::SEQUENCE)
+                {
+                    batch.seqs.push(seq);
                 }
             }
         }
@@ -125,7 +163,10 @@ pub fn attribute<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::otlp::{Resource, ResourceSpans, ScopeSpans, Span, kv_int, kv_str};
+    use crate::otlp::{
+        ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans, Span, kv_int,
+        kv_str,
+    };
 
     fn rs(res: Vec<KeyValue>, spans: Vec<Vec<KeyValue>>) -> ResourceSpans {
         ResourceSpans {
@@ -169,12 +210,13 @@ mod tests {
                 rs(vec![kv_str(keys::GENERATOR_NODE, "a")], vec![vec![]]),
             ],
         };
+        let req = TraceRequest::from(&req);
         let s = attribute(&req, &AttributionKeys::default());
         assert_eq!(s.spans, 4);
         assert_eq!(s.count(RouteKind::Local), 2);
         assert_eq!(s.count(RouteKind::Remote), 1);
         assert_eq!(s.count(RouteKind::Unattributed), 1);
-        assert_eq!(s.agents[&None], 1);
+        assert_eq!(s.origins.len(), 3);
     }
 
     /// Span attributes are the fallback; resource attributes win.
@@ -191,10 +233,14 @@ mod tests {
                 ]],
             )],
         };
+        let req = TraceRequest::from(&req);
         let s = attribute(&req, &AttributionKeys::default());
-        assert_eq!(s.routes[&(Some("gen-span"), Some("agent-res"))], 1);
-        assert_eq!(s.generators["g1"].seqs, vec![7]);
-        assert_eq!(s.generators["g1"].node, Some("gen-span"));
+        let origin = Origin {
+            generator_node: Some("gen-span"),
+            agent_node: Some("agent-res"),
+            generator_id: Some("g1"),
+        };
+        assert_eq!(s.origins[&origin].seqs, vec![7]);
     }
 
     /// Custom keys are honoured.
@@ -210,6 +256,29 @@ mod tests {
             generator_node: "host.name".into(),
             agent_node: "collector.node".into(),
         };
+        let req = TraceRequest::from(&req);
         assert_eq!(attribute(&req, &keys).count(RouteKind::Local), 1);
+    }
+
+    /// Overlong node names and ids count as unknown.
+    #[test]
+    fn overlong_values_are_unknown() {
+        let long = "x".repeat(MAX_KEY_VALUE_LEN + 1);
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![rs(
+                vec![
+                    kv_str(keys::GENERATOR_NODE, long.clone()),
+                    kv_str(keys::AGENT_NODE, "a"),
+                    kv_str(keys::GENERATOR_ID, long),
+                ],
+                vec![vec![kv_int(keys::SEQUENCE, 1)]],
+            )],
+        };
+        let req = TraceRequest::from(&req);
+        let s = attribute(&req, &AttributionKeys::default());
+        assert_eq!(s.count(RouteKind::Unattributed), 1);
+        let (origin, batch) = s.origins.iter().next().unwrap();
+        assert_eq!((origin.generator_node, origin.generator_id), (None, None));
+        assert!(batch.seqs.is_empty());
     }
 }

@@ -11,6 +11,7 @@
 //!   generators, sequence numbers) that the sink merges under one lock.
 //! - [`stats`]: the versioned `/stats` JSON of trace-sink and trace-gen.
 //! - [`check`]: the conditions behind `/check` and `trace-sink check`.
+//! - [`wire`]: the lean request types the sink decodes, and the element count checked first.
 //! - [`seqset`]: an interval set of sequence numbers whose memory grows with the gaps.
 #![deny(missing_docs)]
 
@@ -21,3 +22,4 @@ pub mod otlp;
 pub mod seqset;
 pub mod span;
 pub mod stats;
+pub mod wire;

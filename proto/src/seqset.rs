@@ -54,41 +54,65 @@ impl SeqSet {
             self.untracked += 1;
             return Insert::Untracked;
         }
-        // The interval starting at or before seq.
-        let before = self.ranges.range(..=seq).next_back().map(|(s, e)| (*s, *e));
-        if let Some((_, e)) = before
-            && seq <= e
+        if self.insert_range(seq, seq) == 1 {
+            Insert::Duplicate
+        } else {
+            Insert::New
+        }
+    }
+
+    /// Records every number in `lo..=hi` and returns how many of them had
+    /// already been seen (duplicates). Numbers below the frozen floor are
+    /// counted in [`SeqSet::untracked`] only.
+    pub fn insert_range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi < lo {
+            return 0;
+        }
+        if hi < self.floor {
+            self.untracked += hi - lo + 1;
+            return 0;
+        }
+        let lo = if lo < self.floor {
+            self.untracked += self.floor - lo;
+            self.floor
+        } else {
+            lo
+        };
+        // Intervals that overlap or touch lo..=hi: the one starting at or before lo,
+        // and every one starting up to hi + 1.
+        let mut touching: Vec<(u64, u64)> = Vec::new();
+        if let Some((&s, &e)) = self.ranges.range(..lo).next_back()
+            && e.saturating_add(1) >= lo
         {
-            return Insert::Duplicate;
+            touching.push((s, e));
         }
-        let joins_before = before.filter(|&(_, e)| e.checked_add(1) == Some(seq));
-        let after = seq
-            .checked_add(1)
-            .and_then(|n| self.ranges.get(&n).map(|e| (n, *e)));
-        match (joins_before, after) {
-            (Some((s, _)), Some((n, e))) => {
-                self.ranges.remove(&n);
-                self.ranges.insert(s, e);
+        touching.extend(
+            self.ranges
+                .range(lo..=hi.saturating_add(1))
+                .map(|(&s, &e)| (s, e)),
+        );
+        let mut dups = 0;
+        let (mut new_lo, mut new_hi) = (lo, hi);
+        for &(s, e) in &touching {
+            let (ol, oh) = (s.max(lo), e.min(hi));
+            if ol <= oh {
+                dups += oh - ol + 1;
             }
-            (Some((s, _)), None) => {
-                self.ranges.insert(s, seq);
-            }
-            (None, Some((n, e))) => {
-                self.ranges.remove(&n);
-                self.ranges.insert(seq, e);
-            }
-            (None, None) => {
-                self.ranges.insert(seq, seq);
-            }
+            new_lo = new_lo.min(s);
+            new_hi = new_hi.max(e);
+            self.ranges.remove(&s);
         }
-        self.distinct += 1;
-        self.min = Some(self.min.map_or(seq, |m| m.min(seq)));
-        self.max = Some(self.max.map_or(seq, |m| m.max(seq)));
+        self.ranges.insert(new_lo, new_hi);
+        self.distinct += (hi - lo + 1) - dups;
+        self.min = Some(self.min.map_or(lo, |m| m.min(lo)));
+        self.max = Some(self.max.map_or(hi, |m| m.max(hi)));
         while self.ranges.len() > self.max_intervals {
-            let (_, end) = self.ranges.pop_first().expect("non-empty");
+            let Some((_, end)) = self.ranges.pop_first() else {
+                break;
+            };
             self.floor = end.saturating_add(1);
         }
-        Insert::New
+        dups
     }
 
     /// Smallest number seen.
@@ -122,6 +146,23 @@ impl SeqSet {
     pub fn intervals(&self) -> usize {
         self.ranges.len()
     }
+}
+
+/// Sorts `seqs` and collapses it into runs of consecutive numbers; also returns
+/// how many numbers appeared more than once within `seqs`. Done outside any lock,
+/// so the shared set is touched once per run instead of once per span.
+pub fn runs(seqs: &mut [u64]) -> (Vec<(u64, u64)>, u64) {
+    seqs.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut dups = 0;
+    for &n in seqs.iter() {
+        match out.last_mut() {
+            Some((_, hi)) if n == *hi => dups += 1,
+            Some((_, hi)) if hi.checked_add(1) == Some(n) => *hi = n,
+            _ => out.push((n, n)),
+        }
+    }
+    (out, dups)
 }
 
 #[cfg(test)]
@@ -188,5 +229,54 @@ mod tests {
         assert_eq!(s.missing(), 999);
         assert_eq!(s.insert(0), Insert::Untracked);
         assert_eq!(s.insert(1998), Insert::Duplicate);
+    }
+
+    /// Ranges count their overlap with what was there as duplicates and merge.
+    #[test]
+    fn ranges() {
+        let mut s = SeqSet::new(100);
+        assert_eq!(s.insert_range(1, 10), 0);
+        assert_eq!(s.insert_range(20, 30), 0);
+        assert_eq!(s.missing(), 9);
+        assert_eq!(s.insert_range(5, 25), 6 + 6);
+        assert_eq!((s.intervals(), s.missing()), (1, 0));
+        assert_eq!(s.insert_range(31, 31), 0);
+        assert_eq!(s.intervals(), 1, "adjacent ranges merge");
+        assert_eq!(s.insert_range(u64::MAX - 1, u64::MAX), 0);
+        assert_eq!(s.insert_range(u64::MAX, u64::MAX), 1);
+    }
+
+    /// Runs: sorted, consecutive numbers collapsed, in-batch repeats counted.
+    #[test]
+    fn batch_runs() {
+        let mut v = vec![7, 3, 4, 5, 7, 9, 1, u64::MAX];
+        assert_eq!(
+            runs(&mut v),
+            (
+                vec![(1, 1), (3, 5), (7, 7), (9, 9), (u64::MAX, u64::MAX)],
+                1
+            )
+        );
+        assert_eq!(runs(&mut []), (vec![], 0));
+    }
+
+    /// Inserting one by one and by runs give the same result.
+    #[test]
+    fn runs_match_single_inserts() {
+        let seqs: Vec<u64> = (0..500u64).map(|i| (i * 7919) % 331).collect();
+        let mut one = SeqSet::new(1000);
+        let dup_one = seqs
+            .iter()
+            .filter(|&&n| one.insert(n) == Insert::Duplicate)
+            .count() as u64;
+        let mut two = SeqSet::new(1000);
+        let mut v = seqs.clone();
+        let (rs, in_batch) = runs(&mut v);
+        let dup_two = in_batch + rs.iter().map(|&(a, b)| two.insert_range(a, b)).sum::<u64>();
+        assert_eq!(dup_one, dup_two);
+        assert_eq!(
+            (one.missing(), one.min(), one.max()),
+            (two.missing(), two.min(), two.max())
+        );
     }
 }

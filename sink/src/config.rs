@@ -5,6 +5,12 @@ use trace_proto::attribution::AttributionKeys;
 /// Default `--max-request-bytes`: 4 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
+/// Default `--max-request-elements`.
+pub const DEFAULT_MAX_REQUEST_ELEMENTS: u64 = 500_000;
+
+/// Default `--max-concurrent-requests`.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 8;
+
 /// Default `--max-series`.
 pub const DEFAULT_MAX_SERIES: usize = 10_000;
 
@@ -13,6 +19,11 @@ pub const DEFAULT_MAX_SERIES: usize = 10_000;
 pub struct SinkConfig {
     /// Largest request body accepted, after decompression too.
     pub max_request_bytes: usize,
+    /// Largest number of elements (resource spans, scope spans, spans, resource
+    /// and span attributes) one request may carry; checked before decoding.
+    pub max_request_elements: u64,
+    /// Export requests decoded at once (both receivers together); more wait.
+    pub max_concurrent_requests: usize,
     /// Cap on routes, agents and generator ids tracked (each); spans beyond it
     /// count in the totals and in `overflow_spans`.
     pub max_series: usize,
@@ -28,10 +39,12 @@ impl Default for SinkConfig {
     fn default() -> Self {
         SinkConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_request_elements: DEFAULT_MAX_REQUEST_ELEMENTS,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             max_series: DEFAULT_MAX_SERIES,
             keys: AttributionKeys::default(),
             api_token: None,
-            max_gaps_per_generator: 4096,
+            max_gaps_per_generator: 1024,
         }
     }
 }

@@ -45,6 +45,14 @@ struct ServeArgs {
     /// Largest request accepted, in bytes, after decompression too.
     #[arg(long, env = "SINK_MAX_REQUEST_BYTES", default_value_t = trace_sink::config::DEFAULT_MAX_REQUEST_BYTES)]
     max_request_bytes: usize,
+    /// Largest number of elements (spans, attributes, ...) in one request, checked before decoding.
+    #[arg(long, env = "SINK_MAX_REQUEST_ELEMENTS", default_value_t = trace_sink::config::DEFAULT_MAX_REQUEST_ELEMENTS)]
+    max_request_elements: u64,
+    /// Export requests decoded at once (gRPC and HTTP together); more wait.
+    #[arg(long, env = "SINK_MAX_CONCURRENT_REQUESTS",
+          default_value_t = trace_sink::config::DEFAULT_MAX_CONCURRENT_REQUESTS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    max_concurrent_requests: u64,
     /// Cap on routes, agents and generator ids tracked (each); beyond it spans count in totals and overflow.
     #[arg(long, env = "SINK_MAX_SERIES", default_value_t = trace_sink::config::DEFAULT_MAX_SERIES)]
     max_series: usize,
@@ -123,6 +131,8 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, String> {
 async fn serve(args: ServeArgs) -> ExitCode {
     let config = SinkConfig {
         max_request_bytes: args.max_request_bytes,
+        max_request_elements: args.max_request_elements,
+        max_concurrent_requests: args.max_concurrent_requests as usize,
         max_series: args.max_series,
         keys: AttributionKeys {
             generator_node: args.generator_node_key,

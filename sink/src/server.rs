@@ -27,6 +27,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// True while the receivers serve.
     pub ready: AtomicBool,
+    /// Requests being decoded at once, both receivers together (`--max-concurrent-requests`).
+    pub request_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Builds a sink from a config and up to three listeners.
@@ -76,6 +78,9 @@ impl SinkBuilder {
                 metrics.clone(),
             ),
             metrics,
+            request_slots: Arc::new(tokio::sync::Semaphore::new(
+                self.config.max_concurrent_requests.max(1),
+            )),
             config: self.config,
             ready: AtomicBool::new(false),
         });
@@ -87,8 +92,9 @@ impl SinkBuilder {
         if let Some(l) = self.grpc {
             let (shared, cancel) = (shared.clone(), cancel.clone());
             tasks.spawn(async move {
-                if let Err(e) = crate::receiver::grpc::serve(l, shared, cancel).await {
+                if let Err(e) = crate::receiver::grpc::serve(l, shared.clone(), cancel).await {
                     tracing::error!("OTLP/gRPC receiver stopped: {e}");
+                    shared.ready.store(false, Ordering::Relaxed);
                 }
             });
         }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use trace_proto::attribution::{RequestSummary, RouteKind};
-use trace_proto::seqset::{Insert, SeqSet};
+use trace_proto::seqset::{SeqSet, runs};
 use trace_proto::stats::{
     AgentStats, GeneratorStats, MAX_PEERS, RouteStats, SINK_STATS_SCHEMA, SinkStats, rfc3339,
 };
@@ -147,52 +147,66 @@ impl Accounting {
     }
 
     /// Merges the summary of one accepted request and counts the request as `ok`.
+    ///
+    /// Per origin (generator node, agent node, generator id) the spans go into the
+    /// route, agent and generator tables together, or, when one of those tables
+    /// is full (`--max-series`) and would need a new entry, into none of them and
+    /// into `overflow_spans` instead. So `spans_total` always equals the sum over
+    /// `routes` plus `overflow_spans`.
     pub fn ingest(
         &self,
-        summary: &RequestSummary<'_>,
+        summary: RequestSummary<'_>,
         peer: Option<SocketAddr>,
         protocol: Protocol,
     ) {
+        // Sort and collapse sequence numbers before taking the lock.
+        let prepared: Vec<_> = summary
+            .origins
+            .into_iter()
+            .map(|(origin, mut batch)| {
+                let (runs, in_batch_dups) = runs(&mut batch.seqs);
+                (origin, batch.spans, runs, in_batch_dups)
+            })
+            .collect();
         let now = SystemTime::now();
-        let mut st = self.lock();
-        let st = &mut *st;
+        let mut guard = self.lock();
+        let st = &mut *guard;
         st.spans_total += summary.spans;
         *st.requests.entry((protocol, outcome::OK)).or_default() += 1;
-        for (&(g, a), &n) in &summary.routes {
-            match RouteKind::of(g, a) {
+        for (origin, n, seq_runs, in_batch_dups) in prepared {
+            let (g, a) = (origin.generator_node, origin.agent_node);
+            match origin.kind() {
                 RouteKind::Local => st.local += n,
                 RouteKind::Remote => st.remote += n,
                 RouteKind::Unattributed => st.unattributed += n,
             }
-            let key = (g.map(str::to_owned), a.map(str::to_owned));
-            let tracked = st.routes.len() < self.max_series || st.routes.contains_key(&key);
-            if tracked {
-                let e = st.routes.entry(key).or_insert(RouteEntry {
-                    spans: 0,
-                    first: now,
-                    last: now,
-                });
-                e.spans += n;
-                e.last = now;
-            } else {
-                st.overflow += n;
-            }
+            let route_key = (g.map(str::to_owned), a.map(str::to_owned));
+            let agent_key = a.map(str::to_owned);
+            let fits = |len: usize, present: bool| present || len < self.max_series;
+            let tracked = fits(st.routes.len(), st.routes.contains_key(&route_key))
+                && fits(st.agents.len(), st.agents.contains_key(&agent_key))
+                && origin
+                    .generator_id
+                    .is_none_or(|id| fits(st.generators.len(), st.generators.contains_key(id)));
             self.metrics.count_route(g, a, n, tracked);
-        }
-        for (&a, &n) in &summary.agents {
-            let key = a.map(str::to_owned);
-            if st.agents.len() < self.max_series || st.agents.contains_key(&key) {
-                let e = st.agents.entry(key).or_default();
-                e.spans += n;
-                insert_peer(&mut e.peers, peer);
-            }
-        }
-        for (&id, batch) in &summary.generators {
-            if st.generators.len() >= self.max_series && !st.generators.contains_key(id) {
-                // Already counted in the totals; the route table may have it too.
+            if !tracked {
+                st.overflow += n;
                 continue;
             }
-            let e = st
+            let route = st.routes.entry(route_key).or_insert(RouteEntry {
+                spans: 0,
+                first: now,
+                last: now,
+            });
+            route.spans += n;
+            route.last = now;
+            let agent = st.agents.entry(agent_key).or_default();
+            agent.spans += n;
+            insert_peer(&mut agent.peers, peer);
+            let Some(id) = origin.generator_id else {
+                continue;
+            };
+            let generator = st
                 .generators
                 .entry(id.to_owned())
                 .or_insert_with(|| GeneratorEntry {
@@ -203,20 +217,20 @@ impl Accounting {
                     peers: BTreeSet::new(),
                     last: now,
                 });
-            e.spans += batch.spans;
-            e.last = now;
-            if let Some(node) = batch.node
-                && e.node.as_deref() != Some(node)
+            generator.spans += n;
+            generator.last = now;
+            if let Some(node) = g
+                && generator.node.as_deref() != Some(node)
             {
-                e.node = Some(node.to_owned());
+                generator.node = Some(node.to_owned());
             }
-            insert_peer(&mut e.peers, peer);
-            for &seq in &batch.seqs {
-                if e.seqs.insert(seq) == Insert::Duplicate {
-                    e.duplicates += 1;
-                }
+            insert_peer(&mut generator.peers, peer);
+            generator.duplicates += in_batch_dups;
+            for (lo, hi) in seq_runs {
+                generator.duplicates += generator.seqs.insert_range(lo, hi);
             }
         }
+        drop(guard);
         self.metrics.count_request(protocol, outcome::OK);
     }
 

@@ -283,3 +283,64 @@ async fn grpc_bad_input() {
         .unwrap();
     assert_unharmed(&sink).await;
 }
+
+/// More elements than --max-request-elements: 413 / RESOURCE_EXHAUSTED before
+/// decoding, on every encoding; a request within the limit still passes.
+#[tokio::test]
+async fn too_many_elements() {
+    let sink = start(trace_sink::SinkConfig {
+        max_request_elements: 1000,
+        ..Default::default()
+    })
+    .await;
+    let big = request(Some("n"), Some("n"), "g", 1..=600); // 600 spans + 600 attributes + ...
+    let small = request(Some("n"), Some("n"), "g", 1..=100);
+    let resp = post_protobuf(&sink, &big, false).await;
+    assert_eq!(resp.status(), 413);
+    let st = RpcStatus::decode(resp.bytes().await.unwrap()).unwrap();
+    assert!(
+        st.message.contains("--max-request-elements"),
+        "{}",
+        st.message
+    );
+    assert_eq!(post_json(&sink, &big, true).await.status(), 413);
+    let err = grpc_client(&sink)
+        .await
+        .export(big.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    // Millions of empty spans in a small body: rejected without being materialized.
+    let empty_spans: Vec<u8> = {
+        let span = [0x12u8, 0x00];
+        let mut scope = Vec::new();
+        for _ in 0..100_000 {
+            scope.extend_from_slice(&span);
+        }
+        let mut rs = vec![0x12];
+        prost::encoding::encode_varint(scope.len() as u64, &mut rs);
+        rs.extend(scope);
+        let mut req = vec![0x0a];
+        prost::encoding::encode_varint(rs.len() as u64, &mut req);
+        req.extend(rs);
+        req
+    };
+    assert_eq!(
+        post(&sink, "application/x-protobuf", None, empty_spans)
+            .await
+            .status(),
+        413
+    );
+    assert_eq!(
+        post(&sink, "application/json", None, b"[]".to_vec())
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(post_protobuf(&sink, &small, false).await.status(), 200);
+    let s = sink.stats();
+    assert_eq!(s.spans_total, 100);
+    assert_eq!(s.requests["http_protobuf"]["too_large"], 2);
+    assert_eq!(s.requests["grpc"]["too_large"], 1);
+    sink.shutdown().await;
+}

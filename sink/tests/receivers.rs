@@ -240,3 +240,52 @@ async fn max_series_caps_tables() {
     );
     sink.shutdown().await;
 }
+
+/// The cap is all-or-nothing per origin: a new generator on a known route is not
+/// half-recorded when the generator table is full; spans_total = Σ routes + overflow.
+#[tokio::test]
+async fn overflow_is_counted_once_per_span() {
+    let sink = start(trace_sink::SinkConfig {
+        max_series: 5,
+        ..Default::default()
+    })
+    .await;
+    let mut c = grpc_client(&sink).await;
+    for i in 0..10 {
+        c.export(request(Some("n"), Some("n"), &format!("g{i}"), 1..=4))
+            .await
+            .unwrap();
+    }
+    let s = sink.stats();
+    assert_eq!(s.spans_total, 40);
+    assert_eq!(s.local_spans, 40, "totals include overflow spans");
+    assert_eq!(s.generators.len(), 5);
+    assert_eq!(s.overflow_spans, 20);
+    assert_eq!(
+        s.routes.iter().map(|r| r.spans).sum::<u64>() + s.overflow_spans,
+        s.spans_total
+    );
+    assert_eq!(
+        s.agents.iter().map(|a| a.spans).sum::<u64>() + s.overflow_spans,
+        s.spans_total
+    );
+    sink.shutdown().await;
+}
+
+/// Node names or ids longer than 256 bytes are not kept: the spans count as unattributed.
+#[tokio::test]
+async fn overlong_attribute_values_are_unknown() {
+    let sink = start_default().await;
+    let huge = "n".repeat(1 << 20);
+    grpc_client(&sink)
+        .await
+        .export(request(Some(&huge), Some("a"), &huge, 1..=3))
+        .await
+        .unwrap();
+    let s = sink.stats();
+    assert_eq!((s.spans_total, s.unattributed_spans), (3, 3));
+    assert_eq!(s.routes[0].generator_node, None);
+    assert!(s.generators.is_empty());
+    assert!(serde_json::to_string(&s).unwrap().len() < 10_000);
+    sink.shutdown().await;
+}

@@ -21,7 +21,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost::Message;
 use trace_proto::attribution::attribute;
-use trace_proto::otlp::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use trace_proto::otlp::ExportTraceServiceResponse;
+use trace_proto::wire::{ScanError, TraceRequest, count_elements, count_json_objects};
 
 use crate::server::Shared;
 use crate::stats::{Protocol, outcome};
@@ -171,6 +172,16 @@ async fn export(
         );
     };
     let protocol = enc.protocol();
+    // Bounded decoding: at most --max-concurrent-requests requests (both
+    // receivers) are read and decoded at once; the others wait, unread.
+    let Ok(_slot) = shared.request_slots.clone().acquire_owned().await else {
+        return error(
+            Some(enc),
+            StatusCode::SERVICE_UNAVAILABLE,
+            tonic::Code::Unavailable,
+            "shutting down".into(),
+        );
+    };
     let bytes = match read_body(body, &headers, shared.config.max_request_bytes).await {
         Ok(b) => b,
         Err(Reject::TooLarge(m)) => {
@@ -203,15 +214,46 @@ async fn export(
             );
         }
     };
+    let max_elements = shared.config.max_request_elements;
+    let too_many = || {
+        format!(
+            "request carries more than {max_elements} elements (spans and attributes); limit --max-request-elements"
+        )
+    };
     let decoded = match enc {
-        Encoding::Protobuf => ExportTraceServiceRequest::decode(bytes)
-            .map_err(|e| format!("invalid OTLP protobuf body: {e}")),
-        Encoding::Json => serde_json::from_slice::<ExportTraceServiceRequest>(&bytes)
-            .map_err(|e| format!("invalid OTLP/JSON body: {e}")),
+        Encoding::Protobuf => match count_elements(&bytes, max_elements) {
+            Err(ScanError::TooMany) => Err(Reject::TooLarge(too_many())),
+            Err(ScanError::Malformed) => Err(Reject::Bad(
+                "invalid OTLP protobuf body: malformed wire format".into(),
+            )),
+            Ok(_) => TraceRequest::decode(bytes)
+                .map_err(|e| Reject::Bad(format!("invalid OTLP protobuf body: {e}"))),
+        },
+        Encoding::Json => {
+            if count_json_objects(&bytes) > max_elements {
+                Err(Reject::TooLarge(too_many()))
+            } else if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+                Err(Reject::Bad(
+                    "invalid OTLP/JSON body: expected a JSON object".into(),
+                ))
+            } else {
+                serde_json::from_slice::<TraceRequest>(&bytes)
+                    .map_err(|e| Reject::Bad(format!("invalid OTLP/JSON body: {e}")))
+            }
+        }
     };
     let req = match decoded {
         Ok(r) => r,
-        Err(m) => {
+        Err(Reject::TooLarge(m)) => {
+            shared.accounting.reject(protocol, outcome::TOO_LARGE);
+            return error(
+                Some(enc),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                tonic::Code::ResourceExhausted,
+                m,
+            );
+        }
+        Err(Reject::Bad(m) | Reject::Unsupported(m)) => {
             shared.accounting.reject(protocol, outcome::BAD_REQUEST);
             return error(
                 Some(enc),
@@ -222,7 +264,7 @@ async fn export(
         }
     };
     let summary = attribute(&req, &shared.config.keys);
-    shared.accounting.ingest(&summary, Some(peer), protocol);
+    shared.accounting.ingest(summary, Some(peer), protocol);
     let body = match enc {
         Encoding::Protobuf => ExportTraceServiceResponse::default().encode_to_vec(),
         Encoding::Json => b"{}".to_vec(),
