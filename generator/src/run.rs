@@ -271,9 +271,16 @@ impl Generator {
             tasks.spawn(async move {
                 let _permit = permit;
                 let mut attempt = 0;
+                let mut req = Some(req);
                 loop {
                     let (exporter, epoch) = conns.get();
-                    match exporter.export(&req, timeout).await {
+                    // Only a request that may be retried is copied; the last attempt takes it.
+                    let attempt_req = if attempt >= retries {
+                        req.take().unwrap_or_default()
+                    } else {
+                        req.clone().unwrap_or_default()
+                    };
+                    match exporter.export(attempt_req, timeout).await {
                         Ok(rejected) => {
                             conns.succeeded();
                             counters.accepted(n, rejected.min(n));

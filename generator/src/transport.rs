@@ -373,7 +373,7 @@ impl Exporter {
     /// number of spans it reported as rejected (partial success).
     pub async fn export(
         &self,
-        req: &ExportTraceServiceRequest,
+        req: ExportTraceServiceRequest,
         timeout: Duration,
     ) -> Result<u64, Failure> {
         match tokio::time::timeout(timeout, self.export_inner(req)).await {
@@ -385,10 +385,10 @@ impl Exporter {
         }
     }
 
-    async fn export_inner(&self, req: &ExportTraceServiceRequest) -> Result<u64, Failure> {
+    async fn export_inner(&self, req: ExportTraceServiceRequest) -> Result<u64, Failure> {
         match &*self.kind {
             Kind::Grpc { client, metadata } => {
-                let mut request = tonic::Request::new(req.clone());
+                let mut request = tonic::Request::new(req);
                 *request.metadata_mut() = metadata.clone();
                 match client.clone().export(request).await {
                     Ok(resp) => Ok(rejected(&resp.into_inner())),
@@ -403,7 +403,7 @@ impl Exporter {
                 headers,
             } => {
                 let mut body = if *json {
-                    serde_json::to_vec(req).map_err(|e| Failure {
+                    serde_json::to_vec(&req).map_err(|e| Failure {
                         reason: reason::OTHER.into(),
                         message: format!("cannot encode JSON: {e}"),
                     })?
