@@ -148,14 +148,7 @@ fn build_config(cli: &Cli) -> Result<GenConfig, ConfigError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    trace_proto::cli::init_logging();
     let config = match build_config(&cli) {
         Ok(c) => c,
         Err(e) => return usage(e),
@@ -240,17 +233,6 @@ async fn run(
 }
 
 async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    trace_proto::cli::shutdown_signal().await;
     tracing::info!("stopping: waiting for in-flight requests");
 }

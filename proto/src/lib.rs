@@ -12,11 +12,14 @@
 //! - [`stats`]: the versioned `/stats` JSON of trace-sink and trace-gen.
 //! - [`check`]: the conditions behind `/check` and `trace-sink check`.
 //! - [`wire`]: the lean request types the sink decodes, and the element count checked first.
+//! - `cli` (feature `cli`): logging and the shutdown signal of both binaries.
 //! - [`seqset`]: an interval set of sequence numbers whose memory grows with the gaps.
 #![deny(missing_docs)]
 
 pub mod attribution;
 pub mod check;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod keys;
 pub mod otlp;
 pub mod seqset;

@@ -60,13 +60,7 @@ async fn post(
     b.body(body).send().await.unwrap()
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
+use trace_sink::receiver::http::RpcStatus;
 
 /// Truncated protobuf: 400 with a google.rpc.Status in protobuf.
 #[tokio::test]

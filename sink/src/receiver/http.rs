@@ -30,13 +30,15 @@ use crate::stats::{Protocol, outcome};
 /// Path of the traces endpoint.
 pub const TRACES_PATH: &str = "/v1/traces";
 
-/// `google.rpc.Status`, the error body of OTLP/HTTP.
+/// `google.rpc.Status`, the error body of OTLP/HTTP (details are not sent).
 #[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
+pub struct RpcStatus {
+    /// A `google.rpc.Code`.
     #[prost(int32, tag = "1")]
-    code: i32,
+    pub code: i32,
+    /// One line saying what was wrong.
     #[prost(string, tag = "2")]
-    message: String,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +114,32 @@ enum Reject {
     Unsupported(String),
 }
 
+/// Counts a rejected request and answers it in the request's encoding.
+fn reject(shared: &Shared, protocol: Protocol, enc: Encoding, r: Reject) -> Response {
+    let (what, status, code, message) = match r {
+        Reject::TooLarge(m) => (
+            outcome::TOO_LARGE,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            tonic::Code::ResourceExhausted,
+            m,
+        ),
+        Reject::Bad(m) => (
+            outcome::BAD_REQUEST,
+            StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            m,
+        ),
+        Reject::Unsupported(m) => (
+            outcome::UNSUPPORTED_MEDIA_TYPE,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            tonic::Code::InvalidArgument,
+            m,
+        ),
+    };
+    shared.accounting.reject(protocol, what);
+    error(Some(enc), status, code, message)
+}
+
 async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, Reject> {
     let raw = match Limited::new(body, max).collect().await {
         Ok(c) => c.to_bytes(),
@@ -184,35 +212,7 @@ async fn export(
     };
     let bytes = match read_body(body, &headers, shared.config.max_request_bytes).await {
         Ok(b) => b,
-        Err(Reject::TooLarge(m)) => {
-            shared.accounting.reject(protocol, outcome::TOO_LARGE);
-            return error(
-                Some(enc),
-                StatusCode::PAYLOAD_TOO_LARGE,
-                tonic::Code::ResourceExhausted,
-                m,
-            );
-        }
-        Err(Reject::Bad(m)) => {
-            shared.accounting.reject(protocol, outcome::BAD_REQUEST);
-            return error(
-                Some(enc),
-                StatusCode::BAD_REQUEST,
-                tonic::Code::InvalidArgument,
-                m,
-            );
-        }
-        Err(Reject::Unsupported(m)) => {
-            shared
-                .accounting
-                .reject(protocol, outcome::UNSUPPORTED_MEDIA_TYPE);
-            return error(
-                Some(enc),
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                tonic::Code::InvalidArgument,
-                m,
-            );
-        }
+        Err(r) => return reject(&shared, protocol, enc, r),
     };
     let max_elements = shared.config.max_request_elements;
     let too_many = || {
@@ -244,24 +244,7 @@ async fn export(
     };
     let req = match decoded {
         Ok(r) => r,
-        Err(Reject::TooLarge(m)) => {
-            shared.accounting.reject(protocol, outcome::TOO_LARGE);
-            return error(
-                Some(enc),
-                StatusCode::PAYLOAD_TOO_LARGE,
-                tonic::Code::ResourceExhausted,
-                m,
-            );
-        }
-        Err(Reject::Bad(m) | Reject::Unsupported(m)) => {
-            shared.accounting.reject(protocol, outcome::BAD_REQUEST);
-            return error(
-                Some(enc),
-                StatusCode::BAD_REQUEST,
-                tonic::Code::InvalidArgument,
-                m,
-            );
-        }
+        Err(r) => return reject(&shared, protocol, enc, r),
     };
     let summary = attribute(&req, &shared.config.keys);
     shared.accounting.ingest(summary, Some(peer), protocol);
