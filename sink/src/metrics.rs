@@ -72,29 +72,33 @@ impl Metrics {
         }
     }
 
-    /// Counts `n` spans on a route.
-    pub(crate) fn count_route(&self, g: Option<&str>, a: Option<&str>, n: u64, tracked: bool) {
+    /// The counter of a route, registered on first use; `None` once
+    /// `--max-series` route label pairs exist (count those spans with
+    /// [`Metrics::count_overflow`]). Callers keep the handle, so a known route
+    /// costs one atomic add per request.
+    pub(crate) fn route_counter(&self, g: Option<&str>, a: Option<&str>) -> Option<Counter> {
         let key = (g.map(str::to_owned), a.map(str::to_owned));
-        let allowed = tracked && {
-            let mut known = self.known_routes.lock().unwrap_or_else(|e| e.into_inner());
-            known.contains(&key) || (known.len() < self.max_series && known.insert(key))
-        };
-        if !allowed {
-            self.overflow.inc_by(n);
-            return;
+        let mut known = self.known_routes.lock().unwrap_or_else(|e| e.into_inner());
+        if !known.contains(&key) {
+            if known.len() >= self.max_series {
+                return None;
+            }
+            known.insert(key);
         }
-        let route = match RouteKind::of(g, a) {
-            RouteKind::Local => "local",
-            RouteKind::Remote => "remote",
-            RouteKind::Unattributed => "unattributed",
-        };
-        self.spans
-            .get_or_create(&RouteLabels {
-                generator_node: g.unwrap_or_default().to_owned(),
-                agent_node: a.unwrap_or_default().to_owned(),
-                route: route.to_owned(),
-            })
-            .inc_by(n);
+        Some(
+            self.spans
+                .get_or_create(&RouteLabels {
+                    generator_node: g.unwrap_or_default().to_owned(),
+                    agent_node: a.unwrap_or_default().to_owned(),
+                    route: RouteKind::of(g, a).as_str().to_owned(),
+                })
+                .clone(),
+        )
+    }
+
+    /// Counts spans that are not broken down by route.
+    pub(crate) fn count_overflow(&self, n: u64) {
+        self.overflow.inc_by(n);
     }
 
     /// Counts one request.

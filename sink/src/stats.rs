@@ -63,6 +63,8 @@ struct RouteEntry {
     spans: u64,
     first: SystemTime,
     last: SystemTime,
+    /// Its `/metrics` counter (None past the metrics' own series cap).
+    counter: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 #[derive(Debug, Default)]
@@ -188,18 +190,25 @@ impl Accounting {
                 && origin
                     .generator_id
                     .is_none_or(|id| fits(st.generators.len(), st.generators.contains_key(id)));
-            self.metrics.count_route(g, a, n, tracked);
             if !tracked {
                 st.overflow += n;
+                self.metrics.count_overflow(n);
                 continue;
             }
-            let route = st.routes.entry(route_key).or_insert(RouteEntry {
+            let route = st.routes.entry(route_key).or_insert_with(|| RouteEntry {
                 spans: 0,
                 first: now,
                 last: now,
+                counter: self.metrics.route_counter(g, a),
             });
             route.spans += n;
             route.last = now;
+            match &route.counter {
+                Some(c) => {
+                    c.inc_by(n);
+                }
+                None => self.metrics.count_overflow(n),
+            }
             let agent = st.agents.entry(agent_key).or_default();
             agent.spans += n;
             insert_peer(&mut agent.peers, peer);
