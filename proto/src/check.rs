@@ -194,6 +194,7 @@ mod tests {
             remote_spans: 0,
             unattributed_spans: 0,
             overflow_spans: 0,
+            overflow_generator_spans: 0,
             routes: vec![],
             agents: vec![],
             generators: vec![],

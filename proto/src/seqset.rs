@@ -30,7 +30,7 @@ pub struct SeqSet {
     floor: u64,
     min: Option<u64>,
     max: Option<u64>,
-    distinct: u64,
+    distinct: u128,
     untracked: u64,
 }
 
@@ -69,11 +69,11 @@ impl SeqSet {
             return 0;
         }
         if hi < self.floor {
-            self.untracked += hi - lo + 1;
+            self.untracked = self.untracked.saturating_add((hi - lo).saturating_add(1));
             return 0;
         }
         let lo = if lo < self.floor {
-            self.untracked += self.floor - lo;
+            self.untracked = self.untracked.saturating_add(self.floor - lo);
             self.floor
         } else {
             lo
@@ -96,14 +96,14 @@ impl SeqSet {
         for &(s, e) in &touching {
             let (ol, oh) = (s.max(lo), e.min(hi));
             if ol <= oh {
-                dups += oh - ol + 1;
+                dups += (oh - ol).saturating_add(1);
             }
             new_lo = new_lo.min(s);
             new_hi = new_hi.max(e);
             self.ranges.remove(&s);
         }
         self.ranges.insert(new_lo, new_hi);
-        self.distinct += (hi - lo + 1) - dups;
+        self.distinct += u128::from(hi - lo) + 1 - u128::from(dups);
         self.min = Some(self.min.map_or(lo, |m| m.min(lo)));
         self.max = Some(self.max.map_or(hi, |m| m.max(hi)));
         while self.ranges.len() > self.max_intervals {
@@ -129,9 +129,10 @@ impl SeqSet {
     pub fn missing(&self) -> u64 {
         match (self.min, self.max) {
             (Some(lo), Some(hi)) => {
+                // Numbers below the frozen floor (untracked) are not counted as
+                // seen: a duplicate there must not hide a gap.
                 let span = u128::from(hi - lo) + 1;
-                let seen = u128::from(self.distinct + self.untracked);
-                u64::try_from(span.saturating_sub(seen)).unwrap_or(u64::MAX)
+                u64::try_from(span.saturating_sub(u128::from(self.distinct))).unwrap_or(u64::MAX)
             }
             _ => 0,
         }
@@ -229,6 +230,12 @@ mod tests {
         assert_eq!(s.missing(), 999);
         assert_eq!(s.insert(0), Insert::Untracked);
         assert_eq!(s.insert(1998), Insert::Duplicate);
+        // Re-sent numbers below the floor do not make gaps look filled.
+        for _ in 0..500 {
+            s.insert(0);
+        }
+        assert_eq!(s.missing(), 999);
+        assert_eq!(s.untracked(), 501);
     }
 
     /// Ranges count their overlap with what was there as duplicates and merge.
@@ -244,6 +251,9 @@ mod tests {
         assert_eq!(s.intervals(), 1, "adjacent ranges merge");
         assert_eq!(s.insert_range(u64::MAX - 1, u64::MAX), 0);
         assert_eq!(s.insert_range(u64::MAX, u64::MAX), 1);
+        let mut all = SeqSet::new(10);
+        assert_eq!(all.insert_range(0, u64::MAX), 0);
+        assert_eq!(all.missing(), 0);
     }
 
     /// Runs: sorted, consecutive numbers collapsed, in-batch repeats counted.

@@ -34,9 +34,13 @@ pub struct SinkStats {
     pub remote_spans: u64,
     /// Spans where either node is unknown.
     pub unattributed_spans: u64,
-    /// Spans counted in the totals but not in `routes` / `generators`
-    /// because `--max-series` was reached.
+    /// Spans counted in the totals but not in `routes` / `agents` because one of
+    /// those tables reached `--max-series`: `spans_total` = Σ `routes` + this.
     pub overflow_spans: u64,
+    /// Spans of generators not tracked in `generators` because that table
+    /// reached `--max-series`.
+    #[serde(default)]
+    pub overflow_generator_spans: u64,
     /// Spans per (generator node, agent node).
     pub routes: Vec<RouteStats>,
     /// Spans per agent node, with the peer addresses that delivered them.

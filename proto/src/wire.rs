@@ -91,27 +91,48 @@ pub enum Value {
     IntValue(i64),
 }
 
+/// An OTLP/JSON `intValue`: a JSON integer or a string of digits. Anything
+/// else is an error, read without buffering it first.
+struct JsonInt(i64);
+
+impl<'de> Deserialize<'de> for JsonInt {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = JsonInt;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an int64 as a number or a string")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<JsonInt, E> {
+                Ok(JsonInt(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<JsonInt, E> {
+                i64::try_from(v)
+                    .map(JsonInt)
+                    .map_err(|_| E::custom(format!("intValue {v} is out of int64 range")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<JsonInt, E> {
+                v.parse()
+                    .map(JsonInt)
+                    .map_err(|_| E::custom(format!("intValue {v:?} is not an int64")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 impl<'de> Deserialize<'de> for AnyValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Int {
-            Num(i64),
-            Str(String),
-        }
         #[derive(Deserialize, Default)]
         #[serde(default, rename_all = "camelCase")]
         struct Json {
             string_value: Option<String>,
-            int_value: Option<Int>,
+            int_value: Option<JsonInt>,
         }
         let j = Json::deserialize(d)?;
         let value = match (j.string_value, j.int_value) {
             (Some(s), _) => Some(Value::StringValue(s)),
-            (None, Some(Int::Num(i))) => Some(Value::IntValue(i)),
-            (None, Some(Int::Str(s))) => Some(Value::IntValue(s.parse().map_err(|_| {
-                serde::de::Error::custom(format!("intValue {s:?} is not an int64"))
-            })?)),
+            (None, Some(JsonInt(i))) => Some(Value::IntValue(i)),
             (None, None) => None,
         };
         Ok(AnyValue { value })
@@ -173,10 +194,39 @@ fn skip(buf: &mut &[u8], n: u64) -> Result<(), ScanError> {
     Ok(())
 }
 
+/// Nesting allowed for groups (prost's recursion limit).
+const MAX_GROUP_DEPTH: u32 = 100;
+
+/// Skips a group (deprecated wire types 3/4, which prost still accepts in
+/// unknown fields) up to its matching end.
+fn skip_group(buf: &mut &[u8], field: u64, depth: u32) -> Result<(), ScanError> {
+    if depth > MAX_GROUP_DEPTH {
+        return Err(ScanError::Malformed);
+    }
+    loop {
+        let key = varint(buf)?;
+        match key & 7 {
+            0 => {
+                varint(buf)?;
+            }
+            1 => skip(buf, 8)?,
+            5 => skip(buf, 4)?,
+            2 => {
+                let len = varint(buf)?;
+                skip(buf, len)?;
+            }
+            3 => skip_group(buf, key >> 3, depth + 1)?,
+            4 if key >> 3 == field => return Ok(()),
+            _ => return Err(ScanError::Malformed),
+        }
+    }
+}
+
 fn walk(mut buf: &[u8], kind: Kind, count: &mut u64, limit: u64) -> Result<(), ScanError> {
     while !buf.is_empty() {
         let key = varint(&mut buf)?;
         match key & 7 {
+            3 => skip_group(&mut buf, key >> 3, 1)?,
             0 => {
                 varint(&mut buf)?;
             }
@@ -327,6 +377,19 @@ mod tests {
         let empty = ExportTraceServiceRequest::default().encode_to_vec();
         assert_eq!(count_elements(&empty, 0), Ok(0));
         assert_eq!(count_json_objects(br#"{"a":{"b":"{"}}"#), 3);
+    }
+
+    /// Unknown group fields are skipped as prost skips them.
+    #[test]
+    fn groups_are_skipped() {
+        let full = build_request_with_seqs(&[], 1..=1);
+        let mut bytes = full.encode_to_vec();
+        // field 100 as a group holding a varint field, appended at the top level
+        bytes.extend_from_slice(&[0xa3, 0x06, 0x08, 0x01, 0xa4, 0x06]);
+        assert!(TraceRequest::decode(bytes.as_slice()).is_ok());
+        assert_eq!(count_elements(&bytes, 100), Ok(5));
+        bytes.truncate(bytes.len() - 2);
+        assert_eq!(count_elements(&bytes, 100), Err(ScanError::Malformed));
     }
 
     /// OTLP/JSON ints may be strings or numbers; a non-int string is an error.

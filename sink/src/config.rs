@@ -11,6 +11,9 @@ pub const DEFAULT_MAX_REQUEST_ELEMENTS: u64 = 500_000;
 /// Default `--max-concurrent-requests`.
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 8;
 
+/// Default `--request-timeout`.
+pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Default `--max-series`.
 pub const DEFAULT_MAX_SERIES: usize = 10_000;
 
@@ -24,6 +27,8 @@ pub struct SinkConfig {
     pub max_request_elements: u64,
     /// Export requests decoded at once (both receivers together); more wait.
     pub max_concurrent_requests: usize,
+    /// Longest time one export request may take to arrive and be processed.
+    pub request_timeout: std::time::Duration,
     /// Cap on routes, agents and generator ids tracked (each); spans beyond it
     /// count in the totals and in `overflow_spans`.
     pub max_series: usize,
@@ -41,6 +46,7 @@ impl Default for SinkConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_request_elements: DEFAULT_MAX_REQUEST_ELEMENTS,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_series: DEFAULT_MAX_SERIES,
             keys: AttributionKeys::default(),
             api_token: None,

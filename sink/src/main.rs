@@ -53,6 +53,9 @@ struct ServeArgs {
           default_value_t = trace_sink::config::DEFAULT_MAX_CONCURRENT_REQUESTS as u64,
           value_parser = clap::value_parser!(u64).range(1..=4096))]
     max_concurrent_requests: u64,
+    /// Longest time one export request may take to arrive (a stalled client frees its slot then).
+    #[arg(long, env = "SINK_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_request_timeout)]
+    request_timeout: Duration,
     /// Cap on routes, agents and generator ids tracked (each); beyond it spans count in totals and overflow.
     #[arg(long, env = "SINK_MAX_SERIES", default_value_t = trace_sink::config::DEFAULT_MAX_SERIES)]
     max_series: usize,
@@ -98,6 +101,14 @@ struct CheckArgs {
     json: bool,
 }
 
+fn parse_request_timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() || d > Duration::from_secs(3600) {
+        return Err("must be above 0 and at most 1h".into());
+    }
+    Ok(d)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     trace_proto::cli::init_logging();
@@ -126,6 +137,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         max_request_bytes: args.max_request_bytes,
         max_request_elements: args.max_request_elements,
         max_concurrent_requests: args.max_concurrent_requests as usize,
+        request_timeout: args.request_timeout,
         max_series: args.max_series,
         keys: AttributionKeys {
             generator_node: args.generator_node_key,

@@ -54,6 +54,12 @@ pub mod outcome {
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
     /// Wrong HTTP method (405).
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    /// Unknown path (HTTP 404).
+    pub const NOT_FOUND: &str = "not_found";
+    /// gRPC UNIMPLEMENTED: unknown method or unsupported `grpc-encoding`.
+    pub const UNIMPLEMENTED: &str = "unimplemented";
+    /// The request body did not arrive within `--request-timeout` (HTTP 408, gRPC DEADLINE_EXCEEDED/CANCELLED).
+    pub const TIMEOUT: &str = "timeout";
     /// Any other gRPC error.
     pub const OTHER_ERROR: &str = "error";
 }
@@ -91,6 +97,7 @@ struct State {
     remote: u64,
     unattributed: u64,
     overflow: u64,
+    overflow_generators: u64,
     routes: HashMap<(Option<String>, Option<String>), RouteEntry>,
     agents: HashMap<Option<String>, AgentEntry>,
     generators: HashMap<String, GeneratorEntry>,
@@ -106,6 +113,7 @@ impl State {
             remote: 0,
             unattributed: 0,
             overflow: 0,
+            overflow_generators: 0,
             routes: HashMap::new(),
             agents: HashMap::new(),
             generators: HashMap::new(),
@@ -150,11 +158,13 @@ impl Accounting {
 
     /// Merges the summary of one accepted request and counts the request as `ok`.
     ///
-    /// Per origin (generator node, agent node, generator id) the spans go into the
-    /// route, agent and generator tables together, or, when one of those tables
-    /// is full (`--max-series`) and would need a new entry, into none of them and
-    /// into `overflow_spans` instead. So `spans_total` always equals the sum over
-    /// `routes` plus `overflow_spans`.
+    /// Per origin (generator node, agent node, generator id): the spans go into
+    /// the route and agent tables together, or, when either is full
+    /// (`--max-series`) and would need a new entry, into `overflow_spans`; so
+    /// `spans_total` = Σ `routes` + `overflow_spans`. Independently, a generator
+    /// already tracked always gets its spans and sequence numbers (an
+    /// overflowing route must not fake missing spans); a new one beyond the cap
+    /// goes into `overflow_generator_spans`.
     pub fn ingest(
         &self,
         summary: RequestSummary<'_>,
@@ -185,36 +195,37 @@ impl Accounting {
             let route_key = (g.map(str::to_owned), a.map(str::to_owned));
             let agent_key = a.map(str::to_owned);
             let fits = |len: usize, present: bool| present || len < self.max_series;
-            let tracked = fits(st.routes.len(), st.routes.contains_key(&route_key))
-                && fits(st.agents.len(), st.agents.contains_key(&agent_key))
-                && origin
-                    .generator_id
-                    .is_none_or(|id| fits(st.generators.len(), st.generators.contains_key(id)));
-            if !tracked {
+            let route_tracked = fits(st.routes.len(), st.routes.contains_key(&route_key))
+                && fits(st.agents.len(), st.agents.contains_key(&agent_key));
+            if route_tracked {
+                let route = st.routes.entry(route_key).or_insert_with(|| RouteEntry {
+                    spans: 0,
+                    first: now,
+                    last: now,
+                    counter: self.metrics.route_counter(g, a),
+                });
+                route.spans += n;
+                route.last = now;
+                match &route.counter {
+                    Some(c) => {
+                        c.inc_by(n);
+                    }
+                    None => self.metrics.count_overflow(n),
+                }
+                let agent = st.agents.entry(agent_key).or_default();
+                agent.spans += n;
+                insert_peer(&mut agent.peers, peer);
+            } else {
                 st.overflow += n;
                 self.metrics.count_overflow(n);
-                continue;
             }
-            let route = st.routes.entry(route_key).or_insert_with(|| RouteEntry {
-                spans: 0,
-                first: now,
-                last: now,
-                counter: self.metrics.route_counter(g, a),
-            });
-            route.spans += n;
-            route.last = now;
-            match &route.counter {
-                Some(c) => {
-                    c.inc_by(n);
-                }
-                None => self.metrics.count_overflow(n),
-            }
-            let agent = st.agents.entry(agent_key).or_default();
-            agent.spans += n;
-            insert_peer(&mut agent.peers, peer);
             let Some(id) = origin.generator_id else {
                 continue;
             };
+            if !fits(st.generators.len(), st.generators.contains_key(id)) {
+                st.overflow_generators += n;
+                continue;
+            }
             let generator = st
                 .generators
                 .entry(id.to_owned())
@@ -317,6 +328,7 @@ fn snapshot(st: &State) -> SinkStats {
         remote_spans: st.remote,
         unattributed_spans: st.unattributed,
         overflow_spans: st.overflow,
+        overflow_generator_spans: st.overflow_generators,
         routes,
         agents,
         generators,

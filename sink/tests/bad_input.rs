@@ -176,6 +176,7 @@ async fn http_wrong_method_and_path() {
         .unwrap();
     assert_eq!(resp.status(), 404);
     assert_eq!(sink.stats().requests["http"]["method_not_allowed"], 2);
+    assert_eq!(sink.stats().requests["http"]["not_found"], 1);
     assert_unharmed(&sink).await;
 }
 
@@ -336,5 +337,45 @@ async fn too_many_elements() {
     assert_eq!(s.spans_total, 100);
     assert_eq!(s.requests["http_protobuf"]["too_large"], 2);
     assert_eq!(s.requests["grpc"]["too_large"], 1);
+    sink.shutdown().await;
+}
+
+/// A client that sends headers and never the body gets 408 after
+/// --request-timeout and frees its slot: others are served again.
+#[tokio::test]
+async fn stalled_client_frees_its_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sink = start(trace_sink::SinkConfig {
+        max_concurrent_requests: 1,
+        request_timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    let mut stalled = tokio::net::TcpStream::connect(sink.http_addr().unwrap())
+        .await
+        .unwrap();
+    stalled
+        .write_all(b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: 10\r\n\r\n")
+        .await
+        .unwrap();
+    // The only slot is held by the stalled request; this one waits, then passes.
+    let resp = post_protobuf(&sink, &request(Some("n"), Some("n"), "g", 1..=2), false).await;
+    assert_eq!(resp.status(), 200);
+    let mut answer = vec![0u8; 64];
+    let n = stalled.read(&mut answer).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 408"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    // gRPC is served too.
+    grpc_client(&sink)
+        .await
+        .export(request(Some("n"), Some("n"), "g", 3..=3))
+        .await
+        .unwrap();
+    let s = sink.stats();
+    assert_eq!(s.spans_total, 3);
+    assert_eq!(s.requests["http_protobuf"]["timeout"], 1);
     sink.shutdown().await;
 }

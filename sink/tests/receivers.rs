@@ -241,10 +241,10 @@ async fn max_series_caps_tables() {
     sink.shutdown().await;
 }
 
-/// The cap is all-or-nothing per origin: a new generator on a known route is not
-/// half-recorded when the generator table is full; spans_total = Σ routes + overflow.
+/// Beyond --max-series every span is still counted once: spans_total = Σ routes
+/// + overflow_spans; generators beyond the cap go to overflow_generator_spans.
 #[tokio::test]
-async fn overflow_is_counted_once_per_span() {
+async fn overflow_is_counted_once_per_table() {
     let sink = start(trace_sink::SinkConfig {
         max_series: 5,
         ..Default::default()
@@ -257,10 +257,23 @@ async fn overflow_is_counted_once_per_span() {
             .unwrap();
     }
     let s = sink.stats();
-    assert_eq!(s.spans_total, 40);
-    assert_eq!(s.local_spans, 40, "totals include overflow spans");
+    assert_eq!((s.spans_total, s.local_spans), (40, 40));
+    assert_eq!(s.routes.len(), 1);
+    assert_eq!(s.overflow_spans, 0);
     assert_eq!(s.generators.len(), 5);
-    assert_eq!(s.overflow_spans, 20);
+    assert_eq!(s.overflow_generator_spans, 20);
+    for i in 0..10 {
+        let n = format!("m{i}");
+        c.export(request(Some(&n), Some(&n), "g0", 5 + i..=5 + i))
+            .await
+            .unwrap();
+    }
+    let s = sink.stats();
+    assert_eq!(s.routes.len(), 5);
+    assert_eq!(
+        s.overflow_spans, 6,
+        "5 routes fit: the first and 4 new; 6 spans overflow"
+    );
     assert_eq!(
         s.routes.iter().map(|r| r.spans).sum::<u64>() + s.overflow_spans,
         s.spans_total
@@ -269,6 +282,9 @@ async fn overflow_is_counted_once_per_span() {
         s.agents.iter().map(|a| a.spans).sum::<u64>() + s.overflow_spans,
         s.spans_total
     );
+    // A tracked generator keeps its sequence accounting even where its route overflowed.
+    let g0 = s.generators.iter().find(|g| g.id == "g0").unwrap();
+    assert_eq!((g0.spans, g0.missing, g0.max_seq), (14, 0, Some(14)));
     sink.shutdown().await;
 }
 

@@ -179,7 +179,8 @@ fn map_rejection(
         Code::Ok => return resp,
         Code::OutOfRange | Code::ResourceExhausted => (Code::ResourceExhausted, outcome::TOO_LARGE),
         Code::InvalidArgument | Code::Internal => (Code::InvalidArgument, outcome::BAD_REQUEST),
-        Code::Unimplemented => (Code::Unimplemented, outcome::UNSUPPORTED_MEDIA_TYPE),
+        Code::Unimplemented => (Code::Unimplemented, outcome::UNIMPLEMENTED),
+        Code::DeadlineExceeded | Code::Cancelled => (code, outcome::TIMEOUT),
         other => (other, outcome::OTHER_ERROR),
     };
     shared.accounting.reject(Protocol::Grpc, what);
@@ -192,7 +193,9 @@ fn map_rejection(
 
 /// Serves OTLP/gRPC on `listener` until `cancel` fires, then waits for open
 /// connections to finish. At most `--max-concurrent-requests` requests (shared
-/// with the HTTP receiver) are decoded at once; the others wait.
+/// with the HTTP receiver) are decoded at once; the others wait. A request
+/// taking longer than `--request-timeout` is cancelled, so a stalled client
+/// cannot hold a slot for ever.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -202,13 +205,17 @@ pub async fn serve(
         shared: shared.clone(),
     };
     let slots = shared.request_slots.clone();
+    let shared_timeout = shared.config.request_timeout;
     let layer = tower::ServiceBuilder::new()
         .map_response(move |resp| map_rejection(&shared, resp))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
             slots,
         ))
         .into_inner();
+    let timeout = shared_timeout;
     tonic::transport::Server::builder()
+        // Bounds how long one request (a slow or stalled client) can hold a slot.
+        .timeout(timeout)
         .layer(layer)
         .add_service(svc)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), cancel.cancelled_owned())

@@ -10,6 +10,7 @@
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -112,6 +113,7 @@ enum Reject {
     TooLarge(String),
     Bad(String),
     Unsupported(String),
+    Timeout(String),
 }
 
 /// Counts a rejected request and answers it in the request's encoding.
@@ -135,13 +137,30 @@ fn reject(shared: &Shared, protocol: Protocol, enc: Encoding, r: Reject) -> Resp
             tonic::Code::InvalidArgument,
             m,
         ),
+        Reject::Timeout(m) => (
+            outcome::TIMEOUT,
+            StatusCode::REQUEST_TIMEOUT,
+            tonic::Code::DeadlineExceeded,
+            m,
+        ),
     };
     shared.accounting.reject(protocol, what);
     error(Some(enc), status, code, message)
 }
 
-async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, Reject> {
-    let raw = match Limited::new(body, max).collect().await {
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, Reject> {
+    let read = tokio::time::timeout(timeout, Limited::new(body, max).collect());
+    let Ok(collected) = read.await else {
+        return Err(Reject::Timeout(format!(
+            "request body not received within {timeout:?}"
+        )));
+    };
+    let raw = match collected {
         Ok(c) => c.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return Err(Reject::TooLarge(format!(
@@ -158,7 +177,7 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes,
         Some("gzip") => {
             let mut out = Vec::new();
             let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
-            flate2::read::GzDecoder::new(&raw[..])
+            flate2::read::MultiGzDecoder::new(&raw[..])
                 .take(limit)
                 .read_to_end(&mut out)
                 .map_err(|e| Reject::Bad(format!("invalid gzip body: {e}")))?;
@@ -202,15 +221,16 @@ async fn export(
     let protocol = enc.protocol();
     // Bounded decoding: at most --max-concurrent-requests requests (both
     // receivers) are read and decoded at once; the others wait, unread.
-    let Ok(_slot) = shared.request_slots.clone().acquire_owned().await else {
-        return error(
-            Some(enc),
-            StatusCode::SERVICE_UNAVAILABLE,
-            tonic::Code::Unavailable,
-            "shutting down".into(),
-        );
-    };
-    let bytes = match read_body(body, &headers, shared.config.max_request_bytes).await {
+    // The semaphore is never closed, so acquiring cannot fail.
+    let _slot = shared.request_slots.clone().acquire_owned().await.ok();
+    let bytes = match read_body(
+        body,
+        &headers,
+        shared.config.max_request_bytes,
+        shared.config.request_timeout,
+    )
+    .await
+    {
         Ok(b) => b,
         Err(r) => return reject(&shared, protocol, enc, r),
     };
@@ -275,7 +295,8 @@ async fn method_not_allowed(State(shared): State<Arc<Shared>>, headers: HeaderMa
     resp
 }
 
-async fn not_found() -> Response {
+async fn not_found(State(shared): State<Arc<Shared>>) -> Response {
+    shared.accounting.reject(Protocol::Http, outcome::NOT_FOUND);
     error(
         None,
         StatusCode::NOT_FOUND,
