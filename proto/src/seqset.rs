@@ -132,7 +132,7 @@ impl SeqSet {
                 // Numbers below the frozen floor (untracked) are not counted as
                 // seen: a duplicate there must not hide a gap.
                 let span = u128::from(hi - lo) + 1;
-                u64::try_from(span.saturating_sub(u128::from(self.distinct))).unwrap_or(u64::MAX)
+                u64::try_from(span.saturating_sub(self.distinct)).unwrap_or(u64::MAX)
             }
             _ => 0,
         }
