@@ -6,16 +6,18 @@
 # run inside the sink pod:
 #   1. every node's generator delivers, and all its spans came through the
 #      agent on its own node;
-#   2. the agent is removed from one node (node affinity patched on the
-#      DaemonSet): that node's generator goes silent and reports failed
-#      exports, the other nodes stay local;
+#   2. the agent is removed from one node (the node is labelled
+#      trace-gen-sink/no-agent, which the agent DaemonSet's node affinity
+#      excludes: only that node's agent pod goes): that node's generator goes
+#      silent and reports failed exports, the other nodes stay local;
 #   3. the broken-agent overlay (a config the collector refuses; the agents
 #      crash-loop): nothing arrives at all;
 #   4. restored: every node delivers again, all local.
 # Prints a results table; exits 0 only when every step came out as expected.
-# Leaves the cluster as it found it: namespaces that existed before are not
-# changed or deleted, everything created is deleted (unless --keep), and a
-# deployment of ours that was already there is restored and kept.
+# Cleans up after itself: namespaces that existed before are not changed or
+# deleted, everything created is deleted (unless --keep), the node label is
+# removed. A deployment of ours that was already there is re-applied in this
+# run's variant (flags) and kept.
 #
 # Talks to the cluster only through kubectl: the sink's and the generators'
 # HTTP APIs are reached through the API server's service/pod proxy, so no
@@ -280,7 +282,7 @@ fi
 
 # ---------------------------------------------------------------- cluster helpers
 sink_api="/api/v1/namespaces/$sink_ns/services/http:trace-sink:http-api/proxy"
-affinity_patched=0
+labelled_node=""
 
 sink_reset() {
   if ((dry_run)); then show kubectl create --raw "$sink_api/reset" -f /dev/null >&3; return 0; fi
@@ -345,11 +347,11 @@ wait_until() { # DESCRIPTION CONDITION [ARGS...]
   done
 }
 
-# shellcheck disable=SC2329 # called through wait_until
+# shellcheck disable=SC2317,SC2329 # called through wait_until
 no_agent_on() { [[ -z "$(kubectl get pods -n "$agent_ns" -l app.kubernetes.io/name=trace-agent --field-selector "spec.nodeName=$1" -o name)" ]]; }
 
 # Every agent pod runs the new (broken) template and none is ready.
-# shellcheck disable=SC2329 # called through wait_until
+# shellcheck disable=SC2317,SC2329 # called through wait_until
 all_agents_broken() {
   local s gen obs desired updated ready
   s="$(kubectl get daemonset -n "$agent_ns" trace-agent -o 'jsonpath={.metadata.generation} {.status.observedGeneration} {.status.desiredNumberScheduled} {.status.updatedNumberScheduled} {.status.numberReady}')"
@@ -363,10 +365,11 @@ settle_down() {
 }
 
 # ---------------------------------------------------------------- cleanup
-# shellcheck disable=SC2329 # called by the EXIT trap
+# shellcheck disable=SC2317,SC2329 # called by the EXIT trap
 cleanup() {
   local rc=$?
-  trap - EXIT INT TERM
+  trap - EXIT
+  trap "" INT TERM # a second Ctrl-C must not cut the cleanup short
   set +e
   if ((!table_printed && ${#rows[@]})); then
     echo
@@ -374,12 +377,13 @@ cleanup() {
     print_table
     ((rc)) || rc=1
   fi
+  if [[ -n "$labelled_node" ]]; then
+    kdo label node "$labelled_node" trace-gen-sink/no-agent- >/dev/null
+  fi
   if ((keep)); then
     log "--keep: leaving the deployment as it is"
   elif ((previously_deployed)); then
     log "restoring the deployment that was there before"
-    ((affinity_patched)) && kdo patch daemonset -n "$agent_ns" trace-agent --type json \
-      -p '[{"op":"remove","path":"/spec/template/spec/affinity"}]' >/dev/null
     kdo apply -f "$base_yaml" >/dev/null
   else
     log "deleting what this run created"
@@ -461,9 +465,10 @@ if [[ -z "$victim" ]]; then
 else
   log "step 2: the agent is removed from $victim; its generator must go silent, the others stay local"
   before="$(json_num spans_failed "$(gen_stats_on "$victim")")"
-  affinity_patched=1
-  kdo patch daemonset -n "$agent_ns" trace-agent --type merge -p "$(printf '{"spec":{"template":{"spec":{"affinity":{"nodeAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":{"nodeSelectorTerms":[{"matchFields":[{"key":"metadata.name","operator":"NotIn","values":["%s"]}]}]}}}}}}}' "$victim")"
-  kdo rollout status -n "$agent_ns" daemonset/trace-agent --timeout "${timeout}s"
+  # The agent DaemonSet requires nodes without this label: labelling the node
+  # makes the DaemonSet controller delete just that node's agent pod.
+  labelled_node="$victim"
+  kdo label node "$victim" trace-gen-sink/no-agent=true --overwrite
   wait_until "no agent pod is left on $victim" no_agent_on "$victim"
   settle_down
   sink_reset
@@ -484,8 +489,8 @@ else
     "$( ((rc == 0)) && echo yes || echo no)" "$(received "$s")" "$failed" "$(verdict "$rc" "$failed_ok")"
 
   log "step 2: giving $victim its agent back"
-  kdo patch daemonset -n "$agent_ns" trace-agent --type json -p '[{"op":"remove","path":"/spec/template/spec/affinity"}]'
-  affinity_patched=0
+  kdo label node "$victim" trace-gen-sink/no-agent-
+  labelled_node=""
   kdo rollout status -n "$agent_ns" daemonset/trace-agent --timeout "${timeout}s"
 fi
 

@@ -579,7 +579,7 @@ class Lab:
             summary.unlink(missing_ok=True)
             # no --endpoint: the default http://telemetry-otlp-traces-local:4317 resolves to the Service VIP
             cmd = [str(a.trace_gen), "--rate", str(a.rate), "--batch", str(a.batch), "--workers", "1",
-                   "--timeout", "2s", "--connect-timeout", f"{CONNECT_TIMEOUT:g}s", "--report-interval", "5s",
+                   "--timeout", "10s", "--connect-timeout", f"{CONNECT_TIMEOUT:g}s", "--report-interval", "5s",
                    "--stats-listen", f"{NODE_IP[node]}:{GEN_STATS_PORT}", "--summary-json", str(summary), *extra]
             self.generators[node] = self._spawn(f"gen{gen}-{node}", node, cmd, {"NODE_NAME": node})
             self.summaries[node] = summary
@@ -794,7 +794,7 @@ def scenario_2(lab: Lab, a: argparse.Namespace) -> Scenario:
     sc = Scenario("2", "Local, node-2 agent killed")
     ctl = lab.controller
     assert ctl
-    limit = a.probe_period * (a.failure_threshold + 2) + 5
+    limit = (a.probe_period + a.probe_timeout) * (a.failure_threshold + 2) + 5
     log(f"  SIGKILL agent on node-2; waiting up to {limit:.0f}s for readiness to propagate")
     lab.agents["node-2"].stop(sig=signal.SIGKILL, timeout=5)
     waited = ctl.wait_for("node-2 NotReady", lambda r: not r["node-2"] and r["node-1"] and r["node-3"], limit)
@@ -843,7 +843,7 @@ def scenario_3(lab: Lab, a: argparse.Namespace) -> Scenario:
             log(f"  agent {node} exited with code {code}")
     for node in NODES:
         lab.start_crashloop(node, config)
-    limit = a.probe_period * (a.failure_threshold + 2) + 5
+    limit = (a.probe_period + a.probe_timeout) * (a.failure_threshold + 2) + 5
     log(f"  agents crash-looping; waiting up to {limit:.0f}s for readiness to propagate")
     waited = ctl.wait_for("every agent NotReady", lambda r: not any(r.values()), limit)
     sc.details["propagation_seconds"] = round(waited, 1)
@@ -1058,8 +1058,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--agent-config", type=Path, default=repo / "deploy" / "agent" / "config.yaml")
     p.add_argument("--broken-config", type=Path, default=repo / "deploy" / "overlays" / "broken-agent" / "config.yaml")
     p.add_argument("--probe-period", type=float, default=1.0, help="readiness probe period, seconds (default 1)")
-    p.add_argument("--failure-threshold", type=int, default=2, help="failed probes before NotReady (default 2)")
-    p.add_argument("--probe-timeout", type=float, default=1.0, help="readiness probe timeout, seconds (default 1)")
+    p.add_argument("--failure-threshold", type=int, default=3, help="failed probes before NotReady (default 3)")
+    p.add_argument("--probe-timeout", type=float, default=2.0, help="readiness probe timeout, seconds (default 2)")
     p.add_argument("--rate", type=int, default=40, help="spans per second per generator (default 40)")
     p.add_argument("--batch", type=int, default=5, help="spans per export request (default 5)")
     p.add_argument("--within", type=int, default=20, help="trace-sink check --within, seconds (default 20)")

@@ -25,9 +25,9 @@ if [[ "$(id -u)" -ne 0 ]]; then
 fi
 
 # command -> Debian package that provides it
-declare -A packages=([ip]=iproute2 [nft]=nftables [curl]=curl [python3]=python3)
+declare -A packages=([ip]=iproute2 [nft]=nftables [python3]=python3)
 missing=()
-for cmd in ip nft curl python3; do
+for cmd in ip nft python3; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${packages[$cmd]}")
 done
 if ((${#missing[@]})); then
@@ -39,6 +39,24 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
     die "apt-get install ${missing[*]} failed"
 fi
+# sudo resets PATH: look for Go and Rust where they are usually installed, for
+# the invoking user too, and build as that user so target/ stays theirs.
+user_home="$HOME"
+if [[ -n "${SUDO_USER:-}" && "$SUDO_USER" != root ]]; then
+  user_home="$(getent passwd "$SUDO_USER" | cut -d: -f6)"
+fi
+for dir in "$user_home/.cargo/bin" "$HOME/.cargo/bin" /usr/local/go/bin "$user_home/go/bin"; do
+  [[ -d "$dir" ]] && PATH="$PATH:$dir"
+done
+export PATH
+as_user() {
+  if [[ -n "${SUDO_USER:-}" && "$SUDO_USER" != root ]]; then
+    sudo -u "$SUDO_USER" env "PATH=$PATH" "HOME=$user_home" "$@"
+  else
+    "$@"
+  fi
+}
+
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
   die "python3 >= 3.11 is needed (found $(python3 --version 2>&1))"
 # Debian's Go and Rust are too old for the collector builder and the workspace.
@@ -49,10 +67,10 @@ command -v cargo >/dev/null 2>&1 ||
 [[ -e /proc/self/ns/net ]] || die "this kernel has no network namespaces"
 
 say "building trace-gen and trace-sink (cargo build --release --locked; cached)"
-(cd "$repo" && cargo build --release --locked --bin trace-gen --bin trace-sink) ||
+(cd "$repo" && as_user cargo build --release --locked --bin trace-gen --bin trace-sink) ||
   die "cargo build failed"
 say "building the collector (deploy/collector/build.sh; cached)"
-collector="$(bash "$repo/deploy/collector/build.sh")" || die "collector build failed"
+collector="$(as_user bash "$repo/deploy/collector/build.sh")" || die "collector build failed"
 
 # lab.py cleans up after itself (try/finally, signal handlers) and its processes
 # die with it (parent-death signal). This trap is the last line: if lab.py itself

@@ -203,7 +203,8 @@ def test_istio_objects_have_their_required_fields():
     pas = [o for o in objs if o["kind"] == "PeerAuthentication"]
     assert len(pas) == 1
     pa = pas[0]
-    assert pa["apiVersion"] == "security.istio.io/v1"
+    # v1beta1: served by every Istio since 1.17 (v1 only from 1.22)
+    assert pa["apiVersion"] == "security.istio.io/v1beta1"
     assert set(pa) == {"apiVersion", "kind", "metadata", "spec"}
     assert pa["metadata"]["name"]
     agent = find(objs, "DaemonSet", "trace-agent")
@@ -292,13 +293,19 @@ def test_agent_service_traffic_policy(directory):
 def test_agent_daemonset():
     """The agent: upstream contrib image pinned, downward API MY_NODE_NAME and
     MY_POD_IP, the sink's address, probes on the health_check port 13133, and
-    no node affinity (deploy/verify.sh step 2 adds one and removes it whole)."""
+    only the node affinity deploy/verify.sh step 2 relies on (nodes labelled
+    trace-gen-sink/no-agent get no agent)."""
     objs = render("deploy")
     ds = find(objs, "DaemonSet", "trace-agent")
     assert ds["metadata"]["namespace"] == "kyma-system"
     c = container(ds, "otel-collector")
     image, _, tag = c["image"].rpartition(":")
     assert image == "otel/opentelemetry-collector-contrib" and re.fullmatch(r"\d+\.\d+\.\d+", tag)
+    # The cluster's agent is the release the tests and the lab build and run.
+    manifest = (REPO / "deploy/collector/builder-config.yaml").read_text()
+    versions = set(re.findall(r"gomod: \S+ v(\d+\.\d+\.\d+)", manifest))
+    assert f"version: {tag}" in manifest
+    assert tag in versions and versions <= {tag, "1.71.0"}, versions
     env = env_of(c)
     assert env["MY_NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert env["MY_POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
@@ -312,7 +319,15 @@ def test_agent_daemonset():
     assert c["readinessProbe"]["periodSeconds"] * c["readinessProbe"]["failureThreshold"] == 30
     for directory in WHOLE:
         agent = find(render(directory), "DaemonSet", "trace-agent")
-        assert "affinity" not in agent["spec"]["template"]["spec"], directory
+        assert agent["spec"]["template"]["spec"]["affinity"] == {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "trace-gen-sink/no-agent", "operator": "DoesNotExist"}]}
+                    ]
+                }
+            }
+        }, directory
 
 
 # ---------------------------------------------------------------- sink and generators
@@ -752,7 +767,8 @@ def test_verify_dry_run_plan_uses_valid_kubectl_flags(flags):
     commands = planned_commands(dry_run(*flags)[0])
     joined = "\n".join(shlex.join(c) for c in commands)
     assert sum(1 for c in commands if "trace-sink" in c and "check" in c) == 4
-    assert "NotIn" in joined and "/spec/template/spec/affinity" in joined
+    assert "label node" in joined and "trace-gen-sink/no-agent=true" in joined
+    assert "trace-gen-sink/no-agent-" in joined, "step 2 gives the node its agent back"
     assert any(c[:2] == ["kubectl", "apply"] and c[-1].endswith("broken.yaml") for c in commands)
     assert [c[1] for c in commands[-2:]] == ["delete", "delete"]
     for c in commands:
@@ -910,8 +926,11 @@ def test_verify_runs_the_four_steps_and_cleans_up(tmp_path):
     assert checks[1][checks[1].index("--silent-nodes") + 1] == "node-a"
     assert checks[1][checks[1].index("--from-nodes") + 1] == "node-b,node-c"
     assert "--min-spans" in checks[2] and checks[2][checks[2].index("--silent-nodes") + 1] == "node-a,node-b,node-c"
-    verbs = [c[0] for c in calls if c[0] in ("apply", "patch", "delete")]
-    assert verbs == ["apply", "patch", "patch", "apply", "apply", "delete", "delete"]
+    verbs = [c[0] for c in calls if c[0] in ("apply", "patch", "label", "delete")]
+    assert verbs == ["apply", "label", "label", "apply", "apply", "delete", "delete"]
+    labels = [c for c in calls if c[0] == "label"]
+    assert labels[0][1:4] == ["node", labels[0][2], "trace-gen-sink/no-agent=true"]
+    assert labels[1][1:4] == ["node", labels[0][2], "trace-gen-sink/no-agent-"], "the same node gets its agent back"
     applied = [c[c.index("-f") + 1] for c in calls if c[0] == "apply"]
     assert [Path(p).name for p in applied] == ["base.yaml", "broken.yaml", "base.yaml"]
     resets = [c for c in calls if c[:2] == ["create", "--raw"]]
@@ -942,13 +961,13 @@ def test_verify_leaves_existing_namespaces_alone(tmp_path):
 
 
 def test_verify_aborted_midway_prints_the_steps_so_far_and_cleans_up(tmp_path):
-    """A rollout that times out (here the one after the agent removal, the
-    4th) aborts the run: non-zero exit, the rows so far are printed, and the
-    clean-up still deletes what was created."""
+    """A rollout that times out (here the 4th: the agent coming back to the
+    node step 2 took it from) aborts the run: non-zero exit, the rows so far
+    are printed, and the clean-up still deletes what was created."""
     result, calls, _ = run_verify_with_fake_kubectl(tmp_path, FAKE_FAIL_ROLLOUT="4")
     assert result.returncode != 0
     assert "ABORTED" in result.stdout
-    assert sorted(table_rows(result.stdout)) == ["1"]
+    assert sorted(table_rows(result.stdout)) == ["1", "2"]
     assert [c[0] for c in calls[-2:]] == ["delete", "delete"]
 
 
