@@ -371,11 +371,15 @@ cleanup() {
   trap - EXIT
   trap "" INT TERM # a second Ctrl-C must not cut the cleanup short
   set +e
-  if ((!table_printed && ${#rows[@]})); then
-    echo
-    echo "Node-local verification ABORTED (status $rc) after step ${#rows[@]}; the steps so far:"
-    print_table
-    ((rc)) || rc=1
+  if ((!table_printed)); then
+    # Aborted before the verdict (a rollout timed out, kubectl failed, ...): a
+    # setup problem, status 2, unless interrupted (130).
+    if ((${#rows[@]})); then
+      echo
+      echo "Node-local verification ABORTED (status $rc) after step ${#rows[@]}; the steps so far:"
+      print_table
+    fi
+    ((rc == 0 || rc == 1)) && rc=2
   fi
   if [[ -n "$labelled_node" ]]; then
     kdo label node "$labelled_node" trace-gen-sink/no-agent- >/dev/null

@@ -965,7 +965,7 @@ def test_verify_aborted_midway_prints_the_steps_so_far_and_cleans_up(tmp_path):
     node step 2 took it from) aborts the run: non-zero exit, the rows so far
     are printed, and the clean-up still deletes what was created."""
     result, calls, _ = run_verify_with_fake_kubectl(tmp_path, FAKE_FAIL_ROLLOUT="4")
-    assert result.returncode != 0
+    assert result.returncode == 2, "an aborted run is a setup problem"
     assert "ABORTED" in result.stdout
     assert sorted(table_rows(result.stdout)) == ["1", "2"]
     assert [c[0] for c in calls[-2:]] == ["delete", "delete"]
