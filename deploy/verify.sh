@@ -448,13 +448,18 @@ done
 all_nodes="$(join_by , "${gen_nodes[@]}")"
 
 # ---------------------------------------------------------------- step 1
+# Steps 1 and 4: every node delivers, and only through the agent of its own node.
+all_local_step() {
+  local step="$1" name="$2" rc=0 s
+  settle_down
+  sink_reset
+  sink_check --expect-local --from-nodes "$all_nodes" --within "$within" --hold "$hold" || rc=$?
+  s="$(sink_stats)"
+  record "$step" "$name" "$( ((rc == 0)) && echo yes || echo no)" "-" "$(received "$s")" "-" "$(verdict "$rc")"
+}
+
 log "step 1: all agents up: every node delivers, only through its own agent"
-settle_down
-sink_reset
-rc=0
-sink_check --expect-local --from-nodes "$all_nodes" --within "$within" --hold "$hold" || rc=$?
-s="$(sink_stats)"
-record 1 "all agents up" "$( ((rc == 0)) && echo yes || echo no)" "-" "$(received "$s")" "-" "$(verdict "$rc")"
+all_local_step 1 "all agents up"
 
 # ---------------------------------------------------------------- step 2
 victim=""
@@ -535,12 +540,7 @@ record 3 "broken agent config (crash loop)" "-" "$( ((rc == 0 && nothing_ok)) &&
 log "step 4: restored: every node delivers again, all local"
 kdo apply -f "$base_yaml"
 wait_rollouts
-settle_down
-sink_reset
-rc=0
-sink_check --expect-local --from-nodes "$all_nodes" --within "$within" --hold "$hold" || rc=$?
-s="$(sink_stats)"
-record 4 "restored" "$( ((rc == 0)) && echo yes || echo no)" "-" "$(received "$s")" "-" "$(verdict "$rc")"
+all_local_step 4 "restored"
 
 # ---------------------------------------------------------------- report
 echo
