@@ -8,6 +8,7 @@ requests that cost the most memory per byte, printing the sink's peak RSS
   2. the largest accepted request: one span with max-request-elements empty attributes, 8 at once
   3. 4 MiB JSON bodies of {} objects, 8 at once               -> rejected before decoding
   4. 10 000 generators with 256-byte node names and ids       -> the tables at --max-series
+  5. 4 MiB JSON bodies with an intValue that is a huge array   -> rejected, never buffered
 Usage: bench/hostile_memory.py   (builds nothing: run cargo build --release first)
 """
 import concurrent.futures as cf
@@ -101,6 +102,13 @@ def main():
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(gen, range(10_000))))
         print(f"{'4. 10 000 generators, 256-byte names (tables full)':<62} {str(codes):<14} {peak(proc.pid):.1f}")
+
+        arr = b",".join([b"0"] * 2_000_000)
+        js = (b'{"resourceSpans":[{"resource":{"attributes":[{"key":"k","value":{"intValue":['
+              + arr + b']}}]}}]}')
+        with cf.ThreadPoolExecutor(8) as ex:
+            codes = sorted(set(ex.map(lambda _: post(url, js, "application/json"), range(8))))
+        print(f"{'5. 8 x 4 MiB JSON, intValue = an array of 2M numbers':<62} {str(codes):<14} {peak(proc.pid):.1f}")
     finally:
         proc.terminate()
         proc.wait(timeout=15)
