@@ -128,32 +128,42 @@ pub fn attribute<'a>(req: &'a TraceRequest, keys: &AttributionKeys) -> RequestSu
         let complete = resource_origin.generator_node.is_some()
             && resource_origin.agent_node.is_some()
             && resource_origin.generator_id.is_some();
-        for ss in &rs.scope_spans {
-            for span in &ss.spans {
-                let a = &span.attributes;
-                let origin = if complete {
-                    resource_origin
-                } else {
-                    Origin {
-                        generator_node: resource_origin
-                            .generator_node
-                            .or_else(|| key_value(a, &keys.generator_node)),
-                        agent_node: resource_origin
-                            .agent_node
-                            .or_else(|| key_value(a, &keys.agent_node)),
-                        generator_id: resource_origin
-                            .generator_id
-                            .or_else(|| key_value(a, keys::GENERATOR_ID)),
-                    }
-                };
-                out.spans += 1;
-                let batch = out.origins.entry(origin).or_default();
-                batch.spans += 1;
-                if origin.generator_id.is_some()
-                    && let Some(seq) = get_u64(a, keys::SEQUENCE)
-                {
+        let spans = rs.scope_spans.iter().flat_map(|ss| &ss.spans);
+        if complete {
+            // The usual case (trace-gen behind an agent): one origin for the whole
+            // resource, looked up once; per span only the sequence number is read.
+            let batch = out.origins.entry(resource_origin).or_default();
+            let mut n = 0;
+            for span in spans {
+                n += 1;
+                if let Some(seq) = get_u64(&span.attributes, keys::SEQUENCE) {
                     batch.seqs.push(seq);
                 }
+            }
+            batch.spans += n;
+            out.spans += n;
+            continue;
+        }
+        for span in spans {
+            let a = &span.attributes;
+            let origin = Origin {
+                generator_node: resource_origin
+                    .generator_node
+                    .or_else(|| key_value(a, &keys.generator_node)),
+                agent_node: resource_origin
+                    .agent_node
+                    .or_else(|| key_value(a, &keys.agent_node)),
+                generator_id: resource_origin
+                    .generator_id
+                    .or_else(|| key_value(a, keys::GENERATOR_ID)),
+            };
+            out.spans += 1;
+            let batch = out.origins.entry(origin).or_default();
+            batch.spans += 1;
+            if origin.generator_id.is_some()
+                && let Some(seq) = get_u64(a, keys::SEQUENCE)
+            {
+                batch.seqs.push(seq);
             }
         }
     }
@@ -258,6 +268,36 @@ mod tests {
         };
         let req = TraceRequest::from(&req);
         assert_eq!(attribute(&req, &keys).count(RouteKind::Local), 1);
+    }
+
+    /// Two resources of the same origin in one request add up, once each.
+    #[test]
+    fn same_origin_twice() {
+        let res = || {
+            vec![
+                kv_str(keys::GENERATOR_NODE, "a"),
+                kv_str(keys::AGENT_NODE, "a"),
+                kv_str(keys::GENERATOR_ID, "g"),
+            ]
+        };
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![
+                rs(
+                    res(),
+                    vec![
+                        vec![kv_int(keys::SEQUENCE, 1)],
+                        vec![kv_int(keys::SEQUENCE, 2)],
+                    ],
+                ),
+                rs(res(), vec![vec![kv_int(keys::SEQUENCE, 3)]]),
+            ],
+        };
+        let req = TraceRequest::from(&req);
+        let s = attribute(&req, &AttributionKeys::default());
+        assert_eq!(s.spans, 3);
+        assert_eq!(s.origins.len(), 1);
+        let b = s.origins.values().next().unwrap();
+        assert_eq!((b.spans, b.seqs.clone()), (3, vec![1, 2, 3]));
     }
 
     /// Overlong node names and ids count as unknown.
