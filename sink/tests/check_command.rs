@@ -30,11 +30,7 @@ async fn positive_conditions_may_become_true() {
     let addr = sink.grpc_addr().unwrap();
     let sender = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut c = opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(
-            format!("http://{addr}"),
-        )
-        .await
-        .unwrap();
+        let mut c = grpc_client_at(addr).await;
         c.export(request(Some("a"), Some("a"), "g", 1..=3))
             .await
             .unwrap();
@@ -77,11 +73,7 @@ async fn negative_condition_broken_during_hold() {
     let addr = sink.grpc_addr().unwrap();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut c = opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(
-            format!("http://{addr}"),
-        )
-        .await
-        .unwrap();
+        let mut c = grpc_client_at(addr).await;
         c.export(request(Some("c"), Some("a"), "gc", 1..=1))
             .await
             .unwrap();

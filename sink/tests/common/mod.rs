@@ -48,7 +48,13 @@ pub fn request(
 }
 
 pub async fn grpc_client(sink: &SinkHandle) -> TraceServiceClient<tonic::transport::Channel> {
-    TraceServiceClient::connect(format!("http://{}", sink.grpc_addr().unwrap()))
+    grpc_client_at(sink.grpc_addr().unwrap()).await
+}
+
+pub async fn grpc_client_at(
+    addr: std::net::SocketAddr,
+) -> TraceServiceClient<tonic::transport::Channel> {
+    TraceServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap()
 }
