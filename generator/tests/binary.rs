@@ -119,7 +119,8 @@ async fn flags_win() {
     sink.shutdown().await;
 }
 
-/// Exit 1 when an export failed, with the reason in the summary.
+/// Exit 1 when an export failed, with the reason in the summary; the error is
+/// logged once, not per failure.
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_one_on_failure() {
     let mut c = gen_cmd();
@@ -132,10 +133,15 @@ async fn exit_one_on_failure() {
         "5",
         "--rate",
         "0",
+        "--batch",
+        "1",
     ]);
     let (code, r, stderr) = output(c).await;
     assert_eq!(code, Some(1));
     assert_eq!(r.spans_failed_by_reason["connection_refused"], 5);
+    assert_eq!(r.requests_failed_by_reason["connection_refused"], 5);
+    // Logged once, not once per failure: the rest goes into the progress lines.
+    assert_eq!(stderr.matches("export failed").count(), 1, "{stderr}");
     assert!(
         stderr.contains("trace-gen summary:") && stderr.contains("connection_refused=5"),
         "{stderr}"
