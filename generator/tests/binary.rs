@@ -308,3 +308,37 @@ async fn hostname_fallback() {
     assert!(stderr.contains("NODE_NAME is not set"), "{stderr}");
     sink.shutdown().await;
 }
+
+/// The progress line reports the achieved rate, accepted spans and failures by reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_lines() {
+    let mut c = Command::new(BIN);
+    c.env("RUST_LOG", "info").args([
+        "--node-name",
+        "n",
+        "--endpoint",
+        &closed_port_url(),
+        "--rate",
+        "50",
+        "--batch",
+        "5",
+        "--duration",
+        "1200ms",
+        "--report-interval",
+        "300ms",
+        "--stats-listen",
+        "off",
+    ]);
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let progress: Vec<&str> = stderr.lines().filter(|l| l.contains("progress:")).collect();
+    assert!(progress.len() >= 2, "{stderr}");
+    let last = progress.last().unwrap();
+    assert!(
+        last.contains("spans/s") && last.contains("accepted 0"),
+        "{last}"
+    );
+    assert!(last.contains("connection_refused="), "{last}");
+}
