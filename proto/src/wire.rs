@@ -273,7 +273,8 @@ pub fn count_json_objects(json: &[u8]) -> u64 {
     json.iter().filter(|&&b| b == b'{').count() as u64
 }
 
-/// Reads a string attribute, resource first... (see [`crate::attribution`]).
+/// The string value of `key`, if present and a non-empty string (the lean twin of
+/// [`crate::otlp::get_str`], which reads the full OTLP types trace-gen builds).
 pub fn get_str<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
     match attrs
         .iter()
