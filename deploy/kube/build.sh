@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Build the real Kubernetes components the lab runs, from their official Go
+# modules, once: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+# kube-proxy and CoreDNS. Binaries are cached under deploy/kube/build/bin and
+# rebuilt only when versions.env or this script changes. Prints the bin
+# directory on stdout; progress goes to stderr.
+#
+# Why a wrapper module: k8s.io/kubernetes replaces every k8s.io/<staging>
+# module with ./staging/..., so `go install k8s.io/kubernetes/cmd/...@v` is
+# refused. A module of our own requires k8s.io/kubernetes and replaces each
+# staging module with its published v0.Y.Z of the same release.
+# First build: about 10-15 minutes on 2 cores with cold Go caches.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$here/versions.env"
+out="$here/build"
+bin="$out/bin"
+stamp="$out/.stamp"
+want="$(cat "$here/versions.env" "$here/build.sh" | sha256sum | cut -d' ' -f1)"
+tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy coredns)
+
+if ! command -v go >/dev/null 2>&1; then
+  echo "kube/build.sh: Go is required (https://go.dev/doc/install)" >&2
+  exit 1
+fi
+complete=1
+for t in "${tools[@]}"; do [[ -x "$bin/$t" ]] || complete=0; done
+if [[ $complete == 1 && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+  echo "$bin"
+  exit 0
+fi
+rm -f "$stamp"
+mkdir -p "$bin" "$out/src"
+export GOFLAGS="-trimpath" CGO_ENABLED=0
+
+kv="$KUBERNETES_VERSION"          # v1.34.2
+sv="v0.${kv#v1.}"                 # v0.34.2: the staging modules' tag of the same release
+k8s="$out/src/kubernetes"
+mkdir -p "$k8s"
+echo "kube/build.sh: Kubernetes $kv (staging modules $sv), about 10 minutes the first time" >&2
+(
+  cd "$k8s"
+  go mod download -json "k8s.io/kubernetes@$kv" >/dev/null
+  modfile="$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/$kv.mod"
+  {
+    echo "module trace-gen-sink.lab/kubernetes"
+    echo
+    echo "go $(sed -n 's/^go //p' "$modfile")"
+    echo
+    echo "require k8s.io/kubernetes $kv"
+    echo
+    echo "replace ("
+    sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$modfile" | sort -u |
+      while read -r m; do echo "	$m => $m $sv"; done
+    echo ")"
+  } >go.mod
+  cat >tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+)
+GO
+  go mod tidy >&2
+  pkg=k8s.io/component-base/version
+  ldflags="-s -w -X $pkg.gitVersion=$kv -X $pkg.gitMajor=1 -X $pkg.gitMinor=$(echo "$kv" | cut -d. -f2) -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  for t in kube-proxy kube-apiserver kube-controller-manager kube-scheduler; do
+    echo "kube/build.sh: go build $t" >&2
+    go build -ldflags "$ldflags" -o "$bin/$t" "k8s.io/kubernetes/cmd/$t"
+  done
+)
+
+etcd="$out/src/etcd"
+mkdir -p "$etcd"
+echo "kube/build.sh: etcd $ETCD_VERSION" >&2
+(
+  cd "$etcd"
+  cat >go.mod <<GOMOD
+module trace-gen-sink.lab/etcd
+
+go 1.24
+
+require go.etcd.io/etcd/server/v3 $ETCD_VERSION
+GOMOD
+  cat >main.go <<'GO'
+// The real etcd command line: etcdmain.Main is what the upstream etcd binary runs.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+  go mod tidy >&2
+  go build -ldflags "-s -w" -o "$bin/etcd" .
+)
+
+echo "kube/build.sh: CoreDNS $COREDNS_VERSION" >&2
+GOBIN="$bin" go install -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+
+for t in "${tools[@]}"; do
+  [[ -x "$bin/$t" ]] || { echo "kube/build.sh: $t was not built" >&2; exit 1; }
+done
+echo "$want" >"$stamp"
+echo "$bin"
