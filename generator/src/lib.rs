@@ -17,7 +17,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), trace_gen::config::ConfigError> {
 //! let mut config = trace_gen::GenConfig::new("node-1");
-//! config.endpoint = trace_gen::config::Endpoint::parse("http://127.0.0.1:4317")?;
+//! config.exporter.endpoint = trace_gen::config::Endpoint::parse("http://127.0.0.1:4317")?;
 //! config.count = Some(100);
 //! let generator = trace_gen::Generator::new(config)?;
 //! let live = generator.counters(); // readable while it runs
@@ -30,6 +30,7 @@
 pub mod config;
 pub mod counters;
 pub mod env;
+pub mod failure;
 pub mod run;
 pub mod stats_server;
 pub mod transport;
