@@ -1,6 +1,6 @@
-//! The send loop, in three parts: [`Pacer`] (when the next batch may go and
-//! its sequence numbers), [`Sender`] (one batch with retries over the current
-//! connection epoch, [`Connections`]) and [`drain`] (what happens at stop).
+//! The send loop, in three parts: `Pacer` (when the next batch may go and
+//! its sequence numbers), `Sender` (one batch with retries over the current
+//! connection epoch, `Connections`) and `drain` (what happens at stop).
 //!
 //! - Rate: a ticker fires once per batch (`batch / rate` seconds) on a fixed
 //!   grid from the start, skipping ticks it missed, so the rate holds without

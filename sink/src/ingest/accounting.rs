@@ -96,7 +96,7 @@ fn insert_peer(peers: &mut BTreeSet<SocketAddr>, peer: Option<SocketAddr>) {
 
 impl Accounting {
     /// New, empty accounting.
-    /// Routes are capped by `metrics` ([`Metrics::route_counter`]), generator
+    /// Routes are capped by `metrics` (`Metrics::route_counter`), generator
     /// ids by `max_generators`.
     pub fn new(max_generators: usize, max_gaps: usize, metrics: Arc<Metrics>) -> Self {
         Accounting {

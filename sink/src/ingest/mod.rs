@@ -12,10 +12,11 @@
 //! 4. [`accounting::Accounting::ingest`]: sort sequence numbers into runs, then
 //!    merge under the one lock.
 //!
-//! Signal seam: everything that knows the request is a *trace* export is in
-//! this module ([`wire`] and [`attribution`]); [`accounting`] sees origins and
-//! span counts only. OTLP logs would add a sibling lean type and an
-//! `attribute` for log records, feeding the same accounting.
+//! Signal seam: [`Ingest::export`] is generic over a [`Signal`], which names
+//! the three things that know the request is a *trace* export: its lean type
+//! ([`wire::TraceRequest`]), its element count and its attribution.
+//! [`accounting`] sees origins and item counts only. OTLP logs would be a
+//! sibling `logs` module with a `Logs` signal, feeding the same accounting.
 
 pub mod accounting;
 pub mod attribution;
@@ -31,8 +32,34 @@ use trace_proto::stats::SinkStats;
 use crate::metrics::Metrics;
 use crate::outcome::{Outcome, Via};
 use accounting::Accounting;
-use attribution::{AttributionKeys, attribute};
-use wire::{ScanError, TraceRequest, count_elements, count_json_objects};
+use attribution::{AttributionKeys, RequestSummary};
+use wire::{ScanError, TraceRequest, count_json_objects};
+
+/// One OTLP signal as the ingest path sees it.
+pub trait Signal {
+    /// The lean request type: decodes from the signal's protobuf and OTLP/JSON,
+    /// keeping only what attribution reads.
+    type Request: Message + Default + serde::de::DeserializeOwned;
+    /// Counts the elements of a protobuf request, failing beyond `limit`,
+    /// without decoding it.
+    fn count_elements(protobuf: &[u8], limit: u64) -> Result<u64, ScanError>;
+    /// Groups the request's items by origin.
+    fn attribute<'a>(req: &'a Self::Request, keys: &AttributionKeys) -> RequestSummary<'a>;
+}
+
+/// OTLP traces (`ExportTraceServiceRequest`).
+#[derive(Debug, Clone, Copy)]
+pub enum Traces {}
+
+impl Signal for Traces {
+    type Request = TraceRequest;
+    fn count_elements(protobuf: &[u8], limit: u64) -> Result<u64, ScanError> {
+        wire::count_elements(protobuf, limit)
+    }
+    fn attribute<'a>(req: &'a TraceRequest, keys: &AttributionKeys) -> RequestSummary<'a> {
+        attribution::attribute(req, keys)
+    }
+}
 
 /// Why a request was refused. Nothing of it was counted as spans.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,23 +112,23 @@ impl Ingest {
     }
 
     /// The one entry point: counts, decodes, attributes and merges one export
-    /// request (`body` is the uncompressed protobuf or OTLP/JSON message, as
+    /// request of signal `S` (`body` is the uncompressed protobuf or OTLP/JSON message, as
     /// `protocol` says), delivered by `peer`. A rejected request is not counted
     /// here: the receiver counts it with [`Ingest::reject`] after mapping it.
-    pub fn export(
+    pub fn export<S: Signal>(
         &self,
         body: &[u8],
         protocol: Protocol,
         peer: Option<SocketAddr>,
     ) -> Result<Accepted, Rejected> {
-        let req = self.decode(body, protocol)?;
-        let summary = attribute(&req, &self.keys);
+        let req = self.decode::<S>(body, protocol)?;
+        let summary = S::attribute(&req, &self.keys);
         let spans = summary.spans;
         self.accounting.ingest(summary, peer, Via::Otlp(protocol));
         Ok(Accepted { spans })
     }
 
-    fn decode(&self, body: &[u8], protocol: Protocol) -> Result<TraceRequest, Rejected> {
+    fn decode<S: Signal>(&self, body: &[u8], protocol: Protocol) -> Result<S::Request, Rejected> {
         let too_many = || Rejected {
             outcome: Outcome::TooLarge,
             message: format!(
@@ -111,7 +138,7 @@ impl Ingest {
         };
         match protocol {
             Protocol::Grpc | Protocol::HttpProtobuf => {
-                match count_elements(body, self.max_elements) {
+                match S::count_elements(body, self.max_elements) {
                     Err(ScanError::TooMany) => return Err(too_many()),
                     Err(ScanError::Malformed) => {
                         return Err(Rejected::bad(
@@ -120,7 +147,7 @@ impl Ingest {
                     }
                     Ok(_) => {}
                 }
-                TraceRequest::decode(body)
+                S::Request::decode(body)
                     .map_err(|e| Rejected::bad(format!("invalid OTLP protobuf message: {e}")))
             }
             Protocol::HttpJson => {
@@ -131,7 +158,7 @@ impl Ingest {
                         "invalid OTLP/JSON body: expected a JSON object",
                     ))
                 } else {
-                    serde_json::from_slice::<TraceRequest>(body)
+                    serde_json::from_slice::<S::Request>(body)
                         .map_err(|e| Rejected::bad(format!("invalid OTLP/JSON body: {e}")))
                 }
             }

@@ -1,7 +1,7 @@
 //! OTLP/gRPC `TraceService/Export`, gzip accepted.
 //!
 //! The service is written out here rather than taken from the generated
-//! `TraceServiceServer`, for one reason: the codec. [`RawCodec`] hands the
+//! `TraceServiceServer`, for one reason: the codec. `RawCodec` hands the
 //! message bytes over undecoded (no copy: tonic's buffer is split off), so the
 //! one ingest path ([`crate::ingest::Ingest::export`]) counts and decodes them
 //! like the HTTP receiver's; its rejections become `INVALID_ARGUMENT` or
@@ -29,7 +29,7 @@ use tonic::{Code, Request, Response, Status};
 use trace_proto::otlp::ExportTraceServiceResponse;
 use trace_proto::protocol::Protocol;
 
-use crate::ingest::Rejected;
+use crate::ingest::{Rejected, Traces};
 use crate::outcome::Outcome;
 use crate::state::Shared;
 
@@ -103,7 +103,7 @@ impl UnaryService<Bytes> for Export {
         let answer = self
             .0
             .ingest
-            .export(&body, Protocol::Grpc, peer)
+            .export::<Traces>(&body, Protocol::Grpc, peer)
             .map(|_| {
                 Response::new(ExportTraceServiceResponse {
                     partial_success: None,

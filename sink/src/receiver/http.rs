@@ -24,7 +24,7 @@ use prost::Message;
 use trace_proto::otlp::ExportTraceServiceResponse;
 use trace_proto::protocol::Protocol;
 
-use crate::ingest::Rejected;
+use crate::ingest::{Rejected, Traces};
 use crate::outcome::{Outcome, Via};
 use crate::state::Shared;
 
@@ -226,7 +226,7 @@ async fn export(
         Ok(b) => b,
         Err(r) => return reject(&shared, protocol, enc, r),
     };
-    if let Err(r) = shared.ingest.export(&bytes, protocol, Some(peer)) {
+    if let Err(r) = shared.ingest.export::<Traces>(&bytes, protocol, Some(peer)) {
         return reject(&shared, protocol, enc, r);
     }
     let body = match enc {
