@@ -2,15 +2,20 @@
 //! of what it sent, what the endpoint accepted and what failed, and why.
 //!
 //! # Layout
-//! - [`config`]: the generator's settings ([`GenConfig`]) and their validation.
-//! - [`env`]: the standard `OTEL_*` environment variables, resolved with the
-//!   specification's rules (flags win over them).
+//! Bottom up; a module imports only modules above it in this list.
+//! - [`config`]: the generator's settings ([`GenConfig`], holding one
+//!   [`config::ExporterSettings`]) and their validation.
+//! - [`env`]: the standard `OTEL_*` environment variables, resolved into
+//!   [`config::ExporterSettings`] with the specification's rules (flags win).
+//! - [`failure`]: the failure reasons ([`failure::Reason`]), each with the one
+//!   label used in `/stats`, `/metrics`, logs and the README.
 //! - [`transport`]: OTLP/gRPC and OTLP/HTTP exporters over one TCP connector
 //!   that tells DNS failures, refused connections and connect timeouts apart.
 //! - [`counters`]: the live account, readable while the generator runs; its
 //!   snapshot is the `/stats` JSON and the summary.
-//! - [`run`]: the send loop: rate without drift, bounded in-flight requests,
-//!   reconnects, backoff, retries, graceful stop.
+//! - [`run`]: [`Generator::run`] in three parts: pacing (rate without drift,
+//!   bounded in-flight requests), sending with retries (reconnects, backoff),
+//!   draining at stop.
 //! - [`stats_server`]: `GET /stats`, `/metrics`, `/healthz`.
 //!
 //! # Embedding
