@@ -5,7 +5,7 @@
 //! Bottom up; a module imports only modules above it in this list.
 //! - [`config`]: the generator's settings ([`GenConfig`], holding one
 //!   [`config::ExporterSettings`]) and their validation.
-//! - [`env`]: the standard `OTEL_*` environment variables, resolved into
+//! - [`env`](mod@env): the standard `OTEL_*` environment variables, resolved into
 //!   [`config::ExporterSettings`] with the specification's rules (flags win).
 //! - [`failure`]: the failure reasons ([`failure::Reason`]), each with the one
 //!   label used in `/stats`, `/metrics`, logs and the README.

@@ -9,7 +9,7 @@
 //!
 //! tonic checks `--max-request-bytes` itself, before and while decompressing,
 //! but reports an oversized uncompressed message as `OUT_OF_RANGE`; the
-//! [`map_rejection`] layer turns that into `RESOURCE_EXHAUSTED`, as OTLP clients
+//! `map_rejection` layer turns that into `RESOURCE_EXHAUSTED`, as OTLP clients
 //! expect, and counts every rejected request.
 
 use std::convert::Infallible;
