@@ -30,8 +30,8 @@ if ! cmp -s tests/requirements.txt .venv/.requirements 2>/dev/null; then
   cp tests/requirements.txt .venv/.requirements
 fi
 
-step "cargo test"
-cargo test --workspace --locked
+step "cargo test (slow tests that build Go included)"
+cargo test --workspace --locked -- --include-ignored
 
 step "pytest"
 .venv/bin/python -m pytest tests -q
