@@ -7,7 +7,6 @@
 //! gzip bomb is cut off, not inflated), 415 (content type or encoding) and 405
 //! (method) with a `google.rpc.Status` carrying a one-line message.
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +23,7 @@ use prost::Message;
 use trace_proto::otlp::ExportTraceServiceResponse;
 use trace_proto::protocol::Protocol;
 
+use super::GunzipError;
 use crate::ingest::{Rejected, Traces};
 use crate::outcome::{Outcome, Via};
 use crate::state::Shared;
@@ -164,21 +164,17 @@ async fn read_body(
         .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
     match encoding.as_deref() {
         None | Some("") | Some("identity") => Ok(raw),
-        Some("gzip") => {
-            let mut out = Vec::new();
-            let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
-            flate2::read::MultiGzDecoder::new(&raw[..])
-                .take(limit)
-                .read_to_end(&mut out)
-                .map_err(|e| rejected(Outcome::BadRequest, format!("invalid gzip body: {e}")))?;
-            if out.len() > max {
-                return Err(rejected(
-                    Outcome::TooLarge,
-                    format!("decompressed request body exceeds the limit of {max} bytes"),
-                ));
-            }
-            Ok(out.into())
-        }
+        Some("gzip") => match super::gunzip(&raw, max) {
+            Ok(out) => Ok(out.into()),
+            Err(GunzipError::Invalid(e)) => Err(rejected(
+                Outcome::BadRequest,
+                format!("invalid gzip body: {e}"),
+            )),
+            Err(GunzipError::TooLarge) => Err(rejected(
+                Outcome::TooLarge,
+                format!("decompressed request body exceeds the limit of {max} bytes"),
+            )),
+        },
         Some(other) => Err(rejected(
             Outcome::UnsupportedMediaType,
             format!("unsupported Content-Encoding {other:?}: use gzip or none"),
