@@ -128,7 +128,14 @@ impl Ingest {
         Ok(Accepted { spans })
     }
 
-    fn decode<S: Signal>(&self, body: &[u8], protocol: Protocol) -> Result<S::Request, Rejected> {
+    /// Steps 1 and 2 of [`Ingest::export`] alone: the element count and the lean
+    /// decode, nothing counted. Public for the differential test and the fuzz
+    /// targets, which hold it to the reference decoders.
+    pub fn decode<S: Signal>(
+        &self,
+        body: &[u8],
+        protocol: Protocol,
+    ) -> Result<S::Request, Rejected> {
         let too_many = || Rejected {
             outcome: Outcome::TooLarge,
             message: format!(
