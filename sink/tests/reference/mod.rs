@@ -205,3 +205,26 @@ pub fn json_uses_proto_names(text: &[u8]) -> bool {
         .iter()
         .any(|n| text.contains(n))
 }
+
+/// Whether a documented difference explains why the sink refuses an OTLP/JSON
+/// text the full types read: a message that is not an object, or a field the
+/// sink reads by its proto name (which the full types skip unread).
+pub fn json_explains_refusal(text: &[u8]) -> bool {
+    json_uses_proto_names(text)
+        || serde_json::from_slice::<serde_json::Value>(text)
+            .is_ok_and(|doc| json_has_non_object_message(&doc))
+}
+
+/// An `Ingest` without an element limit, for comparing decodes.
+pub fn unbounded_ingest() -> &'static trace_sink::ingest::Ingest {
+    static INGEST: std::sync::OnceLock<trace_sink::ingest::Ingest> = std::sync::OnceLock::new();
+    INGEST.get_or_init(|| {
+        trace_sink::ingest::Ingest::new(
+            AttributionKeys::default(),
+            u64::MAX,
+            1000,
+            1024,
+            std::sync::Arc::new(trace_sink::metrics::Metrics::new(1000)),
+        )
+    })
+}
