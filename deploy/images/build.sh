@@ -21,9 +21,9 @@
 # - an image is rebuilt only when its inputs changed: the build context (the
 #   files git knows, minus .dockerignore), the Dockerfile, the base image, the
 #   build arguments; the inputs' hash is the image label trace-gen-sink.inputs;
-# - the host's cargo registry is mounted into the build (no crate downloads),
-#   and the Dockerfile's cache mount keeps cargo's target directory between
-#   builds (an edit recompiles only what it touches).
+# - the host's cargo registry seeds the Dockerfile's registry cache mount (no
+#   crate downloads), and its target cache mount keeps cargo's target directory
+#   between builds (an edit recompiles only what it touches).
 #
 # Prints one image name per line on stdout and writes them to
 # target/images/images.env (TRACE_GEN_IMAGE=..., TRACE_SINK_IMAGE=...,
@@ -94,19 +94,21 @@ standin_id="$(buildah inspect --type image --format '{{.FromImageID}}' "$standin
 # The build context as buildah sends it: the files git knows (tracked, or new
 # and not ignored) that .dockerignore does not exclude.
 excluded() {
-  local path="$1" pattern
+  local path="$1" pattern result=1 keep
   for pattern in "${ignores[@]}"; do
-    pattern="${pattern%/}"
+    keep=1 # a match excludes (status 0), a match of a !pattern includes again
+    if [[ "$pattern" == '!'* ]]; then keep=0 pattern="${pattern#!}"; fi
+    pattern="${pattern#/}" pattern="${pattern%/}"
     if [[ "$pattern" == '**/'* ]]; then
       pattern="${pattern#'**/'}"
       # shellcheck disable=SC2053 # the pattern is a glob on purpose
-      [[ "$path" == $pattern || "$path" == $pattern/* || "$path" == */$pattern || "$path" == */$pattern/* ]] && return 0
+      [[ "$path" == $pattern || "$path" == $pattern/* || "$path" == */$pattern || "$path" == */$pattern/* ]] && result=$((1 - keep))
     else
       # shellcheck disable=SC2053
-      [[ "$path" == $pattern || "$path" == $pattern/* ]] && return 0
+      [[ "$path" == $pattern || "$path" == $pattern/* ]] && result=$((1 - keep))
     fi
   done
-  return 1
+  return "$result"
 }
 mapfile -t ignores < <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' -e '/^$/d' .dockerignore)
 context_hash() {
@@ -128,6 +130,22 @@ inputs="$({
   echo "$standin_id ${build_args[*]}"
 } | sha256sum | cut -c1-16)"
 
+# The crates: the host's registry (cargo fetch: nothing to do when the host
+# built the workspace before) is hard-linked into the buildah cache directory
+# the Dockerfile's registry cache mount uses, so the build finds every crate
+# and needs no network (crates.io is reached here only through a TLS proxy the
+# build image does not trust). `buildah bud --volume` of the registry does not
+# do it: with a cache mount on the same path, which of the two is mounted varies
+# from run to run. The layout is buildah's (1.28: $TMPDIR or /var/tmp, then
+# buildah-cache/<mount target>); were it to change, cargo would download the
+# crates itself.
+need cargo "https://rustup.rs"
+cargo fetch --locked --quiet
+registry="${CARGO_HOME:-$HOME/.cargo}/registry"
+registry_cache="${TMPDIR:-/var/tmp}/buildah-cache/usr/local/cargo/registry"
+mkdir -p "$registry_cache"
+cp -al --no-clobber "$registry/." "$registry_cache/" 2>/dev/null || cp -a --no-clobber "$registry/." "$registry_cache/"
+
 images=()
 for target in trace-gen trace-sink; do
   image="localhost/$target:$tag"
@@ -137,13 +155,9 @@ for target in trace-gen trace-sink; do
     continue
   fi
   log "building $image (Dockerfile --target $target)"
-  # The host's crates (downloaded by cargo on the host) serve the build: the
-  # registry is mounted where the Dockerfile's cache mount would be.
-  mkdir -p "${CARGO_HOME:-$HOME/.cargo}/registry"
   nice buildah bud --quiet \
     --file Dockerfile --target "$target" \
     "${build_args[@]}" \
-    --volume "${CARGO_HOME:-$HOME/.cargo}/registry:/usr/local/cargo/registry" \
     --label "trace-gen-sink.inputs=$inputs" \
     --tag "$image" --tag "localhost/$target:latest" \
     . >/dev/null
