@@ -112,12 +112,13 @@ excluded() {
 }
 mapfile -t ignores < <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' -e '/^$/d' .dockerignore)
 context_hash() {
-  local f
-  git ls-files -z --cached --others --exclude-standard | sort -z | while IFS= read -r -d '' f; do
+  local f files=()
+  while IFS= read -r -d '' f; do
     [[ -f "$f" ]] || continue # deleted but still in the index
-    excluded "$f" && continue
-    printf '%s %s\n' "$(sha256sum <"$f" | cut -d' ' -f1)" "$f"
-  done | sha256sum | cut -d' ' -f1
+    excluded "$f" || files+=("$f")
+  done < <({ git ls-files -z --cached --others --exclude-standard 2>/dev/null ||
+    find . -type f ! -path './.git/*' -printf '%P\0'; } | sort -z)
+  sha256sum -- "${files[@]}" | sha256sum | cut -d' ' -f1
 }
 build_args=(
   --build-arg "RUST_IMAGE=$standin"
@@ -139,13 +140,17 @@ inputs="$({
 # from run to run. The layout is buildah's (1.28: $TMPDIR or /var/tmp, then
 # buildah-cache/<mount target>); were it to change, cargo would download the
 # crates itself.
-need cargo "https://rustup.rs"
-cargo fetch --locked --quiet
-registry="${CARGO_HOME:-$HOME/.cargo}/registry"
-registry_cache="${TMPDIR:-/var/tmp}/buildah-cache/usr/local/cargo/registry"
-mkdir -p "$registry_cache"
-cp -al --no-clobber "$registry/." "$registry_cache/" 2>/dev/null || cp -a --no-clobber "$registry/." "$registry_cache/"
+seed_registry() {
+  need cargo "https://rustup.rs"
+  cargo fetch --locked --quiet
+  local registry="${CARGO_HOME:-$HOME/.cargo}/registry"
+  local cache="${TMPDIR:-/var/tmp}/buildah-cache/usr/local/cargo/registry"
+  mkdir -p "$cache"
+  cp -al --no-clobber "$registry/." "$cache/" 2>/dev/null || cp -a --no-clobber "$registry/." "$cache/"
+}
 
+mkdir -p target/images
+seeded=0
 images=()
 for target in trace-gen trace-sink; do
   image="localhost/$target:$tag"
@@ -154,13 +159,18 @@ for target in trace-gen trace-sink; do
     log "$image is up to date"
     continue
   fi
-  log "building $image (Dockerfile --target $target)"
-  nice buildah bud --quiet \
+  if ((!seeded)); then seed_registry; seeded=1; fi
+  log "building $image (Dockerfile --target $target; log: target/images/$target.log)"
+  if ! nice buildah bud \
     --file Dockerfile --target "$target" \
     "${build_args[@]}" \
     --label "trace-gen-sink.inputs=$inputs" \
     --tag "$image" --tag "localhost/$target:latest" \
-    . >/dev/null
+    . >"target/images/$target.log" 2>&1; then
+    tail -n 30 "target/images/$target.log" >&2
+    log "building $image failed (whole log: target/images/$target.log)"
+    exit 1
+  fi
   log "$image built after $(elapsed)"
 done
 
@@ -189,7 +199,6 @@ if ((agent)); then
 fi
 
 # ---------------------------------------------------------------- record
-mkdir -p target/images
 {
   echo "# written by deploy/images/build.sh"
   echo "TRACE_GEN_IMAGE=${images[0]}"

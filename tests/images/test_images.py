@@ -326,6 +326,55 @@ def test_sink_runs_locked_down_and_counts_what_trace_gen_sent(images, netns):
     assert stats["requests"] == {"grpc": {"ok": 30}}
 
 
+# A minimal DNS server for the sink namespace: answers every A query with the
+# sink's address (AAAA and others: no answer) and logs the names asked.
+DNS_SERVER = r"""
+import socket, sys
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((sys.argv[1], 53))
+log = open(sys.argv[2], "a", buffering=1)
+answer_ip = bytes(int(x) for x in sys.argv[1].split("."))
+while True:
+    query, peer = sock.recvfrom(512)
+    i, labels = 12, []
+    while query[i]:
+        labels.append(query[i + 1 : i + 1 + query[i]].decode())
+        i += 1 + query[i]
+    question = query[12 : i + 5]
+    qtype = int.from_bytes(query[i + 1 : i + 3], "big")
+    log.write(".".join(labels) + " " + str(qtype) + "\n")
+    answers = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + answer_ip if qtype == 1 else b""
+    header = query[:2] + b"\x81\x80\x00\x01" + (b"\x00\x01" if answers else b"\x00\x00") + b"\x00\x00\x00\x00"
+    sock.sendto(header + question + answers, peer)
+"""
+
+
+def test_trace_gen_resolves_the_endpoint_through_dns(images, netns, tmp_path):
+    """The Kubernetes path: trace-gen's static binary in its scratch image
+    resolves the endpoint through the nameserver in /etc/resolv.conf (here a
+    DNS server in the sink's namespace) and delivers every span."""
+    names, run = netns
+    sink_up(images, netns)
+    asked = tmp_path / "dns.log"
+    dns = subprocess.Popen(["ip", "netns", "exec", names["sink"], sys.executable, "-c", DNS_SERVER, SINK_IP, str(asked)])
+    try:
+        result = run(
+            "node",
+            "gen-dns",
+            images["trace-gen"],
+            *generator_args(100),
+            detach=False,
+            podman_args=[f"--dns={SINK_IP}", "--env=NODE_NAME=node-dns", "--env=OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://sink.cluster.test:4317"],
+        )
+    finally:
+        dns.terminate()
+        dns.wait(timeout=10)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["spans_accepted"] == 100
+    assert "sink.cluster.test 1" in asked.read_text().splitlines()
+    assert sink_stats(netns, 100)["spans_total"] == 100
+
+
 def inspect_container(name: str) -> dict:
     return json.loads(sh(*PODMAN, "container", "inspect", name).stdout)[0]
 
