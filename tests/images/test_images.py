@@ -333,6 +333,7 @@ import socket, sys
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 sock.bind((sys.argv[1], 53))
 log = open(sys.argv[2], "a", buffering=1)
+log.write("ready\n")
 answer_ip = bytes(int(x) for x in sys.argv[1].split("."))
 while True:
     query, peer = sock.recvfrom(512)
@@ -358,6 +359,10 @@ def test_trace_gen_resolves_the_endpoint_through_dns(images, netns, tmp_path):
     asked = tmp_path / "dns.log"
     dns = subprocess.Popen(["ip", "netns", "exec", names["sink"], sys.executable, "-c", DNS_SERVER, SINK_IP, str(asked)])
     try:
+        deadline = time.monotonic() + 10
+        while not (asked.exists() and "ready" in asked.read_text()):
+            assert dns.poll() is None and time.monotonic() < deadline, "the DNS server did not start"
+            time.sleep(0.05)
         result = run(
             "node",
             "gen-dns",
