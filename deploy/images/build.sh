@@ -160,6 +160,7 @@ for target in trace-gen trace-sink; do
     continue
   fi
   if ((!seeded)); then seed_registry; seeded=1; fi
+  previous="$(buildah inspect --type image --format '{{.FromImageID}}' "$image" 2>/dev/null || true)"
   log "building $image (Dockerfile --target $target; log: target/images/$target.log)"
   if ! nice buildah bud \
     --file Dockerfile --target "$target" \
@@ -171,6 +172,8 @@ for target in trace-gen trace-sink; do
     log "building $image failed (whole log: target/images/$target.log)"
     exit 1
   fi
+  # the image it replaces, now without a name, is removed (unless in use)
+  if [[ -n "$previous" ]]; then buildah rmi "$previous" >/dev/null 2>&1 || true; fi
   log "$image built after $(elapsed)"
 done
 
@@ -185,6 +188,7 @@ if ((agent)); then
     log "$image is up to date"
   else
     log "building $image (deploy/images/agent.Containerfile)"
+    previous="$(buildah inspect --type image --format '{{.FromImageID}}' "$image" 2>/dev/null || true)"
     context="$(mktemp -d "${TMPDIR:-/tmp}/agent-context.XXXXXX")"
     trap 'rm -rf "$context"' EXIT
     cp "$collector" "$context/otelcol-trace-lab"
@@ -194,6 +198,7 @@ if ((agent)); then
       --label "trace-gen-sink.inputs=$inputs_agent" \
       --tag "$image" \
       "$context" >/dev/null
+    if [[ -n "$previous" ]]; then buildah rmi "$previous" >/dev/null 2>&1 || true; fi
     log "$image built after $(elapsed)"
   fi
 fi
