@@ -173,7 +173,9 @@ for target in trace-gen trace-sink; do
     exit 1
   fi
   # the image it replaces, now without a name, is removed (unless in use)
-  if [[ -n "$previous" ]]; then buildah rmi "$previous" >/dev/null 2>&1 || true; fi
+  if [[ -n "$previous" && "$previous" != "$(buildah inspect --type image --format '{{.FromImageID}}' "$image")" ]]; then
+    buildah rmi "$previous" >/dev/null 2>&1 || true
+  fi
   log "$image built after $(elapsed)"
 done
 
@@ -198,7 +200,9 @@ if ((agent)); then
       --label "trace-gen-sink.inputs=$inputs_agent" \
       --tag "$image" \
       "$context" >/dev/null
-    if [[ -n "$previous" ]]; then buildah rmi "$previous" >/dev/null 2>&1 || true; fi
+    if [[ -n "$previous" && "$previous" != "$(buildah inspect --type image --format '{{.FromImageID}}' "$image")" ]]; then
+    buildah rmi "$previous" >/dev/null 2>&1 || true
+  fi
     log "$image built after $(elapsed)"
   fi
 fi
