@@ -11,7 +11,8 @@ What is proven here:
 - trace-gen's image, started with the manifest's arguments, resolves the sink
   by name (the static binary in a scratch image reads the /etc/hosts the
   runtime mounts) and every span it counts as accepted is in the sink's
-  /stats, no loss, no duplicate;
+  /stats, no loss, no duplicate; it resolves through DNS (the nameserver in
+  /etc/resolv.conf, as in a cluster) as well;
 - the agent image runs deploy/agent/config.yaml as the DaemonSet does, read-only
   and non-root: trace-gen -> agent -> trace-sink, every span local to its node;
 - the manifests' image references, the images built here and the Dockerfile
