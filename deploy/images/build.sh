@@ -79,13 +79,16 @@ revision="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
 
 # ---------------------------------------------------------------- stand-in for rust:<version>-bookworm
 standin="localhost/trace-gen-sink/rust-standin:$rust_version-bookworm"
-recipe="$(cat "$here/rust-standin.sh" - <<<"$rust_version" | sha256sum | cut -c1-16)"
+# the recipe: the script without its comments, and the Rust version
+recipe="$(grep -v '^[[:space:]]*#' "$here/rust-standin.sh" | cat - <(echo "$rust_version") | sha256sum | cut -c1-16)"
 if [[ "$(label_of "$standin" trace-gen-sink.recipe)" == "$recipe" ]]; then
   log "stand-in $standin is up to date"
 else
   need debootstrap "apt-get install debootstrap"
   log "making the stand-in $standin (debootstrap, a few minutes, once)"
+  previous="$(buildah inspect --type image --format '{{.FromImageID}}' "$standin" 2>/dev/null || true)"
   bash "$here/rust-standin.sh" "$standin" "$rust_version" "$recipe"
+  if [[ -n "$previous" ]]; then buildah rmi "$previous" >/dev/null 2>&1 || true; fi
   log "stand-in ready after $(elapsed)"
 fi
 standin_id="$(buildah inspect --type image --format '{{.FromImageID}}' "$standin")"

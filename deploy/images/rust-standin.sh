@@ -3,7 +3,7 @@
 # (no registry can be reached here, so the official image cannot be pulled):
 #
 #   debootstrap --variant=minbase bookworm + gcc, libc6-dev, ca-certificates
-#   + this machine's rustup toolchain <version> (rustc, cargo, rust-std; no docs)
+#   + this machine's rustup toolchain <version> as installed, without its HTML docs
 #     under /usr/local/rustup, with rustup's proxies in /usr/local/cargo/bin
 #   + the official image's environment: RUSTUP_HOME=/usr/local/rustup,
 #     CARGO_HOME=/usr/local/cargo, PATH=/usr/local/cargo/bin:..., RUST_VERSION
