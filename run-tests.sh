@@ -16,7 +16,40 @@ need cargo "https://rustup.rs"
 need go "https://go.dev/doc/install"
 need python3 "python 3.11+ with venv"
 
-step() { printf '\n== %s\n' "$*"; }
+# The last line of the run is its totals, `N passed, N failed[, N skipped]`, added up
+# from cargo test's and pytest's own result lines (tests/run_tests/totals.py), printed
+# even when a step failed; the exit status is then non-zero and that step is named.
+logs="$(mktemp -d)"
+current=""
+failed_steps=""
+finish() {
+  local rc=$?
+  trap - EXIT
+  if [[ -n $failed_steps ]]; then
+    printf '\nrun-tests.sh: failed: %s\n' "$failed_steps"
+    ((rc)) || rc=1
+  elif ((rc)); then
+    printf '\nrun-tests.sh: step "%s" failed (exit %d)\n' "$current" "$rc"
+  fi
+  printf '\n'
+  python3 tests/run_tests/totals.py "$logs"/*.log || rc=2
+  rm -rf "$logs"
+  exit "$rc"
+}
+trap finish EXIT
+
+step() { current="$*"; printf '\n== %s\n' "$*"; }
+
+# Runs a test command, keeping its output for the totals; a failure is recorded and
+# the next test step still runs.
+tests_step() {
+  local name=$1 log=$2
+  shift 2
+  step "$name"
+  if ! "$@" 2>&1 | tee "$logs/$log.log"; then
+    failed_steps+="${failed_steps:+, }$name"
+  fi
+}
 
 step "release binaries (the Dockerfile's build command)"
 cargo build --release --locked --bin trace-gen --bin trace-sink
@@ -50,8 +83,5 @@ if ! cmp -s tests/requirements.txt .venv/.requirements 2>/dev/null; then
   cp tests/requirements.txt .venv/.requirements
 fi
 
-step "cargo test (slow tests that build Go included)"
-cargo test --workspace --locked -- --include-ignored
-
-step "pytest"
-.venv/bin/python -m pytest tests -q "${pytest_args[@]}"
+tests_step "cargo test (slow tests that build Go included)" cargo cargo test --workspace --locked -- --include-ignored
+tests_step "pytest" pytest .venv/bin/python -m pytest tests -q "${pytest_args[@]}"
