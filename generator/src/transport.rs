@@ -466,10 +466,11 @@ impl Exporter {
 fn answered_http2(e: &(dyn StdError + 'static)) -> bool {
     let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
     while let Some(c) = cur {
-        if let Some(h) = c.downcast_ref::<hyper::Error>() {
-            if h.is_parse() && h.to_string().contains("version") {
-                return true;
-            }
+        if let Some(h) = c.downcast_ref::<hyper::Error>()
+            && h.is_parse()
+            && h.to_string().contains("version")
+        {
+            return true;
         }
         cur = c.source();
     }
