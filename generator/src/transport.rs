@@ -462,19 +462,10 @@ impl Exporter {
 }
 
 /// An HTTP/1.1 client reading an HTTP/2 server's first frames (a gRPC port answering
-/// an OTLP/HTTP request): hyper's parse error on the version.
+/// an OTLP/HTTP request): hyper's parse error on the version. hyper is not a direct
+/// dependency, so its message is matched (tests/wrong_protocol.rs pins it).
 fn answered_http2(e: &(dyn StdError + 'static)) -> bool {
-    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(c) = cur {
-        if let Some(h) = c.downcast_ref::<hyper::Error>()
-            && h.is_parse()
-            && h.to_string().contains("version")
-        {
-            return true;
-        }
-        cur = c.source();
-    }
-    false
+    trace_proto::error::chain(e).contains("invalid HTTP version parsed")
 }
 
 /// Plain words for the answers that mean "not an OTLP/HTTP traces endpoint": a 404

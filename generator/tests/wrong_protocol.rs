@@ -111,7 +111,7 @@ async fn otlp_http_to_the_grpc_port() {
 async fn otlp_http_wrong_path() {
     let sink = start_sink().await;
     let mut c = config("n", &http_url(&sink), Protocol::HttpProtobuf);
-    c.endpoint = Endpoint::parse(&format!("{}/v2/spans", http_url(&sink))).unwrap();
+    c.exporter.endpoint = Endpoint::parse(&format!("{}/v2/spans", http_url(&sink))).unwrap();
     let r = send(c).await;
     let m = last_message(&r);
     assert!(
