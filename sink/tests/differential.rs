@@ -324,6 +324,11 @@ fn documented_json_differences() {
         1
     );
     assert!(full(j).unwrap().resource_spans.is_empty());
+    // ... and so checked by the sink only (fuzz finding: a key that is not UTF-8 inside).
+    let j = b"{\"resource_spans\":[{\"re\xa2ource\":null}]}";
+    assert!(ingest.decode::<Traces>(j, Protocol::HttpJson).is_err());
+    assert!(serde_json::from_slice::<ExportTraceServiceRequest>(j).is_ok());
+    assert!(json_explains_refusal(j));
     // A field the sink does not read, malformed: accepted by the sink only.
     let j = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"not hex"}]}]}]}"#;
     assert_eq!(
