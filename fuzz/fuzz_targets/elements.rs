@@ -19,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(n) = count {
         for limit in [0, n / 2, n.saturating_sub(1), n] {
-            let expect = if n > limit { Err(ScanError::TooMany) } else { Ok(n) };
+            let expect = if n > limit {
+                Err(ScanError::TooMany)
+            } else {
+                Ok(n)
+            };
             assert_eq!(wire::count_elements(data, limit), expect, "limit {limit}");
         }
     }

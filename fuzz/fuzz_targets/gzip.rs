@@ -7,7 +7,7 @@ use std::io::Write;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use trace_sink::receiver::{gunzip, grpc::unary_message};
+use trace_sink::receiver::{grpc::unary_message, gunzip};
 
 const MAX: usize = 1 << 20;
 
@@ -26,7 +26,9 @@ fuzz_target!(|data: &[u8]| {
             assert!(m.len() <= MAX);
         }
     }
-    let cut = data.first().map_or(0, |&b| usize::from(b) % (data.len() + 1));
+    let cut = data
+        .first()
+        .map_or(0, |&b| usize::from(b) % (data.len() + 1));
     let members = [gz(&data[..cut]), gz(&data[cut..])].concat();
     assert_eq!(gunzip(&members, MAX).unwrap(), data);
     let mut frame = vec![1];

@@ -27,7 +27,8 @@ fuzz_target!(|data: &[u8]| {
     let Some((&pick, body)) = data.split_first() else {
         return;
     };
-    let protocol = [Protocol::Grpc, Protocol::HttpProtobuf, Protocol::HttpJson][usize::from(pick) % 3];
+    let protocol =
+        [Protocol::Grpc, Protocol::HttpProtobuf, Protocol::HttpJson][usize::from(pick) % 3];
     let ingest = ingest();
     let before = ingest.snapshot().spans_total;
     let added = match ingest.export::<Traces>(body, protocol, None) {
