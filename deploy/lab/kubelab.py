@@ -1,0 +1,592 @@
+#!/usr/bin/env python3
+"""The lab: a three-node Kubernetes cluster of real components on one Linux machine,
+and the project's verification run against it by deploy/verify.sh.
+
+    sudo deploy/lab/run.sh [options]          (builds everything, then runs this file)
+    sudo deploy/lab/lab.py run --help         (this file, once the binaries exist)
+    sudo deploy/lab/lab.py cleanup            (remove what a killed run left behind)
+
+Real: etcd, kube-apiserver, kube-controller-manager, kube-scheduler (namespace
+lab-hub), one kube-proxy per node in the node's network namespace (nftables or
+iptables mode), CoreDNS as a pod behind the kube-dns Service, the reference CNI
+plugins (ptp, host-local, loopback), the project's manifests applied with
+kubectl, the agents (OpenTelemetry Collector), trace-gen and trace-sink.
+Emulated: the kubelet, by deploy/lab/node_agent.py (see its docstring).
+The scenarios are deploy/verify.sh's, run with KUBECONFIG pointing at the lab
+and a service account bound to deploy/verify-rbac; the lab only adds a hook that
+saves every node's kube-proxy rules at each check.
+
+Addresses: nodes 198.18.0.11-13 on a bridge in lab-hub (198.18.0.1 = API
+server), pods 198.18.128.0/17 (one /24 per node), Services 198.19.0.0/16. No
+namespace has a route out; nothing is changed in the host's network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+from kubeapi import Api, ApiError  # noqa: E402
+
+NODES = ["node-1", "node-2", "node-3"]
+HUB_NS = "lab-hub"
+BRIDGE = "lab-br0"
+HUB_IP = "198.18.0.1"
+NODE_IP = {n: f"198.18.0.{11 + i}" for i, n in enumerate(NODES)}
+POD_CIDR = {n: f"198.18.{129 + i}.0/24" for i, n in enumerate(NODES)}
+CLUSTER_CIDR = "198.18.128.0/17"
+SERVICE_CIDR = "198.19.0.0/16"
+KUBERNETES_SVC_IP = "198.19.0.1"
+DNS_IP = "198.19.0.10"
+API_PORT = 6443
+KUBELET_PORT = 10250
+RUN_DIR = Path("/run/trace-gen-sink-lab")
+LOCK_FILE = Path("/run/trace-gen-sink-lab.lock")
+POD_NETNS_PREFIX = "lab-pod-"
+
+T0 = time.monotonic()
+_log_file: Any = None
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def log(msg: str) -> None:
+    line = f"[{time.monotonic() - T0:6.1f}s] {msg}"
+    print(line, flush=True)
+    if _log_file:
+        _log_file.write(line + "\n")
+        _log_file.flush()
+
+
+class LabError(Exception):
+    pass
+
+
+class Interrupted(Exception):
+    pass
+
+
+def run(cmd: list[str], check: bool = True, timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
+    if check and res.returncode != 0:
+        raise LabError(f"failed ({res.returncode}): {' '.join(cmd)}\n{res.stderr.strip()}")
+    return res
+
+
+# --------------------------------------------------------------------------- lock
+def take_lock(out: Path) -> Any:
+    """One lab at a time: a second run refuses at once and names the running one."""
+    f = open(LOCK_FILE, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        owner = f.read().strip() or "unknown"
+        raise LabError(f"another lab run is active ({owner}); wait for it to end or stop it "
+                       f"(its namespaces lab-hub, node-1..3 belong to it)") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}, started {datetime.now(timezone.utc).isoformat(timespec='seconds')}, "
+            f"by {os.environ.get('SUDO_USER') or 'root'}, output {out}\n")
+    f.flush()
+    return f
+
+
+# --------------------------------------------------------------------------- namespaces
+def lab_namespaces() -> list[str]:
+    out = run(["ip", "netns", "list"], check=False).stdout
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    return [n for n in names if n in (HUB_NS, *NODES) or n.startswith(POD_NETNS_PREFIX)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (ProcessLookupError, OSError):
+        return False
+
+
+def remove_leftovers(quiet: bool = False) -> None:
+    """Kill every process in the lab's namespaces, delete the namespaces (veths, bridge,
+    nftables/iptables rules go with them) and the run directory. Idempotent."""
+    present = lab_namespaces()
+    pids: set[int] = set()
+    for ns in present:
+        pids |= {int(p) for p in run(["ip", "netns", "pids", ns], check=False).stdout.split() if p.isdigit()}
+    pids.discard(os.getpid())
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, sig)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.1)
+        pids = {p for p in pids if _alive(p)}
+        if not pids:
+            break
+    for ns in present:
+        run(["ip", "netns", "del", ns], check=False)
+    if RUN_DIR.exists():
+        # bind mounts of finished containers live in their own mount namespaces; nothing is mounted here
+        shutil.rmtree(RUN_DIR, ignore_errors=True)
+    if present and not quiet:
+        log(f"removed namespaces: {', '.join(present)}")
+
+
+def setup_network() -> None:
+    ip = ["ip"]
+    for ns in (HUB_NS, *NODES):
+        run(ip + ["netns", "add", ns])
+        run(ip + ["-n", ns, "link", "set", "lo", "up"])
+    hub = ip + ["-n", HUB_NS]
+    run(hub + ["link", "add", BRIDGE, "type", "bridge"])
+    run(hub + ["addr", "add", f"{HUB_IP}/24", "dev", BRIDGE])
+    run(hub + ["link", "set", BRIDGE, "up"])
+    for i, node in enumerate(NODES):
+        veth = f"veth-{node}"
+        run(["ip", "netns", "exec", HUB_NS, "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", node])
+        run(hub + ["link", "set", veth, "master", BRIDGE])
+        run(hub + ["link", "set", veth, "up"])
+        n = ip + ["-n", node]
+        run(n + ["addr", "add", f"{NODE_IP[node]}/24", "dev", "eth0"])
+        run(n + ["link", "set", "eth0", "up"])
+        # Services: routed out of eth0 so the node's own connects reach kube-proxy's rules
+        run(n + ["route", "add", SERVICE_CIDR, "dev", "eth0"])
+        for other in NODES:
+            if other != node:
+                run(n + ["route", "add", POD_CIDR[other], "via", NODE_IP[other]])
+        run(hub + ["route", "add", POD_CIDR[node], "via", NODE_IP[node]])
+        run(["ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+    for ns in (HUB_NS, *NODES):
+        if run(ip + ["-n", ns, "route", "show", "default"]).stdout.strip():
+            raise LabError(f"namespace {ns} has a default route")
+
+
+# --------------------------------------------------------------------------- processes
+class Proc:
+    def __init__(self, name: str, ns: str, cmd: list[str], logs: Path, env: dict[str, str] | None = None):
+        self.name = name
+        self.log_path = logs / f"{name}.log"
+        out = open(self.log_path, "ab")
+        base = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": "/root", "LANG": "C.UTF-8"}
+        self.popen = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], env={**base, **(env or {})},
+                                      stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                      process_group=0, preexec_fn=lambda: libc.prctl(1, signal.SIGTERM, 0, 0, 0))
+        out.close()
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 10) -> None:
+        if not self.alive():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.terminate()
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
+
+
+def wait_until(what: str, pred: Callable[[], bool], timeout: float, interval: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if pred():
+                return
+        except Exception as exc:  # noqa: BLE001 - retried until the deadline, then reported
+            last = exc
+        time.sleep(interval)
+    raise LabError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last})" if last else ""))
+
+
+# --------------------------------------------------------------------------- certificates
+def make_pki(d: Path) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    o = ["openssl"]
+    run(o + ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"),
+             "-days", "2", "-subj", "/CN=trace-gen-sink-lab-ca"])
+
+    def leaf(name: str, cn: str, sans: str) -> None:
+        ext = d / f"{name}.ext"
+        ext.write_text(f"subjectAltName={sans}\nextendedKeyUsage=serverAuth,clientAuth\n")
+        run(o + ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.csr"),
+                 "-subj", f"/CN={cn}"])
+        run(o + ["x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.crt"), "-CAkey", str(d / "ca.key"),
+                 "-CAcreateserial", "-out", str(d / f"{name}.crt"), "-days", "2", "-extfile", str(ext)])
+
+    leaf("apiserver", "kube-apiserver",
+         f"IP:{HUB_IP},IP:{KUBERNETES_SVC_IP},IP:127.0.0.1,DNS:kubernetes,DNS:kubernetes.default,"
+         "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local")
+    leaf("kubelet", "lab-kubelet", ",".join(f"IP:{ip}" for ip in NODE_IP.values()))
+    run(o + ["genrsa", "-out", str(d / "sa.key"), "2048"])
+    run(o + ["rsa", "-in", str(d / "sa.key"), "-pubout", "-out", str(d / "sa.pub")])
+
+
+def kubeconfig(path: Path, token: str, ca: Path, user: str) -> None:
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "lab",
+        "clusters": [{"name": "lab", "cluster": {"server": f"https://{HUB_IP}:{API_PORT}", "certificate-authority": str(ca)}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": user}}],
+    }, indent=1))
+
+
+# --------------------------------------------------------------------------- the lab
+class Lab:
+    def __init__(self, a: argparse.Namespace):
+        self.a = a
+        self.out: Path = a.out
+        self.logs = self.out / "logs"
+        self.pki = RUN_DIR / "pki"
+        self.procs: dict[str, Proc] = {}
+        self.tokens: dict[str, str] = {}
+        self.api: Api | None = None
+        self.kubectl = str(a.kube_bin / "kubectl")
+
+    def start(self, name: str, ns: str, cmd: list[str], env: dict[str, str] | None = None) -> Proc:
+        p = Proc(name, ns, cmd, self.logs, env)
+        self.procs[name] = p
+        return p
+
+    def k(self, *args: str, kubeconfig_path: Path | None = None, check: bool = True, timeout: float = 120,
+          input: str | None = None) -> subprocess.CompletedProcess:
+        cfg = kubeconfig_path or RUN_DIR / "admin.kubeconfig"
+        return run(["ip", "netns", "exec", HUB_NS, self.kubectl, "--kubeconfig", str(cfg), *args],
+                   check=check, timeout=timeout, input=input)
+
+    def control_plane(self) -> None:
+        a, bin_ = self.a, self.a.kube_bin
+        make_pki(self.pki)
+        tok = {u: os.urandom(16).hex() for u in ["admin", "kube-proxy", *NODES]}
+        self.tokens = tok
+        lines = [f'{tok["admin"]},lab-admin,lab-admin,"system:masters"', f"{tok['kube-proxy']},system:kube-proxy,kube-proxy"]
+        lines += [f'{tok[n]},system:node:{n},{n},"system:nodes"' for n in NODES]
+        (RUN_DIR / "tokens.csv").write_text("\n".join(lines) + "\n")
+        os.chmod(RUN_DIR / "tokens.csv", 0o600)
+        ca = self.pki / "ca.crt"
+        kubeconfig(RUN_DIR / "admin.kubeconfig", tok["admin"], ca, "lab-admin")
+        kubeconfig(RUN_DIR / "kube-proxy.kubeconfig", tok["kube-proxy"], ca, "system:kube-proxy")
+
+        log("etcd (lab-hub, 127.0.0.1:2379)")
+        self.start("etcd", HUB_NS, [str(bin_ / "etcd"), "--name", "lab", "--data-dir", str(RUN_DIR / "etcd"),
+                                    "--listen-client-urls", "http://127.0.0.1:2379",
+                                    "--advertise-client-urls", "http://127.0.0.1:2379",
+                                    "--listen-peer-urls", "http://127.0.0.1:2380",
+                                    "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+                                    "--initial-cluster", "lab=http://127.0.0.1:2380", "--log-level", "warn"])
+        log(f"kube-apiserver (lab-hub, https://{HUB_IP}:{API_PORT})")
+        self.start("kube-apiserver", HUB_NS, [
+            str(bin_ / "kube-apiserver"), "--etcd-servers=http://127.0.0.1:2379",
+            f"--bind-address={HUB_IP}", f"--advertise-address={HUB_IP}", f"--secure-port={API_PORT}",
+            f"--tls-cert-file={self.pki / 'apiserver.crt'}", f"--tls-private-key-file={self.pki / 'apiserver.key'}",
+            f"--token-auth-file={RUN_DIR / 'tokens.csv'}", "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={self.pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={self.pki / 'sa.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}", "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-certificate-authority={ca}", "--profiling=false", "--v=1"])
+        self.api = Api(f"https://{HUB_IP}:{API_PORT}", tok["admin"], str(ca))
+        api = self.api
+
+        def readyz() -> bool:
+            with self.in_hub():
+                return api.raw("/readyz")[0] == 200
+        wait_until("the API server's /readyz", readyz, 60)
+        common = [f"--kubeconfig={RUN_DIR / 'admin.kubeconfig'}", "--leader-elect=false", "--secure-port=0", "--v=1"]
+        log("kube-controller-manager, kube-scheduler (lab-hub)")
+        self.start("kube-controller-manager", HUB_NS, [
+            str(bin_ / "kube-controller-manager"), *common, "--controllers=*",
+            f"--service-account-private-key-file={self.pki / 'sa.key'}", f"--root-ca-file={ca}",
+            f"--cluster-cidr={CLUSTER_CIDR}", f"--service-cluster-ip-range={SERVICE_CIDR}"])
+        self.start("kube-scheduler", HUB_NS, [str(bin_ / "kube-scheduler"), *common])
+        self.version = json.loads(self.k("version", "-o", "json").stdout)["serverVersion"]["gitVersion"]
+        log(f"Kubernetes {self.version}")
+
+    @contextlib.contextmanager
+    def in_hub(self) -> Any:
+        with open("/proc/thread-self/ns/net", "rb") as own, open(f"/run/netns/{HUB_NS}", "rb") as target:
+            if libc.setns(target.fileno(), 0x40000000) != 0:
+                raise LabError("setns(lab-hub) failed")
+            try:
+                yield
+            finally:
+                libc.setns(own.fileno(), 0x40000000)
+
+    def nodes(self) -> None:
+        assert self.api
+        for n in NODES:
+            body = {"apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": n, "labels": {"kubernetes.io/hostname": n, "kubernetes.io/os": "linux",
+                                                       "kubernetes.io/arch": "amd64"}},
+                    "spec": {"podCIDR": POD_CIDR[n], "podCIDRs": [POD_CIDR[n]]}}
+            with self.in_hub():
+                self.api.request("POST", "/api/v1/nodes", body)
+        image_map = [
+            {"repository": "trace-gen", "path": "/usr/local/bin/trace-gen", "binary": str(self.a.trace_gen),
+             "entrypoint": ["/usr/local/bin/trace-gen"]},
+            {"repository": "trace-sink", "path": "/usr/local/bin/trace-sink", "binary": str(self.a.trace_sink),
+             "entrypoint": ["/usr/local/bin/trace-sink"]},
+            {"repository": "opentelemetry-collector-contrib", "path": "/otelcol-contrib", "binary": str(self.a.collector),
+             "entrypoint": ["/otelcol-contrib"]},
+            {"repository": "coredns", "path": "/coredns", "binary": str(self.a.kube_bin / "coredns"),
+             "entrypoint": ["/coredns"]},
+        ]
+        for n in NODES:
+            cfg = {
+                "node": n, "node_ip": NODE_IP[n], "pod_cidr": POD_CIDR[n], "server": f"https://{HUB_IP}:{API_PORT}",
+                "token": self.tokens[n], "ca_file": str(self.pki / "ca.crt"),
+                "serving_cert": str(self.pki / "kubelet.crt"), "serving_key": str(self.pki / "kubelet.key"),
+                "kubelet_port": KUBELET_PORT, "cni_bin": self.a.cni_bin,
+                "cni_chain": [{"cniVersion": "1.0.0", "name": "lo", "type": "loopback"},
+                              {"cniVersion": "1.0.0", "name": "lab-pods", "type": "ptp", "ipMasq": False, "mtu": 1500,
+                               "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR[n]}]],
+                                        "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(RUN_DIR / "cni" / n)}}],
+                "run_dir": str(RUN_DIR / n), "log_dir": str(self.logs / n), "image_map": image_map,
+                "dns_ip": DNS_IP, "cluster_domain": "cluster.local",
+                "default_env": {"KUBERNETES_SERVICE_HOST": KUBERNETES_SVC_IP, "KUBERNETES_SERVICE_PORT": "443",
+                                "KUBERNETES_SERVICE_PORT_HTTPS": "443"},
+                "backoff_base": self.a.backoff_base, "backoff_max": 300.0,
+                "capacity": {"cpu": "2", "memory": "4Gi", "pods": "110", "ephemeral-storage": "10Gi"},
+                "version": self.version,
+            }
+            (self.logs / n).mkdir(parents=True, exist_ok=True)
+            path = RUN_DIR / f"{n}-agent.json"
+            path.write_text(json.dumps(cfg, indent=1))
+            os.chmod(path, 0o600)
+            self.start(f"{n}-node-agent", n, [sys.executable, str(HERE / "node_agent.py"), str(path)])
+        wait_until("every node Ready (node agents posting status)", lambda: all(
+            any(c["type"] == "Ready" and c["status"] == "True" for c in (self.get(f"/api/v1/nodes/{n}")
+                                                                      .get("status") or {}).get("conditions") or [])
+            for n in NODES), 30)
+        mode = self.a.kube_proxy_mode
+        for n in NODES:
+            conf = RUN_DIR / f"{n}-kube-proxy.yaml"
+            conf.write_text(json.dumps({
+                "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+                "clientConnection": {"kubeconfig": str(RUN_DIR / "kube-proxy.kubeconfig")},
+                "hostnameOverride": n, "bindAddress": NODE_IP[n], "mode": mode, "clusterCIDR": CLUSTER_CIDR,
+                "healthzBindAddress": f"{NODE_IP[n]}:10256", "metricsBindAddress": f"{NODE_IP[n]}:10249",
+                "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
+                "nodePortAddresses": [f"{NODE_IP[n]}/32"],
+            }, indent=1))
+            self.start(f"{n}-kube-proxy", n, [str(self.a.kube_bin / "kube-proxy"), f"--config={conf}", "--v=1"])
+        log(f"kube-proxy on every node ({mode} mode); waiting for its rules")
+        wait_until("kube-proxy's rules on every node", lambda: all("kubernetes" in self.rules(n) for n in NODES), 60)
+
+    def get(self, path: str) -> Any:
+        assert self.api
+        with self.in_hub():
+            return self.api.get(path)
+
+    def rules(self, node: str) -> str:
+        if self.a.kube_proxy_mode == "nftables":
+            cmd = ["ip", "netns", "exec", node, "nft", "list", "table", "ip", "kube-proxy"]
+        else:
+            cmd = ["ip", "netns", "exec", node, "iptables-save"]
+        return run(cmd, check=False).stdout
+
+    def dns(self) -> None:
+        log("CoreDNS: applying deploy/lab/coredns (Deployment + Service kube-dns at 198.19.0.10)")
+        self.k("apply", "-k", str(HERE / "coredns"))
+        self.k("-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=120s", timeout=130)
+
+    def verify_account(self) -> Path:
+        """The service account verify.sh runs as, bound to deploy/verify-rbac (least privilege)."""
+        self.k("apply", "-k", str(REPO / "deploy" / "verify-rbac"))
+        token = self.k("-n", "trace-gen-sink-verify", "create", "token", "trace-gen-sink-verify",
+                       "--duration=2h").stdout.strip()
+        path = RUN_DIR / "verify.kubeconfig"
+        kubeconfig(path, token, self.pki / "ca.crt", "trace-gen-sink-verify")
+        return path
+
+    def components_running(self) -> dict[str, Any]:
+        """Which real components run right now (their processes), for the report."""
+        res: dict[str, Any] = {}
+        for name in ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
+                     *[f"{n}-kube-proxy" for n in NODES]]:
+            p = self.procs.get(name)
+            res[name] = bool(p and p.alive())
+        ps = run(["ps", "-eo", "args"], check=False).stdout.splitlines()
+        res["coredns (pod)"] = any(line.startswith("/coredns -conf") for line in ps)
+        return res
+
+
+# --------------------------------------------------------------------------- main
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="lab.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("command", nargs="?", default="run", choices=["run", "cleanup", "dump-rules"])
+    p.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, default=REPO / "target" / "lab")
+    p.add_argument("--trace-gen", type=Path, default=REPO / "target" / "release" / "trace-gen")
+    p.add_argument("--trace-sink", type=Path, default=REPO / "target" / "release" / "trace-sink")
+    p.add_argument("--collector", type=Path, default=REPO / "deploy" / "collector" / "build" / "otelcol-trace-lab")
+    p.add_argument("--kube-bin", type=Path, default=REPO / "deploy" / "kube" / "build" / "bin")
+    p.add_argument("--cni-bin", default="/usr/lib/cni")
+    p.add_argument("--kube-proxy-mode", choices=["nftables", "iptables"], default="nftables")
+    p.add_argument("--backoff-base", type=float, default=10.0,
+                   help="CrashLoopBackOff's first delay, seconds (kubelet: 10; doubles up to 300)")
+    p.add_argument("--within", default="30s", help="verify.sh --within (default 30s)")
+    p.add_argument("--hold", default="10s", help="verify.sh --hold (default 10s)")
+    p.add_argument("--settle", default="3", help="verify.sh --settle, seconds (default 3)")
+    p.add_argument("--time-limit", type=int, default=900, help="abort the whole run after this many seconds")
+    a = p.parse_args(argv)
+    a.out = a.out.resolve()
+    return a
+
+
+def dump_rules(a: argparse.Namespace) -> int:
+    """verify.sh --step-hook: save every node's kube-proxy rules for a step (KEY PHASE)."""
+    key = a.rest[0] if a.rest else "unknown"
+    phase = a.rest[1] if len(a.rest) > 1 else "check"
+    d = a.out / "logs" / "rules"
+    d.mkdir(parents=True, exist_ok=True)
+    for n in NODES:
+        cmd = (["nft", "list", "table", "ip", "kube-proxy"] if a.kube_proxy_mode == "nftables" else ["iptables-save"])
+        text = run(["ip", "netns", "exec", n, *cmd], check=False).stdout
+        (d / f"{key}.{phase}.{n}.txt").write_text(text)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    global _log_file
+    a = parse_args(argv)
+    if os.geteuid() != 0:
+        print("lab.py: must run as root (network namespaces, nftables)", file=sys.stderr)
+        return 2
+    if a.command == "cleanup":
+        remove_leftovers()
+        return 0
+    if a.command == "dump-rules":
+        return dump_rules(a)
+    try:
+        lock = take_lock(a.out) if not os.environ.get("TRACE_LAB_LOCKED") else None
+    except LabError as exc:
+        print(f"lab.py: {exc}", file=sys.stderr)
+        return 2
+    for path in (a.trace_gen, a.trace_sink, a.collector, *(a.kube_bin / t for t in (
+            "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "coredns", "kubectl"))):
+        if not os.access(path, os.X_OK):
+            print(f"lab.py: {path} is missing; deploy/lab/run.sh builds it", file=sys.stderr)
+            return 2
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
+            signal.signal(s, signal.SIG_IGN)
+        raise Interrupted(signal.Signals(signum).name)
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
+        signal.signal(s, on_signal)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)
+
+    a.out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(a.out / "logs", ignore_errors=True)
+    (a.out / "logs").mkdir()
+    _log_file = open(a.out / "logs" / "lab.log", "w")
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    signal.alarm(a.time_limit)
+    lab = Lab(a)
+    error: str | None = None
+    verify_rc: int | None = None
+    components: dict[str, Any] = {}
+    lab.version = ""
+    try:
+        remove_leftovers()
+        RUN_DIR.mkdir(parents=True)
+        log(f"network: namespaces {HUB_NS} (bridge {BRIDGE}, {HUB_IP}), {', '.join(NODES)} "
+            f"({', '.join(NODE_IP.values())}); pods {CLUSTER_CIDR}; Services {SERVICE_CIDR}")
+        setup_network()
+        lab.control_plane()
+        lab.nodes()
+        lab.dns()
+        kc = lab.verify_account()
+        log("running deploy/verify.sh against the lab (service account trace-gen-sink-verify)")
+        hook = f"{sys.executable} {Path(__file__).resolve()} dump-rules --out {a.out} --kube-proxy-mode {a.kube_proxy_mode}"
+        cmd = ["ip", "netns", "exec", HUB_NS, "bash", str(REPO / "deploy" / "verify.sh"),
+               "--within", a.within, "--hold", a.hold, "--settle", a.settle, "--timeout", "240",
+               "--results-json", str(a.out / "verify.json"), "--step-hook", hook]
+        env = {**os.environ, "KUBECONFIG": str(kc), "PATH": f"{a.kube_bin}:{os.environ.get('PATH', '')}"}
+        with open(a.out / "logs" / "verify.log", "w") as vlog:
+            p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 process_group=0)
+            assert p.stdout
+            for line in p.stdout:
+                print(line, end="", flush=True)
+                vlog.write(line)
+                if "RESULT:" in line or line.startswith("Node-local verification"):
+                    components = lab.components_running()
+            verify_rc = p.wait()
+        if not components:
+            components = lab.components_running()
+    except Interrupted as exc:
+        error = f"interrupted ({exc})"
+    except (LabError, ApiError, OSError, subprocess.TimeoutExpired) as exc:
+        error = str(exc)
+        log(f"ERROR: {error}")
+    finally:
+        signal.alarm(0)
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, signal.SIG_IGN)
+        log("cleaning up: stopping every process, deleting the namespaces")
+        for name in list(lab.procs)[::-1]:
+            lab.procs[name].stop(5)
+        remove_leftovers(quiet=True)
+        passed = write_results(a, lab, started, verify_rc, error, components)
+        if lock:
+            lock.close()
+    if error and error.startswith("interrupted"):
+        return 130
+    if error:
+        return 2
+    return 0 if passed else 1
+
+
+def write_results(a: argparse.Namespace, lab: Lab, started: str, verify_rc: int | None, error: str | None,
+                  components: dict[str, Any]) -> bool:
+    try:
+        v = json.loads((a.out / "verify.json").read_text())
+    except (OSError, ValueError):
+        v = {"steps": []}
+    scenarios = v.get("steps") or []
+    rules = sorted(str(p.relative_to(a.out)) for p in (a.out / "logs" / "rules").glob("*.txt")) \
+        if (a.out / "logs" / "rules").exists() else []
+    for s in scenarios:
+        s["kube_proxy_rules"] = [r for r in rules if Path(r).name.startswith(f"{s['key']}.")]
+    real = all(components.values()) if components else False
+    passed = error is None and verify_rc == 0 and bool(scenarios) and all(s.get("pass") for s in scenarios) and real
+    result = {
+        "schema": "trace-lab/results/v2", "started": started, "duration_seconds": round(time.monotonic() - T0, 1),
+        "pass": passed, "error": error, "kubernetes_version": lab.version, "kube_proxy_mode": a.kube_proxy_mode,
+        "verify_exit_code": verify_rc, "components_running_at_the_verdict": components,
+        "scenarios": scenarios,
+    }
+    (a.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    print()
+    print(f"Kubernetes {lab.version or '?'}, kube-proxy mode {a.kube_proxy_mode}; real components running at the "
+          f"verdict: {', '.join(k for k, ok in components.items() if ok) or 'none'}"
+          + ("" if real else f"; NOT running: {', '.join(k for k, ok in components.items() if not ok) or 'all'}"))
+    print(f"Lab result: {'PASS: every scenario came out as expected' if passed else 'FAIL' + (': ' + error if error else '')}"
+          f" ({round(time.monotonic() - T0)}s). Results: {a.out / 'results.json'}; logs and kube-proxy rules: {a.out / 'logs'}")
+    return passed
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
