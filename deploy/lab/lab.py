@@ -185,7 +185,9 @@ class Proc:
         self.log_path = logs / f"{name}.log"
         out = open(self.log_path, "ab")
         base = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": "/root", "LANG": "C.UTF-8"}
-        self.popen = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], env={**base, **(env or {})},
+        # nsenter, not `ip netns exec`: only the network namespace changes, so the
+        # namespaces the node agents add for pods are visible (and removable) here too
+        self.popen = subprocess.Popen(["nsenter", f"--net=/run/netns/{ns}", "--", *cmd], env={**base, **(env or {})},
                                       stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                       process_group=0, preexec_fn=lambda: libc.prctl(1, signal.SIGTERM, 0, 0, 0))
         out.close()

@@ -817,16 +817,23 @@ class PodWorker(threading.Thread):
             self.agent.forget(self.uid)
 
     def lifecycle(self) -> None:
-        try:
-            self.setup_sandbox()
-        except (ConfigError, subprocess.CalledProcessError, ApiError, OSError, KeyError) as exc:
-            self.event(f"sandbox setup failed: {exc}")
-            for c in self.containers:
-                c.rec.reason, c.rec.message = "CreateContainerConfigError", str(exc)
-            self.push_status()
-            # retried by the agent after this worker ends (it forgets the pod)
-            time.sleep(5)
-            return
+        while True:  # the sandbox, retried like the kubelet's pod sync until it works or the pod goes
+            try:
+                self.setup_sandbox()
+                break
+            except (ConfigError, subprocess.CalledProcessError, ApiError, OSError, KeyError) as exc:
+                self.event(f"sandbox setup failed (retried in 2s): {exc}")
+                for c in self.containers:
+                    c.rec.reason, c.rec.message = "CreateContainerConfigError", str(exc)
+                self.teardown_sandbox()
+                self.push_status()
+                with self.cv:
+                    self.cv.wait(2)
+                if self.gone:
+                    return
+                if self.pod["metadata"].get("deletionTimestamp"):
+                    self.finalize()
+                    return
         policy = self.pod["spec"].get("restartPolicy", "Always")
         completed = False
         while True:
