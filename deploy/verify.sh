@@ -115,7 +115,7 @@ hold_s="$(seconds_of "$hold")" || { echo "verify.sh: --hold takes a duration lik
 within="${within_s}s"
 hold="${hold_s}s"
 # Step 6: the agent's graceful shutdown must outlast the whole check.
-drain_s=$((settle + within_s + hold_s + 30))
+drain_s=$((settle + within_s + hold_s + 15))
 
 if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 4))); then
   echo "verify.sh: needs bash >= 4.4 (this is $BASH_VERSION; on macOS: brew install bash)" >&2

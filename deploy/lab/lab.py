@@ -447,7 +447,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--kube-proxy-mode", choices=["nftables", "iptables"], default="nftables")
     p.add_argument("--backoff-base", type=float, default=10.0,
                    help="CrashLoopBackOff's first delay, seconds (kubelet: 10; doubles up to 300)")
-    p.add_argument("--within", default="30s", help="verify.sh --within (default 30s)")
+    p.add_argument("--within", default="20s", help="verify.sh --within (default 20s)")
     p.add_argument("--hold", default="10s", help="verify.sh --hold (default 10s)")
     p.add_argument("--settle", default="3", help="verify.sh --settle, seconds (default 3)")
     p.add_argument("--time-limit", type=int, default=900, help="abort the whole run after this many seconds")

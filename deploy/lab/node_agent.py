@@ -239,15 +239,18 @@ def volume_files(pod: dict[str, Any], volume: dict[str, Any], lookup: Lookup, po
 
 # =========================================================================== back-off
 class Backoff:
-    """CrashLoopBackOff: the delay before restart n (n = 1, 2, ...) is base * 2^(n-1), at most cap;
-    a container that ran for 2 * cap without exiting starts again from base."""
+    """CrashLoopBackOff as the kubelet's back-off: the first restart is immediate, then the
+    delays are base, 2*base, ... at most cap (10 s .. 300 s in a kubelet); a container that ran
+    for 2 * cap without exiting starts the sequence again."""
 
     def __init__(self, base: float = 10.0, cap: float = 300.0):
         self.base, self.cap = base, cap
-        self.delay = 0.0
+        self.delay: float | None = None  # None: no failure yet
 
     def next_delay(self, ran_for: float) -> float:
-        if ran_for >= 2 * self.cap or self.delay == 0.0:
+        if self.delay is None or ran_for >= 2 * self.cap:
+            self.delay = 0.0
+        elif self.delay == 0.0:
             self.delay = self.base
         else:
             self.delay = min(self.delay * 2, self.cap)
@@ -537,6 +540,7 @@ class Container:
         self.started_mono = 0.0
         self.backoff = Backoff(worker.agent.cfg["backoff_base"], worker.agent.cfg["backoff_max"])
         self.next_start = 0.0  # monotonic; 0 = now
+        self.restart_pending = False  # exited; restarts at next_start (restartCount counts restarts done)
         self.probe_stop = threading.Event()
         self.readiness: ProbeState | None = None
         self.liveness: ProbeState | None = None
@@ -581,7 +585,7 @@ class Container:
         (self.dir / "root").mkdir(exist_ok=True)
         spec_file = self.dir / "spec.json"
         spec_file.write_text(json.dumps(run_spec))
-        if self.log_path.exists() and self.rec.restart_count:
+        if self.log_path.exists() and self.restart_pending:
             self.log_path.replace(self.log_path.with_suffix(".previous.log"))
         out = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("podexec.py")), str(spec_file)],
@@ -592,6 +596,9 @@ class Container:
         self.kill_reason = ""
         self.prestop_done = False
         r = self.rec
+        if self.restart_pending:
+            r.restart_count += 1
+            self.restart_pending = False
         r.state, r.reason, r.message, r.started_at, r.exit_code = "running", "", "", now_iso(), None
         r.container_id = f"lab://{w.uid[:8]}-{spec['name']}-{r.restart_count}-{self.proc.pid}"
         log(w.agent.node, f"{w.key}: started container {spec['name']} (pid {self.proc.pid}): {' '.join(argv)}")
@@ -862,16 +869,14 @@ class PodWorker(threading.Thread):
                     if policy == "Always" or (policy == "OnFailure" and not exited_ok):
                         delay = c.backoff.next_delay(getattr(c, "ran_for", 0.0))
                         c.rec.last_state = c.rec.state_dict()
-                        c.rec.state, c.rec.reason = "waiting", "CrashLoopBackOff"
-                        c.rec.message = (f"back-off {int(delay)}s restarting failed container={c.rec.name} "
-                                         f"pod={self.name}_{self.namespace}({self.uid})")
-                        c.next_start = time.monotonic() + delay
-                        c.rec.restart_count += 1
+                        c.restart_pending = True
                         c.rec.started = False
-                        # the first restart of a container that ran long enough happens at once
-                        if c.backoff.delay == c.backoff.base and getattr(c, "ran_for", 0.0) >= 2 * c.backoff.cap:
-                            c.next_start = time.monotonic()
-                elif c.rec.state == "waiting" and time.monotonic() >= c.next_start:
+                        c.next_start = time.monotonic() + delay
+                        if delay > 0:
+                            c.rec.state, c.rec.reason = "waiting", "CrashLoopBackOff"
+                            c.rec.message = (f"back-off {int(delay)}s restarting failed container={c.rec.name} "
+                                             f"pod={self.name}_{self.namespace}({self.uid})")
+                elif (c.rec.state == "waiting" or c.restart_pending) and time.monotonic() >= c.next_start:
                     c.start()
             if policy != "Always" and all(c.rec.state == "terminated" for c in self.containers) and not completed:
                 completed = True

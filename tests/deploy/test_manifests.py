@@ -824,7 +824,7 @@ def test_verify_dry_run_renders_the_requested_variant():
     agent = find(rendered["draining"], "DaemonSet", "trace-agent")["spec"]["template"]["spec"]
     sleep = container({"spec": {"template": {"spec": agent}}, "kind": "DaemonSet", "metadata": {"name": "a"}},
                       "otel-collector")["lifecycle"]["preStop"]["sleep"]["seconds"]
-    assert sleep == 10 + 90 + 30 + 30, "settle + within + hold + 30 s by default"
+    assert sleep == 10 + 90 + 30 + 15, "settle + within + hold + 15 s by default"
     assert agent["terminationGracePeriodSeconds"] > sleep
     assert find(rendered["draining"], "Service", "telemetry-otlp-traces-local")["spec"]["internalTrafficPolicy"] == "Local"
     assert rendered["check-all-up"][0]["spec"]["tolerations"][0]["key"] == "node-role.kubernetes.io/control-plane"

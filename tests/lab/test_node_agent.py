@@ -138,12 +138,13 @@ def test_projected_service_account_volume_as_the_admission_plugin_injects_it():
 
 # ---------------------------------------------------------------- back-off
 def test_crashloop_backoff_doubles_to_the_cap_and_resets_after_a_long_run():
+    """As the kubelet: the first restart at once, then 10 s doubling to 300 s."""
     b = na.Backoff(10, 300)
-    assert [b.next_delay(1) for _ in range(7)] == [10, 20, 40, 80, 160, 300, 300]
-    assert b.next_delay(600) == 10, "a container that ran 2 x cap starts the back-off again"
-    assert b.next_delay(1) == 20
+    assert [b.next_delay(1) for _ in range(8)] == [0, 10, 20, 40, 80, 160, 300, 300]
+    assert b.next_delay(600) == 0, "a container that ran 2 x cap starts the back-off again"
+    assert b.next_delay(1) == 10
     fast = na.Backoff(1, 8)
-    assert [fast.next_delay(0) for _ in range(5)] == [1, 2, 4, 8, 8]
+    assert [fast.next_delay(0) for _ in range(6)] == [0, 1, 2, 4, 8, 8]
 
 
 # ---------------------------------------------------------------- probes
