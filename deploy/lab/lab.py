@@ -451,7 +451,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--hold", default="10s", help="verify.sh --hold (default 10s)")
     p.add_argument("--settle", default="3", help="verify.sh --settle, seconds (default 3)")
     p.add_argument("--time-limit", type=int, default=900, help="abort the whole run after this many seconds")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
     a.out = a.out.resolve()
     return a
 

@@ -1080,7 +1080,8 @@ def test_verify_rbac_grants_what_verify_needs_and_no_more():
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "trace-gen-sink-verify",
                                     "namespace": "trace-gen-sink-verify"}]
     grants = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
-    for need in [("", "namespaces", "create"), ("", "namespaces", "delete"), ("", "nodes", "patch"),
+    for need in [("", "namespaces", "create"), ("", "namespaces", "delete"), ("", "namespaces", "watch"),
+                 ("", "configmaps", "watch"), ("apps", "daemonsets", "watch"), ("", "nodes", "patch"),
                  ("apps", "daemonsets", "patch"), ("apps", "deployments", "create"), ("", "configmaps", "create"),
                  ("", "services", "patch"), ("", "pods", "create"), ("", "pods", "delete"), ("", "pods/log", "get"),
                  ("", "services/proxy", "create"), ("", "services/proxy", "get"), ("", "pods/proxy", "get"),
