@@ -600,7 +600,9 @@ record() { # STEP KEY SCENARIO SAME_NODE_ONLY NOTHING_WHEN_DOWN RECEIVED GEN_FAI
   rows+=("$(printf '%s\t' "$step" "$1" "$2" "$3" "$4" "$5" "$6")")
   [[ "$6" == PASS* || "$6" == "dry-run" ]] && pass=true
   [[ "$pass" == true ]] || all_ok=0
-  json_rows+=("{\"step\": $step, \"key\": $(json_str "$key"), \"title\": $(json_str "$1"), \"pass\": $pass, \"verdict\": $(json_str "$6"), \"same_node_agent_only\": $(json_str "$2"), \"nothing_when_local_agent_down\": $(json_str "$3"), \"spans_received\": $(json_str "$4"), \"generator_failed_exports\": $(json_str "$5"), \"explanation\": $(json_str "${7:-}"), \"attribution\": null}")
+  local explanation="${7:-}"
+  [[ "$pass" == true || -z "$explanation" ]] || explanation="NOT as expected; expected: $explanation"
+  json_rows+=("{\"step\": $step, \"key\": $(json_str "$key"), \"title\": $(json_str "$1"), \"pass\": $pass, \"verdict\": $(json_str "$6"), \"same_node_agent_only\": $(json_str "$2"), \"nothing_when_local_agent_down\": $(json_str "$3"), \"spans_received\": $(json_str "$4"), \"generator_failed_exports\": $(json_str "$5"), \"explanation\": $(json_str "$explanation"), \"attribution\": null}")
 }
 
 write_json() { # RESULT

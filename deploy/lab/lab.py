@@ -582,6 +582,10 @@ def write_results(a: argparse.Namespace, lab: Lab, started: str, verify_rc: int 
     }
     (a.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     print()
+    if scenarios:
+        print("What happened and why (kube-proxy's rules of every node at each check: logs/rules/):")
+        for s in scenarios:
+            print(f"  {s['step']}. {s['key']}: {s['verdict']}: {s.get('explanation', '')}")
     print(f"Kubernetes {lab.version or '?'}, kube-proxy mode {a.kube_proxy_mode}; real components running at the "
           f"verdict: {', '.join(k for k, ok in components.items() if ok) or 'none'}"
           + ("" if real else f"; NOT running: {', '.join(k for k, ok in components.items() if not ok) or 'all'}"))
