@@ -263,6 +263,7 @@ class Lab:
         self.tokens: dict[str, str] = {}
         self.api: Api | None = None
         self.kubectl = str(a.kube_bin / "kubectl")
+        self.verify: subprocess.Popen | None = None
 
     def start(self, name: str, ns: str, cmd: list[str], env: dict[str, str] | None = None) -> Proc:
         p = Proc(name, ns, cmd, self.logs, env)
@@ -529,6 +530,7 @@ def main(argv: list[str]) -> int:
         with open(a.out / "logs" / "verify.log", "w") as vlog:
             p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                  process_group=0)
+            lab.verify = p
             assert p.stdout
             for line in p.stdout:
                 print(line, end="", flush=True)
@@ -547,6 +549,16 @@ def main(argv: list[str]) -> int:
         signal.alarm(0)
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(s, signal.SIG_IGN)
+        if lab.verify and lab.verify.poll() is None:
+            # interrupted while verify.sh runs: let it clean up the cluster and its work directory
+            log("stopping deploy/verify.sh (it deletes what it created), at most 20s")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(lab.verify.pid, signal.SIGTERM)
+            try:
+                lab.verify.wait(20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(lab.verify.pid, signal.SIGKILL)
         log("cleaning up: stopping every process, deleting the namespaces")
         for name in list(lab.procs)[::-1]:
             lab.procs[name].stop(5)
@@ -586,9 +598,12 @@ def write_results(a: argparse.Namespace, lab: Lab, started: str, verify_rc: int 
         print("What happened and why (kube-proxy's rules of every node at each check: logs/rules/):")
         for s in scenarios:
             print(f"  {s['step']}. {s['key']}: {s['verdict']}: {s.get('explanation', '')}")
-    print(f"Kubernetes {lab.version or '?'}, kube-proxy mode {a.kube_proxy_mode}; real components running at the "
-          f"verdict: {', '.join(k for k, ok in components.items() if ok) or 'none'}"
-          + ("" if real else f"; NOT running: {', '.join(k for k, ok in components.items() if not ok) or 'all'}"))
+    if components:
+        print(f"Kubernetes {lab.version or '?'}, kube-proxy mode {a.kube_proxy_mode}; real components running at the "
+              f"verdict: {', '.join(k for k, ok in components.items() if ok) or 'none'}"
+              + ("" if real else f"; NOT running: {', '.join(k for k, ok in components.items() if not ok)}"))
+    else:
+        print(f"Kubernetes {lab.version or '?'}, kube-proxy mode {a.kube_proxy_mode}; no verdict was reached")
     print(f"Lab result: {'PASS: every scenario came out as expected' if passed else 'FAIL' + (': ' + error if error else '')}"
           f" ({round(time.monotonic() - T0)}s). Results: {a.out / 'results.json'}; logs and kube-proxy rules: {a.out / 'logs'}")
     return passed
