@@ -746,10 +746,20 @@ for n in "${gen_nodes[@]}"; do
     all_failed_ok=0
   fi
 done
-((dry_run)) && nothing_ok=1
+# The agents really crash-looped: every one restarted at least once, none ready.
+loops="$(kget get pods -n "$agent_ns" -l app.kubernetes.io/name=trace-agent \
+  -o 'jsonpath={range .items[*]}{.spec.nodeName}={.status.containerStatuses[0].restartCount}/{.status.containerStatuses[0].ready}/{.status.containerStatuses[0].state.waiting.reason}{" "}{end}' || true)"
+loops_ok=1
+[[ -n "$loops" ]] || loops_ok=0
+for l in $loops; do
+  IFS=/ read -r nr ready _ <<<"$l"
+  [[ "${nr#*=}" =~ ^[1-9][0-9]*$ && "$ready" == false ]] || loops_ok=0
+done
+((dry_run)) && nothing_ok=1 && loops_ok=1
+log "agents (node=restarts/ready/waiting reason): ${loops:-none}"
 record 3 crash-loop "broken agent config (crash loop)" "-" "$( ((rc == 0 && nothing_ok)) && echo yes || echo no)" \
-  "$(received "$s")" "$(join_by ';' "${failed_parts[@]}" | sed 's/;/; /g')" "$(verdict "$rc" "$((nothing_ok && all_failed_ok))")" \
-  "every agent crash-loops (CrashLoopBackOff, never ready): the Service has no ready endpoint anywhere, kube-proxy rejects new connections, nothing arrives"
+  "$(received "$s")" "$(join_by ';' "${failed_parts[@]}" | sed 's/;/; /g')" "$(verdict "$rc" "$((nothing_ok && all_failed_ok && loops_ok))")" \
+  "every agent crash-loops (node=restarts/ready/reason: ${loops% }), none is ready: the Service has no ready endpoint anywhere, kube-proxy rejects new connections, nothing arrives"
 
 # ---------------------------------------------------------------- step 4
 log "step 4: restored: every node delivers again, all local"

@@ -901,6 +901,9 @@ FAKE_KUBECTL = textwrap.dedent(
         print("FAIL" if check_failed() else "PASS")
     elif args[:2] == ["get", "endpointslices"]:
         print("node-a false true true\nnode-b true true false\nnode-c true true false")
+    elif args[:2] == ["get", "pods"] and "restartCount" in opt("-o"):
+        loop = os.environ.get("FAKE_NO_CRASHLOOP") and "node-b=0/true/ " or "node-b=1/false/CrashLoopBackOff "
+        print("node-a=2/false/CrashLoopBackOff " + loop + "node-c=1/false/", end="")
     elif args[:2] == ["get", "pods"]:
         selector = opt("-l")
         field = opt("--field-selector")
@@ -1006,6 +1009,7 @@ def test_verify_runs_the_six_steps_and_cleans_up(tmp_path):
     assert [s["key"] for s in res["steps"]] == STEP_KEYS
     assert all(s["pass"] is True and s["verdict"].startswith("PASS") and s["title"] and s["explanation"]
                for s in res["steps"])
+    assert "node-a=2/false/CrashLoopBackOff" in res["steps"][2]["explanation"]
     assert all("attribution" in s for s in res["steps"])
 
 
@@ -1021,6 +1025,18 @@ def test_verify_reports_a_failed_step_and_still_cleans_up(tmp_path):
     assert [c[0] for c in calls[-2:]] == ["delete", "delete"]
     res = json.loads(out.read_text())
     assert res["pass"] is False and [s["pass"] for s in res["steps"]] == [True, False, True, True, True, True]
+
+
+def test_verify_crash_loop_step_needs_every_agent_restarting(tmp_path):
+    """Step 3 passes only when every agent pod has restarted and is not ready (a
+    crash loop, read from the pods' status), not merely because nothing arrived."""
+    out = tmp_path / "verify.json"
+    result, _, _ = run_verify_with_fake_kubectl(tmp_path, "--results-json", str(out), FAKE_NO_CRASHLOOP="1")
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = table_rows(result.stdout)
+    assert rows["3"].rstrip().endswith("FAIL")
+    step = json.loads(out.read_text())["steps"][2]
+    assert step["key"] == "crash-loop" and "node-b=0/true/" in step["explanation"]
 
 
 def test_verify_negative_control_fails_when_the_check_passes(tmp_path):
