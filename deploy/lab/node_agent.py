@@ -671,7 +671,7 @@ class Container:
         r.exit_code = code if code >= 0 else 128 - code  # killed by signal N -> 128+N
         r.finished_at = now_iso()
         r.state, r.ready = "terminated", False
-        r.reason = "Completed" if r.exit_code == 0 else ("OOMKilled" if False else "Error")
+        r.reason = "Completed" if r.exit_code == 0 else "Error"
         r.message = termination_message(self.dir / "termination-log", self.log_path,
                                         self.spec.get("terminationMessagePolicy", "File"), r.exit_code)
         self.ran_for = time.monotonic() - self.started_mono
@@ -757,7 +757,7 @@ class PodWorker(threading.Thread):
         subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
         res = a.cni("ADD", self.uid, self.netns)
         self.pod_ip = res["ips"][0]["address"].split("/")[0]
-        spec, meta = self.pod["spec"], self.pod["metadata"]
+        spec = self.pod["spec"]
         ns = self.namespace
         dom = a.cfg["cluster_domain"]
         policy = spec.get("dnsPolicy", "ClusterFirst")
@@ -780,7 +780,6 @@ class PodWorker(threading.Thread):
                 p.write_bytes(content)
         self.sandbox_ready = True
         self.event(f"sandbox ready: netns {self.netns}, IP {self.pod_ip}")
-        del meta
 
     def teardown_sandbox(self) -> None:
         if self.sandbox_ready or Path(f"/run/netns/{self.netns}").exists():
