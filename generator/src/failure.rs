@@ -217,7 +217,10 @@ mod tests {
         let mut exhausted = Failure::new(Reason::Grpc(ResourceExhausted), "");
         assert!(!exhausted.is_retryable());
         exhausted.retry_after = Some(Duration::from_secs(1));
-        assert!(exhausted.is_retryable(), "RESOURCE_EXHAUSTED with RetryInfo");
+        assert!(
+            exhausted.is_retryable(),
+            "RESOURCE_EXHAUSTED with RetryInfo"
+        );
         for status in 100..600 {
             let f = Failure::new(Reason::Http(status), "");
             assert_eq!(

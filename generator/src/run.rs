@@ -406,7 +406,9 @@ impl Sender {
                         if rejected > 0 {
                             tracing::warn!(reason = %Reason::PartialRejected, "the endpoint rejected {rejected} of {n} spans: {message} (further partial successes are summed up in the progress lines)");
                         } else {
-                            tracing::warn!("the endpoint accepted every span with a warning: {message}");
+                            tracing::warn!(
+                                "the endpoint accepted every span with a warning: {message}"
+                            );
                         }
                     }
                     return;
@@ -537,8 +539,12 @@ mod tests {
         for i in 0..40u32 {
             let now = Instant::now();
             let wait = c.failed(0, &f) - now;
-            let backoff = Duration::from_millis(100 * 2u64.pow(i.min(10))).min(Duration::from_secs(2));
-            assert!(wait >= backoff / 2 && wait <= backoff + Duration::from_millis(5), "{i}: {wait:?}");
+            let backoff =
+                Duration::from_millis(100 * 2u64.pow(i.min(10))).min(Duration::from_secs(2));
+            assert!(
+                wait >= backoff / 2 && wait <= backoff + Duration::from_millis(5),
+                "{i}: {wait:?}"
+            );
             waits.push(wait);
         }
         waits.sort();
@@ -556,11 +562,17 @@ mod tests {
         f.retry_after = Some(Duration::from_secs(5));
         let now = Instant::now();
         let wait = c.failed(0, &f) - now;
-        assert!(wait >= Duration::from_secs(5) && wait < Duration::from_secs(6), "{wait:?}");
+        assert!(
+            wait >= Duration::from_secs(5) && wait < Duration::from_secs(6),
+            "{wait:?}"
+        );
         f.retry_after = Some(Duration::from_secs(3600));
         let now = Instant::now();
         let wait = c.failed(0, &f) - now;
-        assert!(wait <= MAX_RETRY_AFTER + Duration::from_millis(50), "{wait:?}");
+        assert!(
+            wait <= MAX_RETRY_AFTER + Duration::from_millis(50),
+            "{wait:?}"
+        );
         assert!(c.retry_at().unwrap() <= Instant::now() + MAX_RETRY_AFTER);
     }
 }

@@ -191,7 +191,7 @@ fn status_failure(status: &tonic::Status, answer: &GrpcAnswer) -> Failure {
         }
     }
     let code = status.code();
-    if !answer.from_server(code) {
+    if !answer.server_sent(code) {
         // tonic made this status itself while reading the answer (message
         // too large, cut off, undecodable, missing): the server said nothing
         // we could read, so whether the spans were taken is unknown.
@@ -238,7 +238,7 @@ impl GrpcAnswer {
         }
     }
 
-    fn from_server(&self, code: tonic::Code) -> bool {
+    fn server_sent(&self, code: tonic::Code) -> bool {
         match *self.lock() {
             (_, Some(sent)) => sent == code as i32,
             (Some(http), None) => http != 200,
@@ -485,7 +485,10 @@ impl Exporter {
                     return Err(f);
                 }
                 let bytes = read.map_err(|e| {
-                    let why = if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    let why = if e
+                        .downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
                         format!("larger than {MAX_RESPONSE_BYTES} bytes")
                     } else {
                         format!("cut off: {}", trace_proto::error::chain(&*e))
@@ -579,10 +582,12 @@ fn json_int64(v: &serde_json::Value) -> Option<i64> {
     };
     match v {
         serde_json::Value::Number(n) => n.as_i64().or_else(|| n.as_f64().and_then(integral)),
-        serde_json::Value::String(s) => s
-            .parse::<i64>()
-            .ok()
-            .or_else(|| s.parse::<f64>().ok().filter(|f| f.is_finite()).and_then(integral)),
+        serde_json::Value::String(s) => s.parse::<i64>().ok().or_else(|| {
+            s.parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .and_then(integral)
+        }),
         _ => None,
     }
 }
@@ -590,7 +595,11 @@ fn json_int64(v: &serde_json::Value) -> Option<i64> {
 /// `Retry-After` as delay-seconds or an HTTP-date (RFC 9110), relative to
 /// `now`; a date in the past is no wait.
 fn retry_after(headers: &http::HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
-    let v = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
@@ -626,7 +635,8 @@ mod tests {
         assert_eq!(ok(r#"{"partialSuccess":null}"#), Accepted::default());
         assert_eq!(ok(r#"{"partialSuccess":{}}"#), Accepted::default());
         for form in [r#""7""#, "7", "7.0", r#""7e0""#] {
-            let body = format!(r#"{{"partialSuccess":{{"rejectedSpans":{form},"errorMessage":"m"}}}}"#);
+            let body =
+                format!(r#"{{"partialSuccess":{{"rejectedSpans":{form},"errorMessage":"m"}}}}"#);
             assert_eq!(
                 ok(&body),
                 Accepted {

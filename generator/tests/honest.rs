@@ -139,10 +139,7 @@ impl TraceService for Scripted {
 }
 
 async fn scripted_grpc(
-    respond: impl Fn(usize) -> Result<ExportTraceServiceResponse, tonic::Status>
-    + Send
-    + Sync
-    + 'static,
+    respond: impl Fn(usize) -> Result<ExportTraceServiceResponse, tonic::Status> + Send + Sync + 'static,
 ) -> (String, Hits) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
@@ -278,7 +275,11 @@ async fn json_partial_success_string_and_number() {
     ] {
         let (url, _) = canned_http(move |_| json_ok(body)).await;
         let r = run(quick(&url, Protocol::HttpJson, 20)).await;
-        assert_eq!(failed(&r, "partial_rejected"), 2 * rejected, "{body}: {r:?}");
+        assert_eq!(
+            failed(&r, "partial_rejected"),
+            2 * rejected,
+            "{body}: {r:?}"
+        );
         assert_eq!(r.spans_accepted, 20 - 2 * rejected, "{body}");
         assert_eq!(r.requests_ok, 2);
         let last = r.last_error.expect("partial success is in last_error");
@@ -333,7 +334,8 @@ async fn unreadable_http_success_is_bad_response() {
     prost::encoding::bytes::encode(15, &vec![b'x'; 70 * 1024], &mut oversize);
     assert!(ExportTraceServiceResponse::decode(&oversize[..]).is_ok());
     let proto = [("Content-Type", "application/x-protobuf")];
-    let cases: Vec<(&str, Protocol, Arc<dyn Fn() -> Answer + Send + Sync>)> = vec![
+    type Respond = Arc<dyn Fn() -> Answer + Send + Sync>;
+    let cases: Vec<(&str, Protocol, Respond)> = vec![
         (
             "cut off",
             Protocol::HttpProtobuf,
@@ -397,10 +399,7 @@ async fn unreadable_http_success_is_bad_response() {
 async fn unreadable_grpc_success_is_bad_response() {
     for (what, data) in [
         ("undecodable", grpc_frame(4, b"\xff\xff\xff\xff")),
-        (
-            "oversize",
-            grpc_frame(100 * 1024, &vec![0u8; 100 * 1024]),
-        ),
+        ("oversize", grpc_frame(100 * 1024, &vec![0u8; 100 * 1024])),
         ("cut off", grpc_frame(100, b"\x0a\x00")),
     ] {
         let (url, hits) = raw_grpc(data).await;
@@ -422,7 +421,11 @@ async fn unreadable_grpc_success_is_bad_response() {
 /// (The old main tried each 1 + 3 times.)
 #[tokio::test]
 async fn non_retryable_answers_are_not_retried() {
-    for status in ["400 Bad Request", "401 Unauthorized", "413 Payload Too Large"] {
+    for status in [
+        "400 Bad Request",
+        "401 Unauthorized",
+        "413 Payload Too Large",
+    ] {
         let (url, hits) = canned_http(move |_| http_answer(status, &[], b"no")).await;
         let mut c = quick(&url, Protocol::HttpProtobuf, 10);
         c.retries = 3;
@@ -444,7 +447,11 @@ async fn non_retryable_answers_are_not_retried() {
         assert_eq!(r.spans_failed, 10);
     }
     // Retryable ones are retried: 429, 502, 503, 504; UNAVAILABLE etc.
-    for status in ["429 Too Many Requests", "502 Bad Gateway", "504 Gateway Timeout"] {
+    for status in [
+        "429 Too Many Requests",
+        "502 Bad Gateway",
+        "504 Gateway Timeout",
+    ] {
         let (url, hits) = canned_http(move |_| http_answer(status, &[], b"later")).await;
         let mut c = quick(&url, Protocol::HttpProtobuf, 10);
         c.retries = 2;
@@ -511,11 +518,7 @@ async fn retry_info_is_honoured() {
         r.requests_failed_by_reason.get("grpc_resource_exhausted"),
         Some(&1)
     );
-    assert!(
-        gap(&hits) >= Duration::from_millis(700),
-        "{:?}",
-        gap(&hits)
-    );
+    assert!(gap(&hits) >= Duration::from_millis(700), "{:?}", gap(&hits));
 }
 
 /// A server asking for more than the bound (30 s) gets no retry: the spans
@@ -542,10 +545,9 @@ async fn retry_after_beyond_the_bound_ends_the_retries() {
 /// (On the old main the retry went out after the backoff.)
 #[tokio::test]
 async fn stop_cancels_the_retry_wait() {
-    let (url, hits) = canned_http(|_| {
-        http_answer("503 Service Unavailable", &[("Retry-After", "20")], b"busy")
-    })
-    .await;
+    let (url, hits) =
+        canned_http(|_| http_answer("503 Service Unavailable", &[("Retry-After", "20")], b"busy"))
+            .await;
     let mut c = quick(&url, Protocol::HttpProtobuf, 10);
     c.retries = 1;
     let started = Instant::now();
@@ -560,4 +562,95 @@ async fn stop_cancels_the_retry_wait() {
     assert_eq!(hits.count(), 1, "{r:?}");
     assert_eq!(failed(&r, "http_503"), 10, "{r:?}");
     assert_eq!(failed(&r, "aborted"), 0);
+}
+
+/// The binary: a partial success written the OTLP/JSON way (int64 as a
+/// string) makes the run fail with exit 1, and the summary says why.
+/// (The old main reported every span accepted and exited 0.)
+#[tokio::test(flavor = "multi_thread")]
+async fn binary_exits_1_on_json_partial_success() {
+    let (url, _) = canned_http(|_| {
+        json_ok(r#"{"partialSuccess":{"rejectedSpans":"1","errorMessage":"dropped"}}"#)
+    })
+    .await;
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_trace-gen"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OTEL_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("RUST_LOG", "warn").args([
+        "--stats-listen",
+        "off",
+        "--report-interval",
+        "0s",
+        "--node-name",
+        "n",
+        "--protocol",
+        "http/json",
+        "--endpoint",
+        &url,
+        "--count",
+        "10",
+        "--rate",
+        "0",
+        "--summary-json",
+        "-",
+    ]);
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let r: GeneratorReport = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((r.spans_accepted, failed(&r, "partial_rejected")), (9, 1));
+    assert!(stderr.contains("dropped"), "errorMessage logged: {stderr}");
+}
+
+/// gRPC through a proxy that answers HTTP 503 without a grpc-status: tonic
+/// maps it to UNAVAILABLE as gRPC says, and that is the server's answer
+/// (retryable), not an unreadable one.
+#[tokio::test]
+async fn grpc_http_status_from_a_proxy_is_the_servers_answer() {
+    let (url, hits) = h2_status(503).await;
+    let mut c = quick(&url, Protocol::Grpc, 10);
+    c.retries = 1;
+    let r = run(c).await;
+    assert_eq!(failed(&r, "grpc_unavailable"), 10, "{r:?}");
+    assert_eq!(hits.count(), 2, "retried");
+}
+
+/// An HTTP/2 server answering every request with this HTTP status and no
+/// gRPC headers (what a proxy in front of a gRPC server may send).
+async fn h2_status(status: u16) -> (String, Hits) {
+    #[derive(Clone)]
+    struct Status(u16, Hits);
+    impl tonic::server::NamedService for Status {
+        const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    }
+    impl tower::Service<http::Request<tonic::body::Body>> for Status {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: http::Request<tonic::body::Body>) -> Self::Future {
+            self.1.push();
+            std::future::ready(Ok(http::Response::builder()
+                .status(self.0)
+                .body(tonic::body::Body::empty())
+                .unwrap()))
+        }
+    }
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let svc = Status(status, Hits::default());
+    let hits = svc.1.clone();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(TcpListenerStream::new(l)),
+    );
+    (url, hits)
 }
