@@ -192,6 +192,9 @@ fn status_failure(status: &tonic::Status, answer: &GrpcAnswer) -> Failure {
     }
     let code = status.code();
     if !answer.server_sent(code) {
+        if let Some(src) = StdError::source(status) {
+            return transport_failure(src);
+        }
         // tonic made this status itself while reading the answer (message
         // too large, cut off, undecodable, missing): the server said nothing
         // we could read, so whether the spans were taken is unknown.

@@ -409,6 +409,12 @@ async fn unreadable_grpc_success_is_bad_response() {
         assert_eq!(failed(&r, "bad_response"), 20, "{what}: {r:?}");
         assert_eq!(hits.count(), 2, "{what}: not retried");
     }
+    // A server that does not speak HTTP/2 at all is not a bad response of
+    // a gRPC server (and nothing is accepted).
+    let (url, _) = canned_http(|_| http_answer("200 OK", &[], b"")).await;
+    let r = run(quick(&url, Protocol::Grpc, 10)).await;
+    assert_eq!(r.spans_accepted, 0, "{r:?}");
+    assert_eq!(failed(&r, "bad_response"), 0, "{r:?}");
     // The same server with a well-formed message is accepted: the test
     // server itself is sound.
     let (url, _) = raw_grpc(grpc_frame(0, b"")).await;
