@@ -387,7 +387,13 @@ async fn unreadable_http_success_is_bad_response() {
         assert_eq!(failed(&r, "bad_response"), 20, "{what}: {r:?}");
         assert_eq!(r.spans_accepted, 0, "{what}");
         assert_eq!(hits.count(), 2, "{what}: not retried");
-        assert_eq!(r.last_error.unwrap().reason, "bad_response");
+        assert_eq!(r.last_error.as_ref().unwrap().reason, "bad_response");
+        // One label everywhere: /stats (above) and /metrics.
+        let metrics = trace_gen::stats_server::metrics_text(&r);
+        assert!(
+            metrics.contains(r#"trace_gen_spans_failed_total{reason="bad_response"} 20"#),
+            "{metrics}"
+        );
     }
 }
 
