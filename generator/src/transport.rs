@@ -185,8 +185,11 @@ fn status_failure(status: &tonic::Status, answer: &GrpcAnswer) -> Failure {
     // A status tonic made from a transport error carries it as its source;
     // one the server sent has none.
     if let Some(src) = StdError::source(status) {
-        let f = transport_failure(src);
+        let mut f = transport_failure(src);
         if f.reason != Reason::Transport || status.code() != tonic::Code::Unknown {
+            if f.reason == Reason::Transport && answered_http1(&f.message) {
+                f.message = not_grpc("HTTP/1.1", &f.message);
+            }
             return f;
         }
     }
@@ -203,9 +206,13 @@ fn status_failure(status: &tonic::Status, answer: &GrpcAnswer) -> Failure {
             format!("unreadable gRPC response: {}", status.message()),
         );
     }
+    let detail = format!("gRPC {code:?}: {}", status.message());
     let mut f = Failure::new(
         Reason::Grpc(code),
-        format!("gRPC {code:?}: {}", status.message()),
+        match plain_http_status(status.message()) {
+            Some(code) => not_grpc(&format!("HTTP {code} without gRPC framing"), &detail),
+            None => detail,
+        },
     );
     // google.rpc.RetryInfo in grpc-status-details-bin (tonic-types decodes it).
     use tonic_types::StatusExt;
@@ -293,6 +300,47 @@ where
             }))
         })
     }
+}
+
+/// The wording when the peer of a gRPC export answered in plain HTTP: most likely the
+/// OTLP/HTTP port (4318) of a receiver whose gRPC port is 4317.
+fn not_grpc(answer: &str, detail: &str) -> String {
+    format!(
+        "the endpoint answered plain HTTP ({answer}), not gRPC: it looks like an OTLP/HTTP \
+         port; use --protocol http/protobuf for it (port 4318), or the gRPC port (4317) \
+         [{detail}]"
+    )
+}
+
+/// The HTTP status of a response that carried no gRPC framing: tonic reports it as a
+/// body it cannot decode (`invalid compression flag` while receiving a `404`) or as a
+/// missing `grpc-status` mapped from the HTTP status. Tonic has no typed error for
+/// this, so its messages are matched (tests/wrong_protocol.rs pins them).
+fn plain_http_status(message: &str) -> Option<String> {
+    let after = |marker: &str| {
+        message
+            .split_once(marker)
+            .map(|(_, rest)| {
+                rest.trim()
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit())
+                    .collect::<String>()
+            })
+            .filter(|code| code.len() == 3 && !code.starts_with('2'))
+    };
+    after("while receiving response with status:")
+        .or_else(|| after("mapped from HTTP status code"))
+        .or_else(|| {
+            message
+                .contains("invalid compression flag")
+                .then(|| "response".to_owned())
+        })
+}
+
+/// An HTTP/2 client (gRPC) reading an HTTP/1.1 answer: `HTTP/1.1 400 ...` read as a
+/// frame header is a frame far over the size limit.
+fn answered_http1(message: &str) -> bool {
+    message.contains("frame with invalid size") || message.contains("invalid preface")
 }
 
 /// A client for one connection epoch: dropping it (and every clone) closes its
@@ -466,12 +514,26 @@ impl Exporter {
                     .body(Full::new(Bytes::from(body)))
                     .map_err(|e| Failure::new(Reason::Other, e.to_string()))?;
                 request.headers_mut().extend(headers.clone());
-                let resp = client
-                    .request(request)
-                    .await
-                    .map_err(|e| transport_failure(&e))?;
+                let resp = client.request(request).await.map_err(|e| {
+                    let mut f = transport_failure(&e);
+                    if answered_http2(&e) {
+                        f.message = format!(
+                            "the endpoint answered HTTP/2, not HTTP/1.1: it looks like a gRPC \
+                             port; use --protocol grpc for it (port 4317), or the OTLP/HTTP port \
+                             (4318) [{}]",
+                            f.message
+                        );
+                    }
+                    f
+                })?;
                 let status = resp.status();
                 let retry_after = retry_after(resp.headers(), std::time::SystemTime::now());
+                let content_type = resp
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
                 let read = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
                     .collect()
                     .await
@@ -480,10 +542,11 @@ impl Exporter {
                     let bytes = read.unwrap_or_default();
                     let detail =
                         String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
-                    let mut f = Failure::new(
-                        Reason::Http(status.as_u16()),
-                        format!("HTTP {status}: {}", detail.trim()),
-                    );
+                    let mut message = format!("HTTP {status}: {}", detail.trim());
+                    if let Some(hint) = http_hint(status, &content_type, uri.path(), *json) {
+                        message = format!("{hint} [{message}]");
+                    }
+                    let mut f = Failure::new(Reason::Http(status.as_u16()), message);
                     f.retry_after = retry_after;
                     return Err(f);
                 }
@@ -591,6 +654,47 @@ fn json_int64(v: &serde_json::Value) -> Option<i64> {
                 .filter(|f| f.is_finite())
                 .and_then(integral)
         }),
+        _ => None,
+    }
+}
+
+/// An HTTP/1.1 client reading an HTTP/2 server's first frames (a gRPC port answering
+/// an OTLP/HTTP request): hyper's parse error on the version. hyper is not a direct
+/// dependency, so its message is matched (tests/wrong_protocol.rs pins it).
+fn answered_http2(e: &(dyn StdError + 'static)) -> bool {
+    trace_proto::error::chain(e).contains("invalid HTTP version parsed")
+}
+
+/// Plain words for the answers that mean "not an OTLP/HTTP traces endpoint": a 404
+/// (wrong path or port) and a 415 (wrong encoding), most often as an HTML or text page.
+fn http_hint(
+    status: http::StatusCode,
+    content_type: &str,
+    path: &str,
+    json: bool,
+) -> Option<String> {
+    let page = if content_type.starts_with("text/html") {
+        " with an HTML page"
+    } else {
+        ""
+    };
+    match status.as_u16() {
+        404 => Some(format!(
+            "the endpoint answered 404 Not Found{page} for POST {path}: nothing takes OTLP/HTTP \
+             traces there; OTLP/HTTP receivers take POST /v1/traces on port 4318 (give the \
+             full URL, or a URL without a path), and a gRPC port (4317) needs --protocol grpc"
+        )),
+        415 => Some(format!(
+            "the endpoint answered 415 Unsupported Media Type{page}: it does not take {}; try \
+             --protocol {}, or check that it is an OTLP/HTTP traces endpoint (port 4318, \
+             POST /v1/traces)",
+            if json {
+                "application/json"
+            } else {
+                "application/x-protobuf"
+            },
+            if json { "http/protobuf" } else { "http/json" },
+        )),
         _ => None,
     }
 }

@@ -13,8 +13,9 @@ What is proven here:
   follow a change of namespace;
 - every container command line in the manifests, and every `trace-sink check`
   command line deploy/verify.sh runs, is accepted by the built binaries;
-- the Dockerfile builds with the same command as CI, and its entrypoints are
-  the binaries;
+- the Dockerfile builds with the same command as CI (static), its runtime is
+  scratch and its entrypoints are the binaries (tests/images builds and runs
+  the images);
 - deploy/verify.sh passes shellcheck, its --dry-run plan uses only flags
   kubectl accepts, and against a stand-in kubectl it runs the four steps,
   reports PASS/FAIL correctly and cleans up.
@@ -579,13 +580,16 @@ def test_dockerfile_build_command_is_the_ci_command():
 
 
 def test_dockerfile_images():
-    """Two runtime targets named after the binaries, each on the pinned
-    distroless base, non-root, with OCI labels, the ports the manifests use,
-    and the binary as ENTRYPOINT; the build image is pinned to a full version."""
+    """Two runtime targets named after the binaries, each on scratch (the
+    binaries are linked static), non-root, with OCI labels, the ports the
+    manifests use, and the binary as ENTRYPOINT; the build image is pinned to a
+    full version."""
     stages = dockerfile_stages()
     docker = (REPO / "Dockerfile").read_text()
     assert re.search(r"^ARG RUST_IMAGE=rust:\d+\.\d+\.\d+-bookworm$", docker, re.M)
-    assert re.search(r"^ARG RUNTIME_IMAGE=gcr\.io/distroless/cc-debian12:nonroot$", docker, re.M)
+    assert re.search(r"^ARG RUNTIME_IMAGE=scratch$", docker, re.M)
+    build_run = next(line for line in stages["build"] if line.startswith("RUN"))
+    assert 'RUSTFLAGS="-C target-feature=+crt-static"' in build_run and "--target" in build_run
     objs = render("deploy")
     ports = {
         "trace-gen": {p["containerPort"] for p in container(find(objs, "DaemonSet", "trace-gen"), "trace-gen")["ports"]},
