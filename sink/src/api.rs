@@ -1,9 +1,20 @@
 //! The HTTP API a test suite asserts with: `GET /stats`, `POST /reset`,
 //! `GET /check`, `GET /metrics`, `GET /healthz`, `GET /readyz`.
+//!
+//! Answers that grow with the tables (`/stats` is about 15 MB with 10,000
+//! series) cannot pile up for slow readers: at most
+//! [`API_ANSWERS`](crate::state::API_ANSWERS) are built or being written at
+//! once (a further request waits up to [`API_WAIT`](crate::state::API_WAIT),
+//! then gets 503 with `Retry-After`), each is sent in 64 KiB chunks copied
+//! out of it, and one not written within `--api-write-timeout` is dropped,
+//! its slot freed and its connection closed ([`DeadlineBody`]).
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -13,10 +24,136 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use trace_proto::check::{Conditions, evaluate, parse_node_list};
 
-use crate::state::Shared;
+use bytes::Bytes;
+use http_body::Frame;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::state::{API_WAIT, Shared};
+
+/// Bytes of an answer handed to hyper at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// An answer's bytes with the slot it holds.
+struct Pending {
+    data: Bytes,
+    sent: usize,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// A response body sent in [`CHUNK`]s, each a copy (so hyper holds no
+/// reference to the whole), that gives up its data and slot when `timeout`
+/// passes, whether or not hyper is still polling it: a reader that stops
+/// reading holds at most the chunks already handed to hyper.
+pub struct DeadlineBody {
+    pending: Arc<Mutex<Option<Pending>>>,
+    done: bool,
+    timeout: Duration,
+    timer: tokio::task::JoinHandle<()>,
+}
+
+impl DeadlineBody {
+    fn new(data: Vec<u8>, slot: OwnedSemaphorePermit, timeout: Duration) -> Self {
+        let pending = Arc::new(Mutex::new(Some(Pending {
+            data: data.into(),
+            sent: 0,
+            _slot: slot,
+        })));
+        let expire = pending.clone();
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            expire.lock().unwrap_or_else(|e| e.into_inner()).take();
+        });
+        DeadlineBody {
+            pending,
+            done: false,
+            timeout,
+            timer,
+        }
+    }
+}
+
+impl Drop for DeadlineBody {
+    fn drop(&mut self) {
+        self.timer.abort();
+    }
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let mut guard = this.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(p) = guard.as_mut() else {
+            this.done = true;
+            return Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "answer not read within {:?} (--api-write-timeout)",
+                    this.timeout
+                ),
+            ))));
+        };
+        let end = (p.sent + CHUNK).min(p.data.len());
+        let chunk = Bytes::copy_from_slice(&p.data[p.sent..end]);
+        p.sent = end;
+        if end == p.data.len() {
+            guard.take();
+            this.done = true;
+        }
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
+/// Builds a large answer under one of the API answer slots and sends it as a
+/// [`DeadlineBody`]; 503 if no slot frees within [`API_WAIT`].
+async fn large_answer(
+    shared: &Shared,
+    status: StatusCode,
+    content_type: &'static str,
+    build: impl FnOnce() -> Vec<u8>,
+) -> Response {
+    let slot = tokio::time::timeout(API_WAIT, shared.api_slots.clone().acquire_owned()).await;
+    let Ok(Ok(slot)) = slot else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Json(serde_json::json!({
+                "error": "every API answer slot is busy with slow readers; retry later"
+            })),
+        )
+            .into_response();
+    };
+    let body = DeadlineBody::new(build(), slot, shared.config.transport.api_write_timeout);
+    (
+        status,
+        [(header::CONTENT_TYPE, content_type)],
+        axum::body::Body::new(body),
+    )
+        .into_response()
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these types cannot fail (string keys only).
+    serde_json::to_vec(value).unwrap_or_default()
+}
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Response {
-    Json(shared.ingest.snapshot()).into_response()
+    large_answer(&shared, StatusCode::OK, "application/json", || {
+        to_json(&shared.ingest.snapshot())
+    })
+    .await
 }
 
 fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
@@ -52,7 +189,10 @@ async fn reset(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respons
         )
             .into_response();
     }
-    Json(shared.ingest.reset()).into_response()
+    large_answer(&shared, StatusCode::OK, "application/json", || {
+        to_json(&shared.ingest.reset())
+    })
+    .await
 }
 
 fn bad_request(message: String) -> Response {
@@ -113,6 +253,18 @@ async fn check(
         Ok(c) => c,
         Err(e) => return bad_request(e.to_string()),
     };
+    // The snapshot is as large as /stats while it is evaluated: take a slot.
+    let slot = tokio::time::timeout(API_WAIT, shared.api_slots.clone().acquire_owned()).await;
+    let Ok(Ok(_slot)) = slot else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Json(serde_json::json!({
+                "error": "every API answer slot is busy with slow readers; retry later"
+            })),
+        )
+            .into_response();
+    };
     let report = evaluate(&shared.ingest.snapshot(), &cond);
     let status = if report.pass {
         StatusCode::OK
@@ -123,14 +275,13 @@ async fn check(
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        shared.metrics.encode(),
+    large_answer(
+        &shared,
+        StatusCode::OK,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        || shared.metrics.encode().into_bytes(),
     )
-        .into_response()
+    .await
 }
 
 async fn healthz() -> &'static str {
