@@ -6,8 +6,10 @@
 //! [`API_ANSWERS`](crate::state::API_ANSWERS) are built or being written at
 //! once (a further request waits up to [`API_WAIT`](crate::state::API_WAIT),
 //! then gets 503 with `Retry-After`), each is sent in 64 KiB chunks copied
-//! out of it, and one not written within `--api-write-timeout` is dropped,
-//! its slot freed and its connection closed ([`DeadlineBody`]).
+//! out of it, and one not written within `--api-write-timeout`, or whose
+//! reader takes no chunk for [`API_STALL`], is dropped, its slot freed and
+//! its connection closed ([`DeadlineBody`]). So N readers that never read
+//! delay a good one by about N / 2 x [`API_STALL`], and hold no memory.
 
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -33,17 +35,22 @@ use crate::state::{API_WAIT, Shared};
 /// Bytes of an answer handed to hyper at a time.
 const CHUNK: usize = 64 * 1024;
 
+/// A reader that takes no chunk of an answer for this long loses it.
+pub const API_STALL: Duration = Duration::from_secs(2);
+
 /// An answer's bytes with the slot it holds.
 struct Pending {
     data: Bytes,
     sent: usize,
+    last_pull: tokio::time::Instant,
     _slot: OwnedSemaphorePermit,
 }
 
 /// A response body sent in [`CHUNK`]s, each a copy (so hyper holds no
 /// reference to the whole), that gives up its data and slot when `timeout`
-/// passes, whether or not hyper is still polling it: a reader that stops
-/// reading holds at most the chunks already handed to hyper.
+/// passes or no chunk was taken for [`API_STALL`], whether or not hyper is
+/// still polling it: a reader that stops reading holds at most the chunks
+/// already handed to hyper.
 pub struct DeadlineBody {
     pending: Arc<Mutex<Option<Pending>>>,
     done: bool,
@@ -53,15 +60,29 @@ pub struct DeadlineBody {
 
 impl DeadlineBody {
     fn new(data: Vec<u8>, slot: OwnedSemaphorePermit, timeout: Duration) -> Self {
+        let start = tokio::time::Instant::now();
         let pending = Arc::new(Mutex::new(Some(Pending {
             data: data.into(),
             sent: 0,
+            last_pull: start,
             _slot: slot,
         })));
         let expire = pending.clone();
         let timer = tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            expire.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let deadline = start + timeout;
+            let mut check = (start + API_STALL).min(deadline);
+            loop {
+                tokio::time::sleep_until(check).await;
+                let mut guard = expire.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(p) = guard.as_ref() else { return };
+                let stall_end = p.last_pull + API_STALL;
+                let now = tokio::time::Instant::now();
+                if now >= deadline || now >= stall_end {
+                    guard.take();
+                    return;
+                }
+                check = stall_end.min(deadline);
+            }
         });
         DeadlineBody {
             pending,
@@ -104,6 +125,7 @@ impl http_body::Body for DeadlineBody {
         let end = (p.sent + CHUNK).min(p.data.len());
         let chunk = Bytes::copy_from_slice(&p.data[p.sent..end]);
         p.sent = end;
+        p.last_pull = tokio::time::Instant::now();
         if end == p.data.len() {
             guard.take();
             this.done = true;
@@ -116,6 +138,18 @@ impl http_body::Body for DeadlineBody {
     }
 }
 
+/// 503: no API answer slot freed within [`API_WAIT`].
+fn slots_busy() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        Json(serde_json::json!({
+            "error": "every API answer slot is busy with slow readers; retry later"
+        })),
+    )
+        .into_response()
+}
+
 /// Builds a large answer under one of the API answer slots and sends it as a
 /// [`DeadlineBody`]; 503 if no slot frees within [`API_WAIT`].
 async fn large_answer(
@@ -126,14 +160,7 @@ async fn large_answer(
 ) -> Response {
     let slot = tokio::time::timeout(API_WAIT, shared.api_slots.clone().acquire_owned()).await;
     let Ok(Ok(slot)) = slot else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "1")],
-            Json(serde_json::json!({
-                "error": "every API answer slot is busy with slow readers; retry later"
-            })),
-        )
-            .into_response();
+        return slots_busy();
     };
     let body = DeadlineBody::new(build(), slot, shared.config.transport.api_write_timeout);
     (
@@ -256,14 +283,7 @@ async fn check(
     // The snapshot is as large as /stats while it is evaluated: take a slot.
     let slot = tokio::time::timeout(API_WAIT, shared.api_slots.clone().acquire_owned()).await;
     let Ok(Ok(_slot)) = slot else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "1")],
-            Json(serde_json::json!({
-                "error": "every API answer slot is busy with slow readers; retry later"
-            })),
-        )
-            .into_response();
+        return slots_busy();
     };
     let report = evaluate(&shared.ingest.snapshot(), &cond);
     let status = if report.pass {

@@ -20,9 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The budget was full.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error(
-    "the sink already holds {max} bytes of request bodies (--max-buffered-bytes); retry later"
-)]
+#[error("the sink already holds {max} bytes of request bodies (--max-buffered-bytes); retry later")]
 pub struct Busy {
     /// The budget.
     pub max: usize,

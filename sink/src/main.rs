@@ -9,8 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use trace_proto::check::{Conditions, parse_node_list};
 use trace_sink::check::{CheckOptions, render, render_verdict};
-use trace_sink::ingest::attribution::AttributionKeys;
 use trace_sink::config::TransportLimits;
+use trace_sink::ingest::attribution::AttributionKeys;
 use trace_sink::{SinkBuilder, SinkConfig};
 
 /// An OTLP trace sink that attributes every span to its generator node and

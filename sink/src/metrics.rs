@@ -121,7 +121,9 @@ impl Metrics {
 
     /// Counts a connection closed because its listener was full.
     pub(crate) fn count_refused_connection(&self, listener: &'static str) {
-        self.refused.get_or_create(&ListenerLabels { listener }).inc();
+        self.refused
+            .get_or_create(&ListenerLabels { listener })
+            .inc();
     }
 
     /// Counts one request.

@@ -217,7 +217,10 @@ impl Acceptor {
             };
             let Ok(slot) = self.slots.clone().try_acquire_owned() else {
                 self.metrics.count_refused_connection(self.name);
-                tracing::debug!("{} listener: closing {peer}: --max-connections reached", self.name);
+                tracing::debug!(
+                    "{} listener: closing {peer}: --max-connections reached",
+                    self.name
+                );
                 drop(io);
                 continue;
             };
@@ -292,7 +295,9 @@ pub async fn serve_http(
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             c = acceptor.accept() => c,
         };
-        let peer = conn.peer().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let peer = conn
+            .peer()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         let svc = tower::ServiceExt::map_request(
             app.clone(),
             move |mut req: http::Request<hyper::body::Incoming>| {

@@ -76,11 +76,21 @@ impl SinkBuilder {
         }
         if let Some(l) = self.http {
             let app = crate::receiver::http::router(shared.clone());
-            tasks.spawn(serve_http(acceptor(l, "http"), app, limits.clone(), cancel.clone()));
+            tasks.spawn(serve_http(
+                acceptor(l, "http"),
+                app,
+                limits.clone(),
+                cancel.clone(),
+            ));
         }
         if let Some(l) = self.api {
             let app = crate::api::router(shared.clone());
-            tasks.spawn(serve_http(acceptor(l, "api"), app, limits.clone(), cancel.clone()));
+            tasks.spawn(serve_http(
+                acceptor(l, "api"),
+                app,
+                limits.clone(),
+                cancel.clone(),
+            ));
         }
         shared.ready.store(true, Ordering::Relaxed);
         Ok(SinkHandle {

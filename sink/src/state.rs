@@ -37,7 +37,7 @@ pub struct Shared {
 pub const API_ANSWERS: usize = 2;
 
 /// How long an API request waits for one of the [`API_ANSWERS`] slots.
-pub const API_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+pub const API_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 impl Shared {
     /// Fresh state for `config`.

@@ -266,7 +266,11 @@ mod tests {
         assert_eq!(s.freeze_to(5), 45);
         assert_eq!((s.intervals(), s.missing()), (5, missing));
         assert_eq!(s.insert(1), Insert::Untracked);
-        assert_eq!(s.missing(), missing, "a late number below the floor fills no gap");
+        assert_eq!(
+            s.missing(),
+            missing,
+            "a late number below the floor fills no gap"
+        );
     }
 
     /// Ranges count their overlap with what was there as duplicates and merge.

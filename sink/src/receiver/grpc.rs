@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use prost::Message;
 use http_body_util::BodyExt;
+use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::{
     Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
@@ -168,12 +168,10 @@ impl tower::Service<http::Request<tonic::body::Body>> for TraceExportService {
             let budget = shared.budget.clone();
             let charged = held.clone();
             let req = req.map(move |b| {
-                tonic::body::Body::new(BudgetBody::new(b, budget, charged).map_err(
-                    |e| match e {
-                        BodyError::Busy(b) => busy(b),
-                        BodyError::Inner(e) => Status::from_error(e),
-                    },
-                ))
+                tonic::body::Body::new(BudgetBody::new(b, budget, charged).map_err(|e| match e {
+                    BodyError::Busy(b) => busy(b),
+                    BodyError::Inner(e) => Status::from_error(e),
+                }))
             });
             let mut accept = EnabledCompressionEncodings::default();
             accept.enable(CompressionEncoding::Gzip);
