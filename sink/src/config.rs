@@ -23,6 +23,15 @@ pub const DEFAULT_MAX_GAPS: usize = 262_144;
 /// Gaps tracked per generator before its oldest are frozen.
 pub const DEFAULT_MAX_GAPS_PER_GENERATOR: usize = 1024;
 
+/// Default `--max-connections` (per listener).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
+
+/// Default `--max-streams` (HTTP/2 streams per connection).
+pub const DEFAULT_MAX_STREAMS: u32 = 16;
+
+/// Default `--max-buffered-bytes`: 32 MiB.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 32 * 1024 * 1024;
+
 /// Transport limits: connections, HTTP/2 streams, timeouts, memory held for
 /// requests and answers (`--max-connections` and the flags next to it).
 #[derive(Debug, Clone)]
@@ -48,11 +57,11 @@ pub struct TransportLimits {
 impl Default for TransportLimits {
     fn default() -> Self {
         TransportLimits {
-            max_connections: 256,
-            max_streams: 32,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_streams: DEFAULT_MAX_STREAMS,
             idle_timeout: std::time::Duration::from_secs(60),
             header_read_timeout: std::time::Duration::from_secs(10),
-            max_buffered_bytes: 64 * 1024 * 1024,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             api_write_timeout: std::time::Duration::from_secs(30),
         }
     }

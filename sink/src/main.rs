@@ -77,11 +77,11 @@ struct ServeArgs {
 #[derive(Args, Debug)]
 struct LimitArgs {
     /// Connections open at once on each listener; more are closed at once.
-    #[arg(long, env = "SINK_MAX_CONNECTIONS", default_value_t = 256,
+    #[arg(long, env = "SINK_MAX_CONNECTIONS", default_value_t = trace_sink::config::DEFAULT_MAX_CONNECTIONS as u64,
           value_parser = clap::value_parser!(u64).range(1..=65536))]
     max_connections: u64,
     /// HTTP/2 streams open at once on one connection (MAX_CONCURRENT_STREAMS).
-    #[arg(long, env = "SINK_MAX_STREAMS", default_value_t = 32,
+    #[arg(long, env = "SINK_MAX_STREAMS", default_value_t = trace_sink::config::DEFAULT_MAX_STREAMS,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     max_streams: u32,
     /// A connection with no byte read or written for this long is closed (must exceed --request-timeout).
@@ -91,7 +91,7 @@ struct LimitArgs {
     #[arg(long, env = "SINK_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
     header_read_timeout: Duration,
     /// Bytes of export request bodies held at once, both receivers; more answer 503 / UNAVAILABLE.
-    #[arg(long, env = "SINK_MAX_BUFFERED_BYTES", default_value_t = 64 * 1024 * 1024,
+    #[arg(long, env = "SINK_MAX_BUFFERED_BYTES", default_value_t = trace_sink::config::DEFAULT_MAX_BUFFERED_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(1..=(1u64 << 40)))]
     max_buffered_bytes: u64,
     /// An API answer not read within this long is dropped and its connection closed.

@@ -42,7 +42,7 @@ use crate::metrics::Metrics;
 /// hyper's HTTP/1 read buffer (headers and body chunks), per connection.
 pub const H1_MAX_BUF: usize = 64 * 1024;
 /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`.
-pub const H2_MAX_HEADER_LIST: u32 = 16 * 1024;
+pub const H2_MAX_HEADER_LIST: u32 = 8 * 1024;
 /// HTTP/2 initial stream window: body bytes a client may send ahead on one stream.
 pub const H2_STREAM_WINDOW: u32 = 128 * 1024;
 /// HTTP/2 initial connection window: body bytes ahead on all streams of a connection.
