@@ -4,8 +4,9 @@
 //! Answers that grow with the tables (`/stats` is about 15 MB with 10,000
 //! series) cannot pile up for slow readers: at most
 //! [`API_ANSWERS`](crate::state::API_ANSWERS) are built or being written at
-//! once (a further request waits up to [`API_WAIT`](crate::state::API_WAIT),
-//! then gets 503 with `Retry-After`), each is sent in 64 KiB chunks copied
+//! once (a further request waits up to [`API_WAIT`](crate::state::API_WAIT)
+//! or `--request-timeout` if shorter, so its silent connection is not taken
+//! for idle, then gets 503 with `Retry-After`), each is sent in 64 KiB chunks copied
 //! out of it, and one not written within `--api-write-timeout`, or whose
 //! reader takes no chunk for [`API_STALL`], is dropped, its slot freed and
 //! its connection closed ([`DeadlineBody`]). So N readers that never read
@@ -138,7 +139,18 @@ impl http_body::Body for DeadlineBody {
     }
 }
 
-/// 503: no API answer slot freed within [`API_WAIT`].
+/// Waits for an API answer slot: at most [`API_WAIT`] or `--request-timeout`
+/// if shorter (which is below `--idle-timeout`, so the waiting connection,
+/// silent meanwhile, is not closed as idle).
+async fn answer_slot(shared: &Shared) -> Option<OwnedSemaphorePermit> {
+    let wait = API_WAIT.min(shared.config.request_timeout);
+    tokio::time::timeout(wait, shared.api_slots.clone().acquire_owned())
+        .await
+        .ok()?
+        .ok()
+}
+
+/// 503: no API answer slot freed in time.
 fn slots_busy() -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
@@ -158,8 +170,7 @@ async fn large_answer(
     content_type: &'static str,
     build: impl FnOnce() -> Vec<u8>,
 ) -> Response {
-    let slot = tokio::time::timeout(API_WAIT, shared.api_slots.clone().acquire_owned()).await;
-    let Ok(Ok(slot)) = slot else {
+    let Some(slot) = answer_slot(shared).await else {
         return slots_busy();
     };
     let body = DeadlineBody::new(build(), slot, shared.config.transport.api_write_timeout);
@@ -281,8 +292,7 @@ async fn check(
         Err(e) => return bad_request(e.to_string()),
     };
     // The snapshot is as large as /stats while it is evaluated: take a slot.
-    let slot = tokio::time::timeout(API_WAIT, shared.api_slots.clone().acquire_owned()).await;
-    let Ok(Ok(_slot)) = slot else {
+    let Some(_slot) = answer_slot(&shared).await else {
         return slots_busy();
     };
     let report = evaluate(&shared.ingest.snapshot(), &cond);

@@ -354,7 +354,11 @@ mod tests {
         let ids: Vec<String> = (0..50).map(|i| format!("g{i}")).collect();
         for id in &ids {
             // 100 gaps each: 0, 2, 4, ..., 200.
-            acc.ingest(summary(id, (0..=100).map(|i| i * 2).collect()), None, Via::Http);
+            acc.ingest(
+                summary(id, (0..=100).map(|i| i * 2).collect()),
+                None,
+                Via::Http,
+            );
         }
         {
             let st = acc.lock();
