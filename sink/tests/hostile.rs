@@ -167,7 +167,7 @@ fn wide_request(prefix: &str, routes: usize) -> ExportTraceServiceRequest {
         let attrs: Vec<KeyValue> = vec![
             kv_str(trace_proto::keys::GENERATOR_ID, &long),
             kv_str(trace_proto::keys::GENERATOR_NODE, &long),
-            kv_str(trace_proto::keys::AGENT_NODE, &format!("agent-{long}")),
+            kv_str(trace_proto::keys::AGENT_NODE, format!("agent-{long}")),
         ];
         req.resource_spans
             .extend(build_request_with_seqs(&attrs, [1]).resource_spans);
