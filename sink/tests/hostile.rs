@@ -536,3 +536,110 @@ async fn overflowed_routes_never_prove_a_node_silent() {
     assert_eq!(report["failures"].as_array().unwrap().len(), 1, "{report}");
     sink.shutdown().await;
 }
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend([kind, flags]);
+    f.extend(stream.to_be_bytes());
+    f.extend(payload);
+    f
+}
+
+/// One connection to the gRPC port sending 200,000 HTTP/2 streams with
+/// headers and no body, without waiting for anything (a client that ignores
+/// MAX_CONCURRENT_STREAMS): the sink refuses the streams over the limit and
+/// closes the connection, and its memory barely moves. On the old main the
+/// same flood took it from 6 to 408 MiB.
+#[tokio::test]
+async fn stream_flood_is_cut_off() {
+    let sink = SinkProc::spawn(&[], None);
+    let before = sink.peak_rss_mib();
+    // Literal header fields without indexing, new names (RFC 7541 6.2.2).
+    let mut block = Vec::new();
+    for (n, v) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (
+            ":path",
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        ),
+        (":authority", "sink"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        block.push(0);
+        block.push(n.len() as u8);
+        block.extend(n.as_bytes());
+        block.push(v.len() as u8);
+        block.extend(v.as_bytes());
+    }
+    let mut s = TcpStream::connect(sink.grpc).await.unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(4, 0, 0, &[]));
+    s.write_all(&out).await.unwrap();
+    let mut sent = 0u32;
+    'flood: for batch in 0..200u32 {
+        let mut out = Vec::new();
+        for i in 0..1000u32 {
+            // HEADERS with END_HEADERS, no END_STREAM: a body never follows.
+            out.extend(h2_frame(1, 0x4, 2 * (batch * 1000 + i) + 1, &block));
+        }
+        match tokio::time::timeout(Duration::from_secs(5), s.write_all(&out)).await {
+            Ok(Ok(())) => sent += 1000,
+            _ => break 'flood,
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = sink.peak_rss_mib() - before;
+    eprintln!("{sent} streams sent before the sink closed the connection; RSS +{grown:.1} MiB");
+    assert!(
+        grown < 32.0,
+        "a stream flood grew the sink by {grown:.1} MiB"
+    );
+    assert!(
+        closed_by_sink(&mut s, Duration::from_secs(10)).await,
+        "the flooding connection must be closed"
+    );
+    // The port still serves a well-behaved client.
+    assert_eq!(good_grpc(sink.grpc, "after".into(), 1, 10).await, 10);
+}
+
+/// Clients that ask for /stats (tables full, about 4 MB) and never read the
+/// answer hold no copy of it for long: 40 of them cost the sink only the 2
+/// answers it builds at a time. On the old main each held the whole answer
+/// (40 took it to 679 MiB with 15 MB answers).
+#[tokio::test]
+async fn non_reading_stats_clients_hold_no_memory() {
+    let sink = SinkProc::spawn(&[], None);
+    let wide = reqwest::Client::new();
+    for part in 0..9 {
+        let body = wide_request(&format!("fill{part}"), 1000).encode_to_vec();
+        let r = wide
+            .post(format!("http://{}/v1/traces", sink.http))
+            .header("content-type", "application/x-protobuf")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let size = get(sink.api, "/stats").await.bytes().await.unwrap().len() as f64;
+    let before = sink.peak_rss_mib();
+    let mut readers = Vec::new();
+    for _ in 0..40 {
+        let mut s = TcpStream::connect(sink.api).await.unwrap();
+        s.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        readers.push(s);
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let grown = sink.peak_rss_mib() - before;
+    let mib = size / (1024.0 * 1024.0);
+    eprintln!("/stats is {mib:.1} MiB; 40 non-readers grew the sink by {grown:.1} MiB");
+    assert!(
+        grown < 6.0 * mib + 16.0,
+        "40 non-readers of a {mib:.1} MiB answer grew the sink by {grown:.1} MiB"
+    );
+    drop(readers);
+}
