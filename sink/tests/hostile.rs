@@ -643,3 +643,49 @@ async fn non_reading_stats_clients_hold_no_memory() {
     );
     drop(readers);
 }
+
+/// A request that would take the bodies held past `--max-buffered-bytes` is
+/// answered at once with a retryable overload answer (HTTP 503 with
+/// `Retry-After`, gRPC UNAVAILABLE), counted as `busy`, and adds no span;
+/// requests within the budget are served as before.
+#[tokio::test]
+async fn byte_budget_answers_busy() {
+    let mut config = trace_sink::SinkConfig::default();
+    config.transport.max_buffered_bytes = 64 * 1024;
+    let sink = start(config).await;
+    let big = request(Some("n"), Some("n"), "g", 1..=2000);
+    assert!(big.encoded_len() > 64 * 1024);
+    let r = post_protobuf(&sink, &big, false).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let err = grpc_client(&sink).await.export(big).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    let small = request(Some("n"), Some("n"), "g", 1..=10);
+    assert_eq!(post_protobuf(&sink, &small, false).await.status(), 200);
+    let s = sink.stats();
+    assert_eq!(s.spans_total, 10);
+    assert_eq!(s.requests["http_protobuf"]["busy"], 1);
+    assert_eq!(s.requests["grpc"]["busy"], 1);
+    sink.shutdown().await;
+}
+
+/// `--idle-timeout` must exceed `--request-timeout` (a request waiting for a
+/// decode slot sends nothing): the binary refuses the contrary with exit 2.
+#[test]
+fn idle_timeout_must_exceed_request_timeout() {
+    let out = Command::new(bin())
+        .args(["--idle-timeout=5s", "--request-timeout=10s"])
+        .args([
+            "--grpc-listen=127.0.0.1:0",
+            "--http-listen=127.0.0.1:0",
+            "--api-listen=127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--idle-timeout (5s) must exceed --request-timeout (10s)"),
+        "{err}"
+    );
+}

@@ -240,6 +240,7 @@ async fn export(
     // arrives; the charge is held until the answer.
     let held = Held::default();
     let max = shared.config.max_request_bytes;
+    let deadline = tokio::time::Instant::now() + shared.config.request_timeout;
     let raw = match read_body(
         body,
         max,
@@ -254,8 +255,16 @@ async fn export(
     };
     // Bounded decoding: at most --max-concurrent-requests bodies (both
     // receivers) are inflated and decoded at once; the others wait, whole.
-    // The semaphore is never closed, so acquiring cannot fail.
-    let _slot = shared.request_slots.acquire().await.ok();
+    // The semaphore is never closed, so acquiring cannot fail; the wait
+    // counts towards --request-timeout, as on the gRPC side.
+    let Ok(_slot) = tokio::time::timeout_at(deadline, shared.request_slots.acquire()).await else {
+        let timeout = shared.config.request_timeout;
+        let r = rejected(
+            Outcome::Timeout,
+            format!("request not counted within {timeout:?} (the sink is busy decoding)"),
+        );
+        return reject(&shared, protocol, enc, r);
+    };
     let bytes = match inflate(raw, &headers, max) {
         Ok(b) => b,
         Err(r) => return reject(&shared, protocol, enc, r),
