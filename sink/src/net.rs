@@ -17,7 +17,7 @@
 //!   also the keep-alive idle time), and hyper's read buffer is [`H1_MAX_BUF`];
 //! - HTTP/2: `--max-streams` concurrent streams, a header list of at most
 //!   [`H2_MAX_HEADER_LIST`], small flow-control windows ([`H2_STREAM_WINDOW`],
-//!   [`H2_CONN_WINDOW`]), and hyper's limits on streams a client resets
+//!   [`H2_CONN_WINDOW`]) and send buffers ([`H2_MAX_SEND_BUF`]), and hyper's limits on streams a client resets
 //!   ([`H2_MAX_PENDING_RESETS`], [`H2_MAX_LOCAL_ERROR_RESETS`]) set explicitly.
 
 use std::io;
@@ -47,6 +47,8 @@ pub const H2_MAX_HEADER_LIST: u32 = 8 * 1024;
 pub const H2_STREAM_WINDOW: u32 = 128 * 1024;
 /// HTTP/2 initial connection window: body bytes ahead on all streams of a connection.
 pub const H2_CONN_WINDOW: u32 = 512 * 1024;
+/// HTTP/2 answer bytes hyper buffers per stream (its default is 400 KiB).
+pub const H2_MAX_SEND_BUF: usize = 64 * 1024;
 /// HTTP/2 streams reset by the client before they were served, per connection.
 pub const H2_MAX_PENDING_RESETS: usize = 20;
 /// HTTP/2 streams the sink may reset for a client's protocol errors before it
@@ -271,6 +273,7 @@ pub fn http_builder(limits: &TransportLimits) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(H2_MAX_HEADER_LIST)
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONN_WINDOW)
+        .max_send_buf_size(H2_MAX_SEND_BUF)
         .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
     b
