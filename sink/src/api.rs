@@ -3,8 +3,8 @@
 //!
 //! Answers that grow with the tables (`/stats` is about 15 MB with 10,000
 //! series) cannot pile up for slow readers: at most
-//! [`API_ANSWERS`](crate::state::API_ANSWERS) are built or being written at
-//! once (a further request waits up to [`API_WAIT`](crate::state::API_WAIT)
+//! [`API_ANSWERS`] are built or being written at
+//! once (a further request waits up to [`API_WAIT`]
 //! or `--request-timeout` if shorter, so its silent connection is not taken
 //! for idle, then gets 503 with `Retry-After`), each is sent in 64 KiB chunks copied
 //! out of it, and one not written within `--api-write-timeout`, or whose
@@ -31,6 +31,8 @@ use bytes::Bytes;
 use http_body::Frame;
 use tokio::sync::OwnedSemaphorePermit;
 
+#[cfg(doc)]
+use crate::state::API_ANSWERS;
 use crate::state::{API_WAIT, Shared};
 
 /// Bytes of an answer handed to hyper at a time.
@@ -47,7 +49,7 @@ struct Pending {
     _slot: OwnedSemaphorePermit,
 }
 
-/// A response body sent in [`CHUNK`]s, each a copy (so hyper holds no
+/// A response body sent in 64 KiB chunks, each a copy (so hyper holds no
 /// reference to the whole), that gives up its data and slot when `timeout`
 /// passes or no chunk was taken for [`API_STALL`], whether or not hyper is
 /// still polling it: a reader that stops reading holds at most the chunks
