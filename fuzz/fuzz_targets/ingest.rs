@@ -18,6 +18,7 @@ fn ingest() -> &'static Ingest {
             10_000,
             100,
             64,
+            1024,
             Arc::new(trace_sink::metrics::Metrics::new(100)),
         )
     })

@@ -102,12 +102,13 @@ impl Ingest {
         max_elements: u64,
         max_series: usize,
         max_gaps: usize,
+        max_total_gaps: usize,
         metrics: std::sync::Arc<Metrics>,
     ) -> Self {
         Ingest {
             keys,
             max_elements,
-            accounting: Accounting::new(max_series, max_gaps, metrics),
+            accounting: Accounting::new(max_series, max_gaps, max_total_gaps, metrics),
         }
     }
 

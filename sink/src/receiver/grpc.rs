@@ -14,6 +14,13 @@
 //! ([`crate::ingest::Ingest::export`]) without a copy unless inflated; its
 //! rejections become `INVALID_ARGUMENT` or `RESOURCE_EXHAUSTED`. The
 //! `map_rejection` layer counts every rejected request, including tonic's own.
+//!
+//! Fairness: a request is charged to the byte budget (`--max-buffered-bytes`,
+//! [`crate::budget`]) as its frames arrive, and takes a decode slot
+//! (`--max-concurrent-requests`) only once its message is whole, so a client
+//! trickling a body or opening body-less streams holds no slot. Connections
+//! come from [`crate::net::Acceptor`] (cap, idle timeout, `TCP_NODELAY`) and
+//! HTTP/2 streams are capped per connection (`--max-streams`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,8 +29,6 @@ use std::task::{Context, Poll};
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body_util::BodyExt;
 use prost::Message;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::{Code, Status};
@@ -31,7 +36,9 @@ use trace_proto::otlp::ExportTraceServiceResponse;
 use trace_proto::protocol::Protocol;
 
 use super::GunzipError;
+use crate::budget::{BodyError, BudgetBody, Held};
 use crate::ingest::{Rejected, Traces};
+use crate::net::{self, Acceptor};
 use crate::outcome::Outcome;
 use crate::state::Shared;
 
@@ -185,10 +192,12 @@ fn ok_response(msg: &ExportTraceServiceResponse) -> http::Response<tonic::body::
     resp
 }
 
-/// One `Export` call: its message read, counted by the one ingest path.
+/// One `Export` call: its message read (its frames charged to `held` as they
+/// arrive), then counted by the one ingest path.
 async fn export(
     shared: &Shared,
     req: http::Request<tonic::body::Body>,
+    held: &Held,
 ) -> Result<http::Response<tonic::body::Body>, Status> {
     let gzip = request_gzip(req.headers())?;
     let peer = req
@@ -196,6 +205,12 @@ async fn export(
         .get::<tonic::transport::server::TcpConnectInfo>()
         .and_then(|info| info.remote_addr());
     let message = read_unary(req.into_body(), gzip, shared.config.max_request_bytes).await?;
+    // What stays in memory now is the message (inflated if it was gzip), not
+    // the frames: charge exactly that while it waits.
+    shared.budget.resize(held, message.len()).map_err(busy)?;
+    // The slot is taken only now that the whole message is here.
+    // The semaphore is never closed, so acquiring cannot fail.
+    let _slot = shared.request_slots.acquire().await.ok();
     shared
         .ingest
         .export::<Traces>(&message, Protocol::Grpc, peer)
@@ -213,6 +228,10 @@ pub struct TraceExportService {
 
 impl NamedService for TraceExportService {
     const NAME: &'static str = SERVICE_NAME;
+}
+
+fn busy(e: crate::budget::Busy) -> Status {
+    Status::unavailable(e.to_string())
 }
 
 impl tower::Service<http::Request<tonic::body::Body>> for TraceExportService {
@@ -236,10 +255,23 @@ impl tower::Service<http::Request<tonic::body::Body>> for TraceExportService {
                 ))
                 .into_http());
             }
+            // Every frame is charged to the byte budget as it arrives; the
+            // charge is held until the answer is ready.
+            let held = Held::default();
+            let budget = shared.budget.clone();
+            let charged = held.clone();
+            let req = req.map(move |b| {
+                tonic::body::Body::new(BudgetBody::new(b, budget, charged).map_err(|e| match e {
+                    BodyError::Busy(b) => busy(b),
+                    BodyError::Inner(e) => Status::from_error(e),
+                }))
+            });
             // A rejection is counted by `map_rejection`, like tonic's own.
-            Ok(export(&shared, req)
+            let answer = export(&shared, req, &held)
                 .await
-                .unwrap_or_else(|status| status.into_http()))
+                .unwrap_or_else(|status| status.into_http());
+            drop(held);
+            Ok(answer)
         })
     }
 }
@@ -266,6 +298,7 @@ fn map_rejection(
         Code::InvalidArgument | Code::Internal => (code, Outcome::BadRequest),
         Code::Unimplemented => (Code::Unimplemented, Outcome::Unimplemented),
         Code::DeadlineExceeded | Code::Cancelled => (code, Outcome::Timeout),
+        Code::Unavailable => (code, Outcome::Busy),
         other => (other, Outcome::Error),
     };
     shared.ingest.reject(Protocol::Grpc, what);
@@ -276,33 +309,36 @@ fn map_rejection(
     resp
 }
 
-/// Serves OTLP/gRPC on `listener` until `cancel` fires, then waits for open
+/// Serves OTLP/gRPC on `acceptor` until `cancel` fires, then waits for open
 /// connections to finish. At most `--max-concurrent-requests` requests (shared
-/// with the HTTP receiver) are decoded at once; the others wait. A request
-/// taking longer than `--request-timeout` is cancelled, so a stalled client
-/// cannot hold a slot for ever.
+/// with the HTTP receiver) are decoded at once; the others wait, their
+/// messages whole and charged to the byte budget. A request taking longer
+/// than `--request-timeout` is cancelled.
 pub async fn serve(
-    listener: TcpListener,
+    acceptor: Acceptor,
     shared: Arc<Shared>,
     cancel: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let svc = TraceExportService {
         shared: shared.clone(),
     };
-    let slots = shared.request_slots.clone();
-    let shared_timeout = shared.config.request_timeout;
+    let limits = shared.config.transport.clone();
+    let timeout = shared.config.request_timeout;
     let layer = tower::ServiceBuilder::new()
         .map_response(move |resp| map_rejection(&shared, resp))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
-            slots,
-        ))
         .into_inner();
-    let timeout = shared_timeout;
+    let incoming = acceptor.into_stream(cancel.clone());
     tonic::transport::Server::builder()
-        // Bounds how long one request (a slow or stalled client) can hold a slot.
+        // Bounds how long one request (a slow or stalled client) may take.
         .timeout(timeout)
+        .max_concurrent_streams(limits.max_streams)
+        .http2_max_header_list_size(net::H2_MAX_HEADER_LIST)
+        .initial_stream_window_size(net::H2_STREAM_WINDOW)
+        .initial_connection_window_size(net::H2_CONN_WINDOW)
+        .http2_max_pending_accept_reset_streams(Some(net::H2_MAX_PENDING_RESETS))
+        .http2_max_local_error_reset_streams(Some(net::H2_MAX_LOCAL_ERROR_RESETS))
         .layer(layer)
         .add_service(svc)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), cancel.cancelled_owned())
+        .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
         .await
 }

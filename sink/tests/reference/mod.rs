@@ -224,6 +224,7 @@ pub fn unbounded_ingest() -> &'static trace_sink::ingest::Ingest {
             u64::MAX,
             1000,
             1024,
+            1 << 20,
             std::sync::Arc::new(trace_sink::metrics::Metrics::new(1000)),
         )
     })
