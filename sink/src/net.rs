@@ -86,6 +86,29 @@ impl Conn {
             Poll::Pending => Ok(()),
         }
     }
+
+    /// What every poll does with the socket's answer: bytes moved restart the
+    /// idle timer; a socket that is not ready fails once the idle time is over.
+    fn track<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+        moved: impl FnOnce(&T) -> bool,
+    ) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Ready(Ok(v)) => {
+                if moved(&v) {
+                    self.progressed();
+                }
+                Poll::Ready(Ok(v))
+            }
+            Poll::Pending => match self.check_idle(cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            },
+            other => other,
+        }
+    }
 }
 
 impl AsyncRead for Conn {
@@ -96,19 +119,9 @@ impl AsyncRead for Conn {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
-                    this.progressed();
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending => match this.check_idle(cx) {
-                Ok(()) => Poll::Pending,
-                Err(e) => Poll::Ready(Err(e)),
-            },
-            other => other,
-        }
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        let grew = buf.filled().len() > before;
+        this.track(cx, polled, |_| grew)
     }
 }
 
@@ -119,19 +132,8 @@ impl AsyncWrite for Conn {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    this.progressed();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending => match this.check_idle(cx) {
-                Ok(()) => Poll::Pending,
-                Err(e) => Poll::Ready(Err(e)),
-            },
-            other => other,
-        }
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.track(cx, polled, |n| *n > 0)
     }
 
     fn poll_write_vectored(
@@ -140,19 +142,8 @@ impl AsyncWrite for Conn {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    this.progressed();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending => match this.check_idle(cx) {
-                Ok(()) => Poll::Pending,
-                Err(e) => Poll::Ready(Err(e)),
-            },
-            other => other,
-        }
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.track(cx, polled, |n| *n > 0)
     }
 
     fn is_write_vectored(&self) -> bool {
