@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -97,3 +98,33 @@ def test_addresses_stay_in_the_lab_ranges():
         assert ipaddress.ip_network(net).subnet_of(lab_net)
     assert all(ipaddress.ip_network(c).subnet_of(ipaddress.ip_network(lab.CLUSTER_CIDR)) for c in lab.POD_CIDR.values())
     assert ipaddress.ip_address(lab.DNS_IP) in ipaddress.ip_network(lab.SERVICE_CIDR)
+
+
+def run_sh_function(name: str) -> str:
+    """The text of one shell function of deploy/lab/run.sh, as written there."""
+    text = (REPO / "deploy" / "lab" / "run.sh").read_text()
+    start = text.index(f"\n{name}() {{\n") + 1
+    end = text.index("\n}\n", start) + 3
+    return text[start:end]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root (CI runs as root)")
+def test_files_the_lab_writes_under_sudo_are_handed_to_the_invoking_user(tmp_path):
+    """Under sudo, run.sh gives target/lab back to the user who ran sudo
+    (SUDO_UID/SUDO_GID), so a later build or `rm` as that user works; run as
+    root without sudo, it leaves ownership alone."""
+    out = tmp_path / "lab"
+    (out / "logs" / "rules").mkdir(parents=True)
+    (out / "results.json").write_text("{}")
+    (out / "logs" / "rules" / "node-1.nft").write_text("table ip kube-proxy {}")
+    script = run_sh_function("give_back") + 'give_back\n'
+    env = {"PATH": os.environ["PATH"], "out": str(out), "SUDO_UID": "4242", "SUDO_GID": "4343"}
+    subprocess.run(["bash", "-c", f'out="$out"\n{script}'], env=env, check=True)
+    for path in [out, out / "results.json", out / "logs", out / "logs" / "rules" / "node-1.nft"]:
+        st = path.stat()
+        assert (st.st_uid, st.st_gid) == (4242, 4343), path
+    # root without sudo: nothing changes hands
+    (out / "new.json").write_text("{}")
+    env_root = {"PATH": os.environ["PATH"], "out": str(out)}
+    subprocess.run(["bash", "-c", f'out="$out"\n{script}'], env=env_root, check=True)
+    assert (out / "new.json").stat().st_uid == 0
