@@ -9,6 +9,7 @@
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
 //! - [`receiver`]: OTLP/gRPC ([`receiver::grpc`]) and OTLP/HTTP ([`receiver::http`]).
 //! - [`api`]: the HTTP API: `/stats`, `/reset`, `/check`, `/metrics`, `/healthz`, `/readyz`.
+//! - [`k8s`]: Kubernetes attribution: a Pod watch that resolves peer IPs to Pods and nodes.
 //! - [`check`]: the polling `trace-sink check` command, for scripts and test suites.
 //! - [`server`]: [`SinkBuilder`] serves on caller-supplied listeners and returns a
 //!   [`SinkHandle`] (bound addresses, `stats()`, `reset()`, `shutdown()`).
@@ -33,6 +34,7 @@
 pub mod api;
 pub mod check;
 pub mod config;
+pub mod k8s;
 pub mod metrics;
 pub mod receiver;
 pub mod server;
