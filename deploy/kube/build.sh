@@ -12,7 +12,7 @@
 # First build: about 10-15 minutes on 2 cores with cold Go caches.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=versions.env
+# shellcheck source-path=SCRIPTDIR source=versions.env
 source "$here/versions.env"
 out="$here/build"
 bin="$out/bin"

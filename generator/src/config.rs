@@ -25,46 +25,13 @@ pub enum ConfigError {
     /// Any other invalid value.
     #[error("{0}")]
     Invalid(String),
+    /// A protocol name that is none of the specification's.
+    #[error(transparent)]
+    Protocol(#[from] trace_proto::protocol::UnknownProtocol),
 }
 
-/// Wire protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// OTLP/gRPC.
-    Grpc,
-    /// OTLP/HTTP with protobuf bodies.
-    HttpProtobuf,
-    /// OTLP/HTTP with JSON bodies.
-    HttpJson,
-}
-
-impl Protocol {
-    /// The specification's name: `grpc`, `http/protobuf`, `http/json`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Grpc => "grpc",
-            Protocol::HttpProtobuf => "http/protobuf",
-            Protocol::HttpJson => "http/json",
-        }
-    }
-
-    /// Parses the specification's name.
-    pub fn parse(s: &str) -> Result<Self, ConfigError> {
-        match s.trim() {
-            "grpc" => Ok(Protocol::Grpc),
-            "http/protobuf" => Ok(Protocol::HttpProtobuf),
-            "http/json" => Ok(Protocol::HttpJson),
-            other => Err(ConfigError::Invalid(format!(
-                "invalid protocol {other:?}: use grpc, http/protobuf or http/json"
-            ))),
-        }
-    }
-
-    /// True for the two OTLP/HTTP encodings.
-    pub fn is_http(self) -> bool {
-        !matches!(self, Protocol::Grpc)
-    }
-}
+/// Wire protocol (one enum for both sides: [`trace_proto::protocol`]).
+pub use trace_proto::protocol::Protocol;
 
 /// Body compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +158,38 @@ impl Reconnect {
     }
 }
 
+/// Where and how to export: the OTLP exporter settings, resolved from flags
+/// and the `OTEL_EXPORTER_OTLP_*` variables by [`crate::env::resolve_exporter`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExporterSettings {
+    /// Where to send.
+    pub endpoint: Endpoint,
+    /// Wire protocol.
+    pub protocol: Protocol,
+    /// Body compression.
+    pub compression: Compression,
+    /// Extra request headers / gRPC metadata.
+    pub headers: Vec<(String, String)>,
+    /// Deadline of one export request.
+    pub timeout: Duration,
+}
+
+/// Default export timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Default for ExporterSettings {
+    /// OTLP/gRPC to the node-local agent Service, no compression, no headers.
+    fn default() -> Self {
+        ExporterSettings {
+            endpoint: Endpoint::parse(DEFAULT_GRPC_ENDPOINT).expect("valid default"),
+            protocol: Protocol::Grpc,
+            compression: Compression::None,
+            headers: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
 /// Everything a generator needs.
 #[derive(Debug, Clone)]
 pub struct GenConfig {
@@ -204,16 +203,8 @@ pub struct GenConfig {
     pub service_name: String,
     /// Further resource attributes (lower precedence than the ones above).
     pub extra_resource: Vec<(String, String)>,
-    /// Where to send.
-    pub endpoint: Endpoint,
-    /// Wire protocol.
-    pub protocol: Protocol,
-    /// Body compression.
-    pub compression: Compression,
-    /// Extra request headers / gRPC metadata.
-    pub headers: Vec<(String, String)>,
-    /// Deadline of one export request.
-    pub timeout: Duration,
+    /// Endpoint, protocol, compression, headers, export timeout.
+    pub exporter: ExporterSettings,
     /// Deadline of DNS resolution plus TCP connect.
     pub connect_timeout: Duration,
     /// Spans per second in total; 0 = as fast as possible.
@@ -247,11 +238,7 @@ impl GenConfig {
             namespace: None,
             service_name: "trace-gen".into(),
             extra_resource: Vec::new(),
-            endpoint: Endpoint::parse(DEFAULT_GRPC_ENDPOINT).expect("valid default"),
-            protocol: Protocol::Grpc,
-            compression: Compression::None,
-            headers: Vec::new(),
-            timeout: Duration::from_secs(5),
+            exporter: ExporterSettings::default(),
             connect_timeout: Duration::from_secs(2),
             rate: 10.0,
             batch: 10,
@@ -290,11 +277,11 @@ impl GenConfig {
                 self.rate, self.batch
             ));
         }
-        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
+        if self.exporter.timeout.is_zero() || self.connect_timeout.is_zero() {
             return bad("--timeout and --connect-timeout must be above zero".into());
         }
         let durations = [
-            ("--timeout", Some(self.timeout)),
+            ("--timeout", Some(self.exporter.timeout)),
             ("--connect-timeout", Some(self.connect_timeout)),
             ("--duration", self.duration),
             ("--report-interval", Some(self.report_interval)),
@@ -312,12 +299,12 @@ impl GenConfig {
                 return bad(format!("{name} is longer than the year allowed"));
             }
         }
-        for (k, v) in &self.headers {
+        for (k, v) in &self.exporter.headers {
             http::HeaderName::from_bytes(k.as_bytes())
                 .map_err(|e| ConfigError::Header(k.clone(), e.to_string()))?;
             http::HeaderValue::from_str(v)
                 .map_err(|e| ConfigError::Header(k.clone(), e.to_string()))?;
-            if self.protocol == Protocol::Grpc {
+            if self.exporter.protocol == Protocol::Grpc {
                 tonic::metadata::MetadataKey::<tonic::metadata::Ascii>::from_bytes(
                     k.to_ascii_lowercase().as_bytes(),
                 )
@@ -438,7 +425,7 @@ mod tests {
         c.batch = 0;
         assert!(c.validate().is_err());
         let mut c = GenConfig::new("n");
-        c.headers = vec![("bad header".into(), "v".into())];
+        c.exporter.headers = vec![("bad header".into(), "v".into())];
         assert!(c.validate().is_err());
         let mut c = GenConfig::new("n");
         c.rate = f64::NAN;
@@ -448,7 +435,7 @@ mod tests {
             |c: &mut GenConfig| c.workers = usize::MAX,
             |c: &mut GenConfig| c.batch = usize::MAX,
             |c: &mut GenConfig| c.duration = Some(Duration::from_secs(u64::MAX)),
-            |c: &mut GenConfig| c.timeout = Duration::from_secs(u64::MAX),
+            |c: &mut GenConfig| c.exporter.timeout = Duration::from_secs(u64::MAX),
             |c: &mut GenConfig| c.connect_timeout = Duration::from_secs(u64::MAX),
             |c: &mut GenConfig| c.report_interval = Duration::from_secs(u64::MAX),
             |c: &mut GenConfig| c.reconnect = Reconnect::Every(Duration::from_secs(u64::MAX)),

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 use trace_proto::stats::{GENERATOR_STATS_SCHEMA, GeneratorReport, LastError, rfc3339};
 
-use crate::transport::Failure;
+use crate::failure::{Failure, Reason};
 
 #[derive(Debug, Default)]
 struct Failures {
@@ -83,29 +83,28 @@ impl Counters {
         if rejected > 0 {
             self.spans_failed.fetch_add(rejected, Ordering::Relaxed);
             let mut f = self.lock();
-            *f.spans
-                .entry(crate::transport::reason::PARTIAL_REJECTED.into())
-                .or_default() += rejected;
+            *f.spans.entry(Reason::PartialRejected.label()).or_default() += rejected;
         }
     }
 
     /// Records a failed attempt; true the first time this reason is seen (log it).
     pub(crate) fn attempt_failed(&self, failure: &Failure) -> bool {
         let mut f = self.lock();
-        *f.requests.entry(failure.reason.clone()).or_default() += 1;
+        let label = failure.reason.label();
+        *f.requests.entry(label.clone()).or_default() += 1;
         f.last = Some(LastError {
-            reason: failure.reason.clone(),
+            reason: label.clone(),
             message: failure.message.clone(),
             time: rfc3339(SystemTime::now()),
         });
-        f.seen.insert(failure.reason.clone())
+        f.seen.insert(label)
     }
 
     /// The spans of a request whose every attempt failed.
-    pub(crate) fn spans_failed(&self, reason: &str, n: u64) {
+    pub(crate) fn spans_failed(&self, reason: Reason, n: u64) {
         self.spans_failed.fetch_add(n, Ordering::Relaxed);
         self.in_flight.fetch_sub(n, Ordering::Relaxed);
-        *self.lock().spans.entry(reason.to_owned()).or_default() += n;
+        *self.lock().spans.entry(reason.label()).or_default() += n;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Failures> {

@@ -34,23 +34,7 @@ pub struct ExporterFlags {
     pub timeout: Option<Duration>,
 }
 
-/// Exporter settings after flags and environment.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExporterSettings {
-    /// Where to send.
-    pub endpoint: Endpoint,
-    /// Wire protocol.
-    pub protocol: Protocol,
-    /// Compression.
-    pub compression: Compression,
-    /// Headers.
-    pub headers: Vec<(String, String)>,
-    /// Export timeout.
-    pub timeout: Duration,
-}
-
-/// Default export timeout.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub use crate::config::{DEFAULT_TIMEOUT, ExporterSettings};
 
 fn first(env: &dyn Fn(&str) -> Option<String>, names: &[&str]) -> Option<(String, String)> {
     names.iter().find_map(|n| {

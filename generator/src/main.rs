@@ -125,11 +125,7 @@ fn build_config(cli: &Cli) -> Result<GenConfig, ConfigError> {
     c.pod_name = cli.pod_name.clone().filter(|s| !s.is_empty());
     c.namespace = cli.namespace.clone().filter(|s| !s.is_empty());
     c.extra_resource = extra_resource;
-    c.endpoint = exporter.endpoint;
-    c.protocol = exporter.protocol;
-    c.compression = exporter.compression;
-    c.headers = exporter.headers;
-    c.timeout = exporter.timeout;
+    c.exporter = exporter;
     c.connect_timeout = cli.connect_timeout;
     c.rate = cli.rate;
     c.batch = cli.batch;
@@ -204,8 +200,8 @@ async fn run(
         "trace-gen {} on node {}: {} to {} at {} spans/s, batch {}, {} worker(s)",
         generator.generator_id(),
         config.node_name,
-        config.protocol.as_str(),
-        config.endpoint.url,
+        config.exporter.protocol.as_str(),
+        config.exporter.endpoint.url,
         config.rate,
         config.batch,
         config.workers

@@ -1,4 +1,6 @@
-//! The send loop.
+//! The send loop, in three parts: `Pacer` (when the next batch may go and
+//! its sequence numbers), `Sender` (one batch with retries over the current
+//! connection epoch, `Connections`) and `drain` (what happens at stop).
 //!
 //! - Rate: a ticker fires once per batch (`batch / rate` seconds) on a fixed
 //!   grid from the start, skipping ticks it missed, so the rate holds without
@@ -16,19 +18,22 @@
 //!   the export timeout.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::Semaphore;
-use tokio::time::{Instant, MissedTickBehavior};
-use trace_proto::otlp::KeyValue;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use trace_proto::otlp::{ExportTraceServiceRequest, KeyValue};
 use trace_proto::span::{build_request, build_span};
 use trace_proto::stats::GeneratorReport;
 
-use crate::config::{ConfigError, GenConfig, Reconnect};
+use crate::config::{ConfigError, ExporterSettings, GenConfig, Reconnect};
 use crate::counters::{Counters, by_reason};
-use crate::transport::{Connector, Exporter, Failure, reason};
+use crate::failure::{Failure, Reason};
+use crate::transport::{Connector, Exporter};
 
 /// One generator: configured, not yet running.
 pub struct Generator {
@@ -58,6 +63,30 @@ struct Connections {
 }
 
 impl Connections {
+    /// Connections to `settings`' endpoint, counted in `opened`.
+    fn new(cfg: &GenConfig, opened: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        let (settings, connect_timeout) = (cfg.exporter.clone(), cfg.connect_timeout);
+        let make = move || {
+            Exporter::new(&settings, Connector::new(connect_timeout, opened.clone()))
+                .expect("validated in Generator::new")
+        };
+        Connections {
+            state: Mutex::new(ConnState {
+                exporter: make(),
+                epoch: 0,
+                requests: 0,
+                opened_at: Instant::now(),
+                broken: false,
+                backoff: Duration::ZERO,
+                retry_at: None,
+            }),
+            make: Box::new(make),
+            reconnect: cfg.reconnect,
+            min_backoff: cfg.min_backoff,
+            max_backoff: cfg.max_backoff,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ConnState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -90,15 +119,7 @@ impl Connections {
 
     fn failed(&self, epoch: u64, failure: &Failure) {
         let mut st = self.lock();
-        let transport = matches!(
-            failure.reason.as_str(),
-            reason::CONNECTION_REFUSED
-                | reason::CONNECT_TIMEOUT
-                | reason::EXPORT_TIMEOUT
-                | reason::DNS
-                | reason::TRANSPORT
-        );
-        if transport && epoch == st.epoch {
+        if failure.reason.is_transport() && epoch == st.epoch {
             st.broken = true;
         }
         st.backoff = if st.backoff.is_zero() {
@@ -123,17 +144,11 @@ impl Generator {
         let counters = Arc::new(Counters::new(
             &config.node_name,
             &generator_id,
-            &config.endpoint.url,
-            config.protocol.as_str(),
+            &config.exporter.endpoint.url,
+            config.exporter.protocol.as_str(),
         ));
         // Build one exporter now so header or endpoint problems are usage errors.
-        Exporter::new(
-            &config.endpoint,
-            config.protocol,
-            config.compression,
-            &config.headers,
-            Connector::new(config.connect_timeout, counters.connections()),
-        )?;
+        check_exporter(&config.exporter, config.connect_timeout)?;
         Ok(Generator {
             config,
             generator_id,
@@ -157,53 +172,17 @@ impl Generator {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> GeneratorReport {
         let cfg = self.config;
         let counters = self.counters;
-        let make = {
-            let cfg = cfg.clone();
-            let conns = counters.connections();
-            move || {
-                Exporter::new(
-                    &cfg.endpoint,
-                    cfg.protocol,
-                    cfg.compression,
-                    &cfg.headers,
-                    Connector::new(cfg.connect_timeout, conns.clone()),
-                )
-                .expect("validated in Generator::new")
-            }
+        let sender = Sender {
+            conns: Arc::new(Connections::new(&cfg, counters.connections())),
+            counters: counters.clone(),
+            stopping: Arc::new(AtomicBool::new(false)),
+            timeout: cfg.exporter.timeout,
+            retries: cfg.retries,
         };
-        let first = make();
-        let conns = Arc::new(Connections {
-            state: Mutex::new(ConnState {
-                exporter: first,
-                epoch: 0,
-                requests: 0,
-                opened_at: Instant::now(),
-                broken: false,
-                backoff: Duration::ZERO,
-                retry_at: None,
-            }),
-            make: Box::new(make),
-            reconnect: cfg.reconnect,
-            min_backoff: cfg.min_backoff,
-            max_backoff: cfg.max_backoff,
-        });
-        let stopping = Arc::new(AtomicBool::new(false));
-        let slots = Arc::new(Semaphore::new(cfg.workers));
-        let start = Instant::now();
-        let end = cfg.duration.map(|d| start + d);
-        let mut ticker = (cfg.rate > 0.0).then(|| {
-            let period =
-                Duration::from_secs_f64(cfg.batch as f64 / cfg.rate).max(Duration::from_micros(1));
-            let mut t = tokio::time::interval_at(start, period);
-            t.set_missed_tick_behavior(MissedTickBehavior::Skip);
-            t
-        });
         let reporter = (!cfg.report_interval.is_zero())
             .then(|| tokio::spawn(report_progress(counters.clone(), cfg.report_interval)));
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut next_seq: u64 = 1;
-        // A Send rng, so the run future can be spawned.
-        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
+        let start = Instant::now();
+        let end = cfg.duration.map(|d| start + d);
         let end_sleep = async {
             match end {
                 Some(e) => tokio::time::sleep_until(e).await,
@@ -212,132 +191,264 @@ impl Generator {
         };
         tokio::pin!(shutdown);
         tokio::pin!(end_sleep);
-        // Set when the shutdown future fired: pending retries are cancelled then,
-        // while a run that reached its count or duration lets them finish.
-        let mut interrupted = false;
-        loop {
-            if let Some(count) = cfg.count
-                && next_seq > count
-            {
-                break;
-            }
-            // Take a free slot first, then wait for the tick, then for the backoff:
-            // slots freed during a stall cannot turn into a burst of batches.
-            let permit = tokio::select! {
-                biased;
-                _ = &mut shutdown => { interrupted = true; break }
-                _ = &mut end_sleep => break,
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        let mut stops = Stops {
+            shutdown: shutdown.as_mut(),
+            end: end_sleep,
+        };
+        let mut pacer = Pacer::new(&cfg, start);
+        // A Send rng, so the run future can be spawned.
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
+        let mut tasks = JoinSet::new();
+        let stop = loop {
+            let (permit, n) = match pacer.next(&mut stops, &sender.conns, end).await {
+                Ok(next) => next,
+                Err(stop) => break stop,
             };
-            if let Some(t) = ticker.as_mut() {
-                tokio::select! {
-                    biased;
-                    _ = &mut shutdown => { interrupted = true; break }
-                    _ = &mut end_sleep => break,
-                    _ = t.tick() => {}
-                }
-            }
-            if let Some(at) = conns.retry_at()
-                && at > Instant::now()
-            {
-                tokio::select! {
-                    biased;
-                    _ = &mut shutdown => { interrupted = true; break }
-                    _ = &mut end_sleep => break,
-                    _ = tokio::time::sleep_until(at) => {}
-                }
-            }
-            if end.is_some_and(|e| Instant::now() >= e) {
-                break;
-            }
             // Reap finished tasks so the set stays small.
             while tasks.try_join_next().is_some() {}
-            let n = cfg.count.map_or(cfg.batch as u64, |c| {
-                (cfg.batch as u64).min(c - next_seq + 1)
-            });
-            let (lo, hi) = (next_seq, next_seq + n - 1);
-            if hi > i64::MAX as u64 {
-                // The sequence attribute is an OTLP int64: stop rather than wrap.
-                tracing::warn!("sequence numbers exhausted at {}", next_seq - 1);
-                break;
-            }
-            next_seq = hi + 1;
+            let Some((lo, hi)) = pacer.take(n) else {
+                break Stop::Done;
+            };
             let now = SystemTime::now();
             let spans = (lo..=hi).map(|s| build_span(s, now, &mut rng)).collect();
             let req = build_request(&self.resource, spans);
             counters.sent(lo, hi);
-            let (conns, counters, stopping) = (conns.clone(), counters.clone(), stopping.clone());
-            let (timeout, retries) = (cfg.timeout, cfg.retries);
-            tasks.spawn(async move {
-                let _permit = permit;
-                let mut attempt = 0;
-                let mut req = Some(req);
-                loop {
-                    let (exporter, epoch) = conns.get();
-                    // Only a request that may be retried is copied; the last attempt takes it.
-                    let attempt_req = if attempt >= retries {
-                        req.take().unwrap_or_default()
-                    } else {
-                        req.clone().unwrap_or_default()
-                    };
-                    match exporter.export(attempt_req, timeout).await {
-                        Ok(rejected) => {
-                            conns.succeeded();
-                            counters.accepted(n, rejected.min(n));
-                            return;
-                        }
-                        Err(f) => {
-                            if counters.attempt_failed(&f) {
-                                tracing::warn!(reason = %f.reason, "export failed: {} (further failures of this kind are summed up in the progress lines)", f.message);
-                            }
-                            conns.failed(epoch, &f);
-                            if attempt >= retries || stopping.load(Ordering::Relaxed) {
-                                counters.spans_failed(&f.reason, n);
-                                return;
-                            }
-                            attempt += 1;
-                            if let Some(at) = conns.retry_at() {
-                                tokio::time::sleep_until(at).await;
-                            }
-                        }
+            tasks.spawn(sender.clone().send(req, hi - lo + 1, permit));
+        };
+        let grace = cfg.exporter.timeout + Duration::from_millis(500);
+        drain(
+            tasks,
+            stop,
+            stops.shutdown,
+            grace,
+            &sender.stopping,
+            &counters,
+        )
+        .await;
+        if let Some(r) = reporter {
+            r.abort();
+        }
+        counters.report()
+    }
+}
+
+/// Builds one exporter, so header or endpoint problems show before the run.
+fn check_exporter(
+    settings: &ExporterSettings,
+    connect_timeout: Duration,
+) -> Result<(), ConfigError> {
+    Exporter::new(
+        settings,
+        Connector::new(connect_timeout, Default::default()),
+    )
+    .map(drop)
+}
+
+/// Why production stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The shutdown future fired: pending retries are cancelled.
+    Interrupted,
+    /// Count or duration reached (or sequence numbers exhausted): pending
+    /// retries may finish.
+    Done,
+}
+
+/// The two things that end production, raced against every wait of the loop.
+struct Stops<'a, S, E> {
+    shutdown: Pin<&'a mut S>,
+    end: Pin<&'a mut E>,
+}
+
+impl<S: Future<Output = ()>, E: Future<Output = ()>> Stops<'_, S, E> {
+    /// `fut`'s output, unless a stop comes first (shutdown wins a tie).
+    async fn race<T>(&mut self, fut: impl Future<Output = T>) -> Result<T, Stop> {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.as_mut() => Err(Stop::Interrupted),
+            _ = self.end.as_mut() => Err(Stop::Done),
+            v = fut => Ok(v),
+        }
+    }
+}
+
+/// Pacing: when the next batch may go, and its sequence numbers.
+///
+/// A ticker fires once per batch (`batch / rate` seconds) on a fixed grid from
+/// the start, skipping missed ticks: the rate holds without drift and never
+/// bursts beyond one batch.
+struct Pacer {
+    slots: Arc<Semaphore>,
+    ticker: Option<Interval>,
+    next_seq: u64,
+    count: Option<u64>,
+    batch: u64,
+}
+
+impl Pacer {
+    fn new(cfg: &GenConfig, start: Instant) -> Self {
+        let ticker = (cfg.rate > 0.0).then(|| {
+            let period =
+                Duration::from_secs_f64(cfg.batch as f64 / cfg.rate).max(Duration::from_micros(1));
+            let mut t = tokio::time::interval_at(start, period);
+            t.set_missed_tick_behavior(MissedTickBehavior::Skip);
+            t
+        });
+        Pacer {
+            slots: Arc::new(Semaphore::new(cfg.workers)),
+            ticker,
+            next_seq: 1,
+            count: cfg.count,
+            batch: cfg.batch as u64,
+        }
+    }
+
+    /// Waits until the next batch may go: a free slot first, then the tick,
+    /// then the backoff, so slots freed during a stall cannot turn into a
+    /// burst. Returns the slot and the batch size.
+    async fn next<S, E>(
+        &mut self,
+        stops: &mut Stops<'_, S, E>,
+        conns: &Connections,
+        end: Option<Instant>,
+    ) -> Result<(OwnedSemaphorePermit, u64), Stop>
+    where
+        S: Future<Output = ()>,
+        E: Future<Output = ()>,
+    {
+        let left = self.count.map(|c| c.saturating_sub(self.next_seq - 1));
+        if left == Some(0) {
+            return Err(Stop::Done);
+        }
+        let permit = stops
+            .race(self.slots.clone().acquire_owned())
+            .await?
+            .map_err(|_| Stop::Done)?;
+        if let Some(t) = self.ticker.as_mut() {
+            stops.race(t.tick()).await?;
+        }
+        if let Some(at) = conns.retry_at()
+            && at > Instant::now()
+        {
+            stops.race(tokio::time::sleep_until(at)).await?;
+        }
+        if end.is_some_and(|e| Instant::now() >= e) {
+            return Err(Stop::Done);
+        }
+        Ok((permit, left.map_or(self.batch, |l| self.batch.min(l))))
+    }
+
+    /// Takes the next `n` sequence numbers; `None` once they are exhausted.
+    /// A sequence number is never reused: a failed batch keeps its numbers.
+    fn take(&mut self, n: u64) -> Option<(u64, u64)> {
+        let (lo, hi) = (self.next_seq, self.next_seq + n - 1);
+        if hi > i64::MAX as u64 {
+            // The sequence attribute is an OTLP int64: stop rather than wrap.
+            tracing::warn!("sequence numbers exhausted at {}", lo - 1);
+            return None;
+        }
+        self.next_seq = hi + 1;
+        Some((lo, hi))
+    }
+}
+
+/// Sending one batch with retries; cloned into every request task.
+#[derive(Clone)]
+struct Sender {
+    conns: Arc<Connections>,
+    counters: Arc<Counters>,
+    /// Set at an interrupting stop: no further retries.
+    stopping: Arc<AtomicBool>,
+    timeout: Duration,
+    retries: u32,
+}
+
+impl Sender {
+    /// Sends `req` (`n` spans), retrying up to `retries` times after the
+    /// backoff, and counts the outcome. Holds `permit` until done.
+    async fn send(self, req: ExportTraceServiceRequest, n: u64, permit: OwnedSemaphorePermit) {
+        let _permit = permit;
+        let mut attempt = 0;
+        let mut req = Some(req);
+        loop {
+            let (exporter, epoch) = self.conns.get();
+            // Only a request that may be retried is copied; the last attempt takes it.
+            let attempt_req = if attempt >= self.retries {
+                req.take().unwrap_or_default()
+            } else {
+                req.clone().unwrap_or_default()
+            };
+            match exporter.export(attempt_req, self.timeout).await {
+                Ok(rejected) => {
+                    self.conns.succeeded();
+                    self.counters.accepted(n, rejected.min(n));
+                    return;
+                }
+                Err(f) => {
+                    self.failed_attempt(epoch, &f);
+                    if attempt >= self.retries || self.stopping.load(Ordering::Relaxed) {
+                        self.counters.spans_failed(f.reason, n);
+                        return;
+                    }
+                    attempt += 1;
+                    if let Some(at) = self.conns.retry_at() {
+                        tokio::time::sleep_until(at).await;
                     }
                 }
-            });
+            }
         }
-        let grace = cfg.timeout + Duration::from_millis(500);
-        let drained = {
-            let drain = async { while tasks.join_next().await.is_some() {} };
-            tokio::pin!(drain);
-            if interrupted {
-                // Stop now: no more retries; in-flight requests end within the export timeout.
+    }
+
+    fn failed_attempt(&self, epoch: u64, f: &Failure) {
+        if self.counters.attempt_failed(f) {
+            tracing::warn!(reason = %f.reason, "export failed: {} (further failures of this kind are summed up in the progress lines)", f.message);
+        }
+        self.conns.failed(epoch, f);
+    }
+}
+
+/// Draining: waits for the request tasks. After an interrupting stop, no more
+/// retries and at most `grace`; after a done run, pending retries may finish
+/// unless `shutdown` fires meanwhile. Spans still in flight when the grace runs
+/// out are counted as failed ([`Reason::Aborted`]).
+async fn drain<S: Future<Output = ()>>(
+    mut tasks: JoinSet<()>,
+    stop: Stop,
+    shutdown: Pin<&mut S>,
+    grace: Duration,
+    stopping: &AtomicBool,
+    counters: &Counters,
+) {
+    let drained = {
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        tokio::pin!(drain);
+        match stop {
+            Stop::Interrupted => {
                 stopping.store(true, Ordering::Relaxed);
                 tokio::time::timeout(grace, &mut drain).await
-            } else {
-                // Done: let pending retries run, unless the shutdown future fires meanwhile.
+            }
+            Stop::Done => {
                 tokio::select! {
                     _ = &mut drain => Ok(()),
-                    _ = &mut shutdown => {
+                    _ = shutdown => {
                         stopping.store(true, Ordering::Relaxed);
                         tokio::time::timeout(grace, &mut drain).await
                     }
                 }
             }
-        };
-        if drained.is_err() {
-            tasks.abort_all();
-            while tasks.join_next().await.is_some() {}
-            let left = counters.in_flight();
-            if left > 0 {
-                tracing::warn!(
-                    "{left} spans still in flight after {grace:?} at stop: counted as failed (aborted)"
-                );
-                counters.spans_failed("aborted", left);
-            }
         }
-        if let Some(r) = reporter {
-            r.abort();
+    };
+    if drained.is_err() {
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        let left = counters.in_flight();
+        if left > 0 {
+            tracing::warn!(
+                "{left} spans still in flight after {grace:?} at stop: counted as failed ({})",
+                Reason::Aborted
+            );
+            counters.spans_failed(Reason::Aborted, left);
         }
-        counters.report()
     }
 }
 

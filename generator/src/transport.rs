@@ -26,7 +26,8 @@ use tokio::net::TcpStream;
 use tonic::transport::Channel;
 use trace_proto::otlp::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 
-use crate::config::{Compression, ConfigError, Endpoint, Protocol};
+use crate::config::{Compression, ConfigError, ExporterSettings, Protocol};
+use crate::failure::{Failure, Reason};
 
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -73,33 +74,14 @@ pub enum ConnectError {
 
 impl ConnectError {
     /// The failure reason it is counted under.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            ConnectError::Dns { .. } | ConnectError::DnsOther { .. } => reason::DNS,
-            ConnectError::Refused { .. } => reason::CONNECTION_REFUSED,
-            ConnectError::Timeout { .. } => reason::CONNECT_TIMEOUT,
-            ConnectError::Io { .. } => reason::TRANSPORT,
+            ConnectError::Dns { .. } | ConnectError::DnsOther { .. } => Reason::Dns,
+            ConnectError::Refused { .. } => Reason::ConnectionRefused,
+            ConnectError::Timeout { .. } => Reason::ConnectTimeout,
+            ConnectError::Io { .. } => Reason::Transport,
         }
     }
-}
-
-/// Failure reasons (the keys of `*_failed_by_reason`). gRPC status codes are
-/// counted as `grpc_<code>` and HTTP statuses as `http_<status>`.
-pub mod reason {
-    /// Connection refused.
-    pub const CONNECTION_REFUSED: &str = "connection_refused";
-    /// Connect timeout.
-    pub const CONNECT_TIMEOUT: &str = "connect_timeout";
-    /// The whole export took longer than `--timeout`.
-    pub const EXPORT_TIMEOUT: &str = "export_timeout";
-    /// Name resolution failed.
-    pub const DNS: &str = "dns";
-    /// The connection broke (reset, closed, protocol error).
-    pub const TRANSPORT: &str = "transport";
-    /// The endpoint accepted the request but rejected some spans (partial success).
-    pub const PARTIAL_REJECTED: &str = "partial_rejected";
-    /// Anything else.
-    pub const OTHER: &str = "other";
 }
 
 /// Dials TCP connections for both exporters and counts the ones opened.
@@ -180,29 +162,6 @@ impl tower::Service<http::Uri> for Connector {
     }
 }
 
-/// One failed export attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// Counter key, see [`reason`].
-    pub reason: String,
-    /// Human-readable detail.
-    pub message: String,
-}
-
-fn chain_message(e: &(dyn StdError + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 fn find_connect_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a ConnectError> {
     let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
     while let Some(c) = cur {
@@ -218,39 +177,14 @@ fn find_connect_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a Connect
 fn transport_failure(e: &(dyn StdError + 'static)) -> Failure {
     match find_connect_error(e) {
         Some(ce) => Failure {
-            reason: ce.reason().into(),
+            reason: ce.reason(),
             message: ce.to_string(),
         },
         None => Failure {
-            reason: reason::TRANSPORT.into(),
-            message: chain_message(e),
+            reason: Reason::Transport,
+            message: trace_proto::error::chain(e),
         },
     }
-}
-
-/// The counter name of a gRPC status code.
-pub fn grpc_reason(code: tonic::Code) -> String {
-    use tonic::Code::*;
-    let name = match code {
-        Ok => "ok",
-        Cancelled => "cancelled",
-        Unknown => "unknown",
-        InvalidArgument => "invalid_argument",
-        DeadlineExceeded => "deadline_exceeded",
-        NotFound => "not_found",
-        AlreadyExists => "already_exists",
-        PermissionDenied => "permission_denied",
-        ResourceExhausted => "resource_exhausted",
-        FailedPrecondition => "failed_precondition",
-        Aborted => "aborted",
-        OutOfRange => "out_of_range",
-        Unimplemented => "unimplemented",
-        Internal => "internal",
-        Unavailable => "unavailable",
-        DataLoss => "data_loss",
-        Unauthenticated => "unauthenticated",
-    };
-    format!("grpc_{name}")
 }
 
 fn status_failure(status: &tonic::Status) -> Failure {
@@ -258,12 +192,12 @@ fn status_failure(status: &tonic::Status) -> Failure {
     // one the server sent has none.
     if let Some(src) = StdError::source(status) {
         let f = transport_failure(src);
-        if f.reason != reason::TRANSPORT || status.code() != tonic::Code::Unknown {
+        if f.reason != Reason::Transport || status.code() != tonic::Code::Unknown {
             return f;
         }
     }
     Failure {
-        reason: grpc_reason(status.code()),
+        reason: Reason::Grpc(status.code()),
         message: format!("gRPC {:?}: {}", status.code(), status.message()),
     }
 }
@@ -305,13 +239,15 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 impl Exporter {
     /// A new exporter; no connection is opened until the first export.
-    pub fn new(
-        endpoint: &Endpoint,
-        protocol: Protocol,
-        compression: Compression,
-        headers: &[(String, String)],
-        connector: Connector,
-    ) -> Result<Self, ConfigError> {
+    pub fn new(settings: &ExporterSettings, connector: Connector) -> Result<Self, ConfigError> {
+        let ExporterSettings {
+            endpoint,
+            protocol,
+            compression,
+            headers,
+            ..
+        } = settings;
+        let (protocol, compression) = (*protocol, *compression);
         let bad = |m: String| ConfigError::Endpoint(endpoint.url.clone(), m);
         match protocol {
             Protocol::Grpc => {
@@ -379,7 +315,7 @@ impl Exporter {
         match tokio::time::timeout(timeout, self.export_inner(req)).await {
             Ok(r) => r,
             Err(_) => Err(Failure {
-                reason: reason::EXPORT_TIMEOUT.into(),
+                reason: Reason::ExportTimeout,
                 message: format!("no answer within {timeout:?}"),
             }),
         }
@@ -404,7 +340,7 @@ impl Exporter {
             } => {
                 let mut body = if *json {
                     serde_json::to_vec(&req).map_err(|e| Failure {
-                        reason: reason::OTHER.into(),
+                        reason: Reason::Other,
                         message: format!("cannot encode JSON: {e}"),
                     })?
                 } else {
@@ -426,7 +362,7 @@ impl Exporter {
                     builder
                         .body(Full::new(Bytes::from(body)))
                         .map_err(|e| Failure {
-                            reason: reason::OTHER.into(),
+                            reason: Reason::Other,
                             message: e.to_string(),
                         })?;
                 request.headers_mut().extend(headers.clone());
@@ -444,7 +380,7 @@ impl Exporter {
                     let detail =
                         String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
                     return Err(Failure {
-                        reason: format!("http_{}", status.as_u16()),
+                        reason: Reason::Http(status.as_u16()),
                         message: format!("HTTP {status}: {}", detail.trim()),
                     });
                 }

@@ -11,7 +11,7 @@ async fn readme_example() -> Result<(), Box<dyn std::error::Error>> {
         .start()?;
 
     let mut config = trace_gen::GenConfig::new("node-1");
-    config.endpoint =
+    config.exporter.endpoint =
         trace_gen::config::Endpoint::parse(&format!("http://{}", sink.grpc_addr().unwrap()))?;
     config.count = Some(100);
     config.rate = 0.0; // as fast as possible (default: 10 spans/s)

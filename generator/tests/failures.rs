@@ -63,7 +63,7 @@ async fn export_timeout() {
         c.count = Some(20);
         c.batch = 10;
         c.workers = 2;
-        c.timeout = Duration::from_millis(300);
+        c.exporter.timeout = Duration::from_millis(300);
         let r = run_watching(c).await;
         assert_eq!(
             r.spans_failed_by_reason.get("export_timeout"),

@@ -22,7 +22,7 @@ async fn every_protocol_and_compression() {
                 grpc_url(&sink)
             };
             let mut c = config("node-a", &url, protocol);
-            c.compression = compression;
+            c.exporter.compression = compression;
             c.count = Some(95);
             c.batch = 10;
             c.workers = 3;
@@ -135,7 +135,7 @@ async fn resource_attributes_on_the_wire() {
     c.pod_name = Some("pod-1".into());
     c.namespace = Some("ns-1".into());
     c.extra_resource = vec![("team".into(), "obs".into())];
-    c.headers = vec![("x-tenant".into(), "t1".into())];
+    c.exporter.headers = vec![("x-tenant".into(), "t1".into())];
     let g = Generator::new(c).unwrap();
     let id = g.generator_id().to_owned();
     g.run(std::future::pending()).await;

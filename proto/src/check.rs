@@ -202,10 +202,10 @@ mod tests {
         };
         for &(g, a, n) in routes {
             s.spans_total += n;
-            match crate::attribution::RouteKind::of(g, a) {
-                crate::attribution::RouteKind::Local => s.local_spans += n,
-                crate::attribution::RouteKind::Remote => s.remote_spans += n,
-                crate::attribution::RouteKind::Unattributed => s.unattributed_spans += n,
+            match crate::stats::RouteKind::of(g, a) {
+                crate::stats::RouteKind::Local => s.local_spans += n,
+                crate::stats::RouteKind::Remote => s.remote_spans += n,
+                crate::stats::RouteKind::Unattributed => s.unattributed_spans += n,
             }
             s.routes.push(RouteStats {
                 generator_node: g.map(Into::into),

@@ -7,22 +7,23 @@
 //! - [`keys`]: the attribute keys of the contract (`k8s.node.name`, `agent.node.name`, ...).
 //! - [`otlp`]: re-exports of the OTLP types and small helpers to read and write attributes.
 //! - [`span`]: building the spans and requests trace-gen sends.
-//! - [`attribution`]: turning one export request into a per-request summary (routes,
-//!   generators, sequence numbers) that the sink merges under one lock.
+//! - [`protocol`]: the one [`protocol::Protocol`] enum, with the specification's
+//!   spelling (`http/protobuf`) and trace-sink's label (`http_protobuf`).
 //! - [`stats`]: the versioned `/stats` JSON of trace-sink and trace-gen.
 //! - [`check`]: the conditions behind `/check` and `trace-sink check`.
-//! - [`wire`]: the lean request types the sink decodes, and the element count checked first.
+//! - [`error`]: printing an error with its causes, one way for both crates.
 //! - `cli` (feature `cli`): logging and the shutdown signal of both binaries.
-//! - [`seqset`]: an interval set of sequence numbers whose memory grows with the gaps.
+//!
+//! What only the sink reads (lean decoding, attribution, sequence sets) lives in
+//! trace-sink's `ingest` module, not here.
 #![deny(missing_docs)]
 
-pub mod attribution;
 pub mod check;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod error;
 pub mod keys;
 pub mod otlp;
-pub mod seqset;
+pub mod protocol;
 pub mod span;
 pub mod stats;
-pub mod wire;

@@ -52,6 +52,45 @@ pub struct SinkStats {
     pub requests: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
+/// How a span travelled: what `local_spans`, `remote_spans` and
+/// `unattributed_spans` count, and the `route` label of `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteKind {
+    /// Both nodes known and equal.
+    Local,
+    /// Both nodes known and different.
+    Remote,
+    /// Either node unknown.
+    Unattributed,
+}
+
+impl RouteKind {
+    /// Classifies a (generator node, agent node) pair.
+    pub fn of(generator_node: Option<&str>, agent_node: Option<&str>) -> Self {
+        match (generator_node, agent_node) {
+            (Some(g), Some(a)) if g == a => RouteKind::Local,
+            (Some(_), Some(_)) => RouteKind::Remote,
+            _ => RouteKind::Unattributed,
+        }
+    }
+
+    /// `local`, `remote` or `unattributed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Local => "local",
+            RouteKind::Remote => "remote",
+            RouteKind::Unattributed => "unattributed",
+        }
+    }
+}
+
+impl RouteStats {
+    /// How spans on this route travelled.
+    pub fn kind(&self) -> RouteKind {
+        RouteKind::of(self.generator_node.as_deref(), self.agent_node.as_deref())
+    }
+}
+
 /// One route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteStats {

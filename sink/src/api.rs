@@ -13,10 +13,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use trace_proto::check::{Conditions, evaluate, parse_node_list};
 
-use crate::server::Shared;
+use crate::state::Shared;
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Response {
-    Json(shared.accounting.snapshot()).into_response()
+    Json(shared.ingest.snapshot()).into_response()
 }
 
 fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
@@ -52,7 +52,7 @@ async fn reset(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respons
         )
             .into_response();
     }
-    Json(shared.accounting.reset()).into_response()
+    Json(shared.ingest.reset()).into_response()
 }
 
 fn bad_request(message: String) -> Response {
@@ -66,34 +66,43 @@ fn bad_request(message: String) -> Response {
 /// Parses the query of `/check` into conditions. A parameter given twice is an
 /// error: silently keeping one of two contradicting values could pass a check
 /// that should fail.
-pub fn parse_check_query(q: &[(String, String)]) -> Result<Conditions, String> {
+pub fn parse_check_query(q: &[(String, String)]) -> Result<Conditions, QueryError> {
     let mut c = Conditions::default();
     let mut seen = HashSet::new();
     for (k, v) in q {
         if !seen.insert(k.as_str()) {
-            return Err(format!("parameter {k:?} given more than once"));
+            return Err(QueryError::Repeated(k.clone()));
         }
         match k.as_str() {
             "expect" => match v.as_str() {
                 "local" => c.expect_local = true,
                 "" | "any" => {}
-                other => return Err(format!("unknown expect={other:?}: the only value is local")),
+                other => return Err(QueryError::Expect(other.to_owned())),
             },
-            "min_spans" => {
-                c.min_spans = v
-                    .parse()
-                    .map_err(|_| format!("min_spans={v:?} is not a non-negative integer"))?
-            }
+            "min_spans" => c.min_spans = v.parse().map_err(|_| QueryError::MinSpans(v.clone()))?,
             "from_nodes" => c.from_nodes = parse_node_list(v),
             "silent_nodes" => c.silent_nodes = parse_node_list(v),
-            other => {
-                return Err(format!(
-                    "unknown parameter {other:?}: use expect, min_spans, from_nodes, silent_nodes"
-                ));
-            }
+            other => return Err(QueryError::Unknown(other.to_owned())),
         }
     }
     Ok(c)
+}
+
+/// A `/check` query that cannot be evaluated (HTTP 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// A parameter given twice.
+    #[error("parameter {0:?} given more than once")]
+    Repeated(String),
+    /// `expect` other than `local`.
+    #[error("unknown expect={0:?}: the only value is local")]
+    Expect(String),
+    /// `min_spans` not a number.
+    #[error("min_spans={0:?} is not a non-negative integer")]
+    MinSpans(String),
+    /// Any other parameter.
+    #[error("unknown parameter {0:?}: use expect, min_spans, from_nodes, silent_nodes")]
+    Unknown(String),
 }
 
 async fn check(
@@ -102,9 +111,9 @@ async fn check(
 ) -> Response {
     let cond = match parse_check_query(&q) {
         Ok(c) => c,
-        Err(m) => return bad_request(m),
+        Err(e) => return bad_request(e.to_string()),
     };
-    let report = evaluate(&shared.accounting.snapshot(), &cond);
+    let report = evaluate(&shared.ingest.snapshot(), &cond);
     let status = if report.pass {
         StatusCode::OK
     } else {

@@ -13,7 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 use trace_proto::check::{CheckReport, Conditions, Polarity, evaluate};
-use trace_proto::stats::SinkStats;
+use trace_proto::stats::{RouteKind, SinkStats};
 
 /// What `trace-sink check` was asked.
 #[derive(Debug, Clone)]
@@ -48,7 +48,7 @@ pub enum CheckOutcome {
         stats: SinkStats,
     },
     /// The sink could not be reached or did not answer with `/stats` JSON.
-    Unreachable(String),
+    Unreachable(FetchError),
 }
 
 impl CheckOutcome {
@@ -62,50 +62,89 @@ impl CheckOutcome {
     }
 }
 
+/// Why `/stats` could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// `--url` is not a usable `http://HOST:PORT` base URL.
+    #[error("invalid --url {url:?}: {reason}")]
+    InvalidUrl {
+        /// What was given.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No connection or no answer (the message carries the causes).
+    #[error("{url}: {message}")]
+    NoAnswer {
+        /// The `/stats` URL.
+        url: String,
+        /// What happened.
+        message: String,
+    },
+    /// The sink answered with an error status.
+    #[error("{url}: HTTP {status}")]
+    Status {
+        /// The `/stats` URL.
+        url: String,
+        /// The status line.
+        status: String,
+    },
+    /// The answer is not trace-sink's `/stats` JSON.
+    #[error("{url}: not trace-sink /stats JSON: {reason}")]
+    NotStats {
+        /// The `/stats` URL.
+        url: String,
+        /// The parse error.
+        reason: String,
+    },
+}
+
 /// Checks that `url` is a usable `http://` base URL and returns its `/stats` URI.
-pub fn validate_url(url: &str) -> Result<hyper::Uri, String> {
+pub fn validate_url(url: &str) -> Result<hyper::Uri, FetchError> {
+    let invalid = |reason: String| FetchError::InvalidUrl {
+        url: url.to_owned(),
+        reason,
+    };
     let full = format!("{}/stats", url.trim_end_matches('/'));
-    let uri: hyper::Uri = full
-        .parse()
-        .map_err(|e| format!("invalid --url {url:?}: {e}"))?;
+    let uri: hyper::Uri = full.parse().map_err(|e| invalid(format!("{e}")))?;
     if uri.scheme_str() != Some("http") || uri.host().is_none() {
-        return Err(format!("invalid --url {url:?}: use http://HOST:PORT"));
+        return Err(invalid("use http://HOST:PORT".into()));
     }
     Ok(uri)
 }
 
 /// Fetches `GET {url}/stats`.
-pub async fn fetch_stats(url: &str) -> Result<SinkStats, String> {
+pub async fn fetch_stats(url: &str) -> Result<SinkStats, FetchError> {
     let uri = validate_url(url)?;
     let full = uri.to_string();
+    let no_answer = |message: String| FetchError::NoAnswer {
+        url: full.clone(),
+        message,
+    };
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
     let req = hyper::Request::get(uri)
         .body(Empty::new())
-        .map_err(|e| format!("cannot build request: {e}"))?;
+        .map_err(|e| no_answer(format!("cannot build request: {e}")))?;
     let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
         .await
-        .map_err(|_| format!("{full}: no answer within 5s"))?
-        .map_err(|e| format!("{full}: {}", error_chain(&e)))?;
+        .map_err(|_| no_answer("no answer within 5s".into()))?
+        .map_err(|e| no_answer(trace_proto::error::chain(&e)))?;
     let status = resp.status();
     let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect())
         .await
-        .map_err(|_| format!("{full}: body not received within 5s"))?
-        .map_err(|e| format!("{full}: {e}"))?
+        .map_err(|_| no_answer("body not received within 5s".into()))?
+        .map_err(|e| no_answer(e.to_string()))?
         .to_bytes();
     if !status.is_success() {
-        return Err(format!("{full}: HTTP {status}"));
+        return Err(FetchError::Status {
+            url: full,
+            status: status.to_string(),
+        });
     }
-    serde_json::from_slice(&body).map_err(|e| format!("{full}: not trace-sink /stats JSON: {e}"))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let _ = write!(s, ": {c}");
-        cur = c.source();
-    }
-    s
+    serde_json::from_slice(&body).map_err(|e| FetchError::NotStats {
+        url: full,
+        reason: e.to_string(),
+    })
 }
 
 /// Polls until the outcome is known.
@@ -183,13 +222,10 @@ pub fn render(stats: &SinkStats) -> String {
         "GENERATOR NODE", "AGENT NODE", "SPANS"
     );
     for r in &stats.routes {
-        let kind = match trace_proto::attribution::RouteKind::of(
-            r.generator_node.as_deref(),
-            r.agent_node.as_deref(),
-        ) {
-            trace_proto::attribution::RouteKind::Local => "local",
-            trace_proto::attribution::RouteKind::Remote => "REMOTE",
-            trace_proto::attribution::RouteKind::Unattributed => "unattributed",
+        let kind = match r.kind() {
+            RouteKind::Local => "local",
+            RouteKind::Remote => "REMOTE",
+            RouteKind::Unattributed => "unattributed",
         };
         let _ = writeln!(
             out,

@@ -1,6 +1,6 @@
 //! The sink's settings, independent of how they were given (flags, code).
 
-use trace_proto::attribution::AttributionKeys;
+use crate::ingest::attribution::AttributionKeys;
 
 /// Default `--max-request-bytes`: 4 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;

@@ -3,16 +3,24 @@
 //! spans from trace-gen's sequence numbers, and answers assertions over HTTP.
 //!
 //! # Layout
-//! - [`config`]: the sink's settings (limits, attribute keys, API token).
-//! - [`stats`]: the accounting: routes, agents, generators, request outcomes; one
-//!   lock taken once per request.
+//! Bottom up; a module imports only modules above it in this list.
+//! - [`outcome`]: request outcomes ([`outcome::Outcome`]) and what they are
+//!   counted under ([`outcome::Via`]), each with its one label.
+//! - [`k8s`]: Kubernetes attribution: a Pod watch ([`k8s::watch`]) that resolves
+//!   peer IPs to Pod, namespace and node ([`k8s::PodResolver`]).
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
-//! - [`receiver`]: OTLP/gRPC ([`receiver::grpc`]) and OTLP/HTTP ([`receiver::http`]).
+//! - [`ingest`]: the one ingest path, [`ingest::Ingest::export`]: element count,
+//!   lean decoding ([`ingest::wire`]), attribution ([`ingest::attribution`]),
+//!   sequence sets ([`ingest::seqset`]) and the accounting
+//!   ([`ingest::accounting`], one lock taken once per request).
+//! - [`config`]: the sink's settings (limits, attribute keys, API token).
+//! - [`state`]: [`state::Shared`], what the receivers and the API share.
+//! - [`receiver`]: transport adapters, OTLP/gRPC ([`receiver::grpc`]) and
+//!   OTLP/HTTP ([`receiver::http`]): undo framing, call ingest, map the result.
 //! - [`api`]: the HTTP API: `/stats`, `/reset`, `/check`, `/metrics`, `/healthz`, `/readyz`.
-//! - [`k8s`]: Kubernetes attribution: a Pod watch that resolves peer IPs to Pods and nodes.
-//! - [`check`]: the polling `trace-sink check` command, for scripts and test suites.
 //! - [`server`]: [`SinkBuilder`] serves on caller-supplied listeners and returns a
 //!   [`SinkHandle`] (bound addresses, `stats()`, `reset()`, `shutdown()`).
+//! - [`check`]: the polling `trace-sink check` command, for scripts and test suites.
 //!
 //! # Embedding
 //! ```no_run
@@ -34,11 +42,13 @@
 pub mod api;
 pub mod check;
 pub mod config;
+pub mod ingest;
 pub mod k8s;
 pub mod metrics;
+pub mod outcome;
 pub mod receiver;
 pub mod server;
-pub mod stats;
+pub mod state;
 
 pub use config::SinkConfig;
 pub use server::{SinkBuilder, SinkHandle};

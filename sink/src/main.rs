@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
-use trace_proto::attribution::AttributionKeys;
 use trace_proto::check::{Conditions, parse_node_list};
 use trace_sink::check::{CheckOptions, render, render_verdict};
+use trace_sink::ingest::attribution::AttributionKeys;
 use trace_sink::{SinkBuilder, SinkConfig};
 
 /// An OTLP trace sink that attributes every span to its generator node and
@@ -224,7 +224,9 @@ async fn check(args: CheckArgs) -> ExitCode {
             | trace_sink::check::CheckOutcome::Fail { report, stats } => {
                 serde_json::json!({ "report": report, "stats": stats })
             }
-            trace_sink::check::CheckOutcome::Unreachable(e) => serde_json::json!({ "error": e }),
+            trace_sink::check::CheckOutcome::Unreachable(e) => {
+                serde_json::json!({ "error": e.to_string() })
+            }
         };
         println!("{doc}");
     } else {

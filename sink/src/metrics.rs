@@ -3,18 +3,17 @@
 //! Counters are monotonic since the process started, as Prometheus expects:
 //! `POST /reset` zeroes `/stats`, not these. Route label pairs are capped at
 //! `--max-series` for the life of the process; spans of further routes count
-//! in `trace_sink_overflow_spans_total` only.
+//! in `trace_sink_overflow_spans_total` only. This is the one route cap: the
+//! accounting breaks a route down in `/stats` only if it got a counter here.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 
+use crate::outcome::{Outcome, Via};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use trace_proto::attribution::RouteKind;
-
-use crate::stats::Protocol;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
@@ -76,7 +75,13 @@ impl Metrics {
     /// `--max-series` route label pairs exist (count those spans with
     /// [`Metrics::count_overflow`]). Callers keep the handle, so a known route
     /// costs one atomic add per request.
-    pub(crate) fn route_counter(&self, g: Option<&str>, a: Option<&str>) -> Option<Counter> {
+    /// `route` is the route's kind label (`local`, `remote`, `unattributed`).
+    pub(crate) fn route_counter(
+        &self,
+        g: Option<&str>,
+        a: Option<&str>,
+        route: &'static str,
+    ) -> Option<Counter> {
         let key = (g.map(str::to_owned), a.map(str::to_owned));
         let mut known = self.known_routes.lock().unwrap_or_else(|e| e.into_inner());
         if !known.contains(&key) {
@@ -90,7 +95,7 @@ impl Metrics {
                 .get_or_create(&RouteLabels {
                     generator_node: g.unwrap_or_default().to_owned(),
                     agent_node: a.unwrap_or_default().to_owned(),
-                    route: RouteKind::of(g, a).as_str().to_owned(),
+                    route: route.to_owned(),
                 })
                 .clone(),
         )
@@ -102,11 +107,11 @@ impl Metrics {
     }
 
     /// Counts one request.
-    pub(crate) fn count_request(&self, protocol: Protocol, outcome: &str) {
+    pub(crate) fn count_request(&self, via: Via, outcome: Outcome) {
         self.requests
             .get_or_create(&RequestLabels {
-                protocol: protocol.as_str().to_owned(),
-                outcome: outcome.to_owned(),
+                protocol: via.as_str().to_owned(),
+                outcome: outcome.as_str().to_owned(),
             })
             .inc();
     }

@@ -4,7 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -13,23 +13,7 @@ use tokio_util::sync::CancellationToken;
 use trace_proto::stats::SinkStats;
 
 use crate::config::SinkConfig;
-use crate::metrics::Metrics;
-use crate::stats::Accounting;
-
-/// State shared by the receivers and the API.
-#[derive(Debug)]
-pub struct Shared {
-    /// Settings.
-    pub config: SinkConfig,
-    /// Span and request accounting.
-    pub accounting: Accounting,
-    /// Prometheus registry.
-    pub metrics: Arc<Metrics>,
-    /// True while the receivers serve.
-    pub ready: AtomicBool,
-    /// Requests being decoded at once, both receivers together (`--max-concurrent-requests`).
-    pub request_slots: Arc<tokio::sync::Semaphore>,
-}
+use crate::state::Shared;
 
 /// Builds a sink from a config and up to three listeners.
 pub struct SinkBuilder {
@@ -70,20 +54,7 @@ impl SinkBuilder {
 
     /// Starts serving on the current tokio runtime.
     pub fn start(self) -> io::Result<SinkHandle> {
-        let metrics = Arc::new(Metrics::new(self.config.max_series));
-        let shared = Arc::new(Shared {
-            accounting: Accounting::new(
-                self.config.max_series,
-                self.config.max_gaps_per_generator,
-                metrics.clone(),
-            ),
-            metrics,
-            request_slots: Arc::new(tokio::sync::Semaphore::new(
-                self.config.max_concurrent_requests.max(1),
-            )),
-            config: self.config,
-            ready: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared::new(self.config));
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let addr = |l: &Option<TcpListener>| l.as_ref().map(TcpListener::local_addr).transpose();
@@ -161,12 +132,12 @@ impl SinkHandle {
 
     /// The current numbers, as `GET /stats` shows them.
     pub fn stats(&self) -> SinkStats {
-        self.shared.accounting.snapshot()
+        self.shared.ingest.snapshot()
     }
 
     /// Zeroes the numbers and returns them as they were, as `POST /reset` does.
     pub fn reset(&self) -> SinkStats {
-        self.shared.accounting.reset()
+        self.shared.ingest.reset()
     }
 
     /// The Prometheus exposition, as `GET /metrics` shows it.

@@ -241,6 +241,44 @@ async fn max_series_caps_tables() {
     sink.shutdown().await;
 }
 
+/// One route cap for /stats and /metrics, for the life of the process: after a
+/// reset a route seen before is still broken down, a new one beyond the cap is
+/// overflow in both, and the two views agree.
+#[tokio::test]
+async fn route_cap_is_one_cap_across_resets() {
+    let sink = start(trace_sink::SinkConfig {
+        max_series: 2,
+        ..Default::default()
+    })
+    .await;
+    let mut c = grpc_client(&sink).await;
+    for n in ["a", "b"] {
+        c.export(request(Some(n), Some(n), "g", 1..=2))
+            .await
+            .unwrap();
+    }
+    sink.reset();
+    c.export(request(Some("a"), Some("a"), "g", 3..=5))
+        .await
+        .unwrap();
+    c.export(request(Some("c"), Some("c"), "g", 6..=6))
+        .await
+        .unwrap();
+    let s = sink.stats();
+    assert_eq!(s.spans_total, 4);
+    assert_eq!(s.routes.len(), 1, "{:?}", s.routes);
+    assert_eq!(s.routes[0].generator_node.as_deref(), Some("a"));
+    assert_eq!(s.overflow_spans, 1);
+    assert_eq!(s.agents.len(), 1);
+    let metrics = sink.metrics_text();
+    assert!(
+        metrics.contains("trace_sink_overflow_spans_total 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("generator_node=\"c\""), "{metrics}");
+    sink.shutdown().await;
+}
+
 /// Beyond --max-series every span is still counted once: spans_total = Σ routes
 /// + overflow_spans; generators beyond the cap go to overflow_generator_spans.
 #[tokio::test]

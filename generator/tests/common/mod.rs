@@ -28,14 +28,14 @@ pub async fn start_sink() -> SinkHandle {
 /// A config sending to `endpoint` quickly, without progress lines.
 pub fn config(node: &str, endpoint: &str, protocol: Protocol) -> GenConfig {
     let mut c = GenConfig::new(node);
-    c.protocol = protocol;
-    c.endpoint = Endpoint::parse(endpoint).unwrap();
+    c.exporter.protocol = protocol;
+    c.exporter.endpoint = Endpoint::parse(endpoint).unwrap();
     if protocol.is_http() {
-        c.endpoint = c.endpoint.with_default_traces_path();
+        c.exporter.endpoint = c.exporter.endpoint.with_default_traces_path();
     }
     c.rate = 0.0;
     c.report_interval = Duration::ZERO;
-    c.timeout = Duration::from_secs(2);
+    c.exporter.timeout = Duration::from_secs(2);
     c.connect_timeout = Duration::from_secs(1);
     c
 }

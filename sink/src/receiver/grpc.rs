@@ -1,22 +1,22 @@
 //! OTLP/gRPC `TraceService/Export`, gzip accepted.
 //!
 //! The service is written out here rather than taken from the generated
-//! `TraceServiceServer`, for one reason: the codec. [`LeanCodec`] counts the
-//! elements of the message before decoding it (`--max-request-elements`,
-//! `RESOURCE_EXHAUSTED` beyond), decodes only what the sink reads
-//! ([`trace_proto::wire`]), and answers `INVALID_ARGUMENT` for a message that
-//! does not decode (tonic's own codec says `INTERNAL`).
+//! `TraceServiceServer`, for one reason: the codec. `RawCodec` hands the
+//! message bytes over undecoded (no copy: tonic's buffer is split off), so the
+//! one ingest path ([`crate::ingest::Ingest::export`]) counts and decodes them
+//! like the HTTP receiver's; its rejections become `INVALID_ARGUMENT` or
+//! `RESOURCE_EXHAUSTED` (tonic's own codec would say `INTERNAL`).
 //!
 //! tonic checks `--max-request-bytes` itself, before and while decompressing,
 //! but reports an oversized uncompressed message as `OUT_OF_RANGE`; the
-//! [`map_rejection`] layer turns that into `RESOURCE_EXHAUSTED`, as OTLP clients
+//! `map_rejection` layer turns that into `RESOURCE_EXHAUSTED`, as OTLP clients
 //! expect, and counts every rejected request.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Buf;
+use bytes::{Buf, Bytes};
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -26,37 +26,35 @@ use tonic::codec::{
 };
 use tonic::server::{NamedService, UnaryService};
 use tonic::{Code, Request, Response, Status};
-use trace_proto::attribution::attribute;
 use trace_proto::otlp::ExportTraceServiceResponse;
-use trace_proto::wire::{ScanError, TraceRequest, count_elements};
+use trace_proto::protocol::Protocol;
 
-use crate::server::Shared;
-use crate::stats::{Protocol, outcome};
+use crate::ingest::{Rejected, Traces};
+use crate::outcome::Outcome;
+use crate::state::Shared;
 
 /// gRPC service name of OTLP traces.
 pub const SERVICE_NAME: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-/// Encodes the response; counts, then decodes, the lean request.
+/// Encodes the response; passes the request message on as bytes.
 #[derive(Debug, Clone, Copy)]
-struct LeanCodec {
-    max_elements: u64,
-}
+struct RawCodec;
 
-impl Codec for LeanCodec {
+impl Codec for RawCodec {
     type Encode = ExportTraceServiceResponse;
-    type Decode = TraceRequest;
-    type Encoder = LeanCodec;
-    type Decoder = LeanCodec;
-    fn encoder(&mut self) -> LeanCodec {
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
         *self
     }
-    fn decoder(&mut self) -> LeanCodec {
+    fn decoder(&mut self) -> RawCodec {
         *self
     }
 }
 
-impl Encoder for LeanCodec {
+impl Encoder for RawCodec {
     type Item = ExportTraceServiceResponse;
     type Error = Status;
     fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
@@ -65,37 +63,20 @@ impl Encoder for LeanCodec {
     }
 }
 
-impl Decoder for LeanCodec {
-    type Item = TraceRequest;
+impl Decoder for RawCodec {
+    type Item = Bytes;
     type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<TraceRequest>, Status> {
-        // The message is one contiguous buffer; copy only if it ever is not.
-        let owned;
-        let bytes: &[u8] = if src.chunk().len() == src.remaining() {
-            src.chunk()
-        } else {
-            owned = src.copy_to_bytes(src.remaining());
-            &owned
-        };
-        match count_elements(bytes, self.max_elements) {
-            Ok(_) => {}
-            Err(ScanError::TooMany) => {
-                return Err(Status::resource_exhausted(format!(
-                    "request carries more than {} elements (spans and attributes); limit --max-request-elements",
-                    self.max_elements
-                )));
-            }
-            Err(ScanError::Malformed) => {
-                return Err(Status::invalid_argument(
-                    "invalid OTLP protobuf message: malformed wire format",
-                ));
-            }
-        }
-        let req = TraceRequest::decode(bytes)
-            .map_err(|e| Status::invalid_argument(format!("invalid OTLP protobuf message: {e}")))?;
-        let n = src.remaining();
-        src.advance(n);
-        Ok(Some(req))
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        // Splits the message off tonic's buffer: no copy.
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// The gRPC status of a request ingest refused.
+fn status(r: Rejected) -> Status {
+    match r.outcome {
+        Outcome::TooLarge => Status::resource_exhausted(r.message),
+        _ => Status::invalid_argument(r.message),
     }
 }
 
@@ -111,18 +92,25 @@ impl NamedService for TraceExportService {
 
 struct Export(Arc<Shared>);
 
-impl UnaryService<TraceRequest> for Export {
+impl UnaryService<Bytes> for Export {
     type Response = ExportTraceServiceResponse;
     type Future = std::future::Ready<Result<Response<ExportTraceServiceResponse>, Status>>;
 
-    fn call(&mut self, request: Request<TraceRequest>) -> Self::Future {
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let peer = request.remote_addr();
-        let req = request.into_inner();
-        let summary = attribute(&req, &self.0.config.keys);
-        self.0.accounting.ingest(summary, peer, Protocol::Grpc);
-        std::future::ready(Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        })))
+        let body = request.into_inner();
+        // A rejection is counted by `map_rejection`, like tonic's own.
+        let answer = self
+            .0
+            .ingest
+            .export::<Traces>(&body, Protocol::Grpc, peer)
+            .map(|_| {
+                Response::new(ExportTraceServiceResponse {
+                    partial_success: None,
+                })
+            })
+            .map_err(status);
+        std::future::ready(answer)
     }
 }
 
@@ -149,10 +137,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for TraceExportService {
             }
             let mut accept = EnabledCompressionEncodings::default();
             accept.enable(CompressionEncoding::Gzip);
-            let codec = LeanCodec {
-                max_elements: shared.config.max_request_elements,
-            };
-            let mut grpc = tonic::server::Grpc::new(codec)
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
                 .apply_compression_config(accept, EnabledCompressionEncodings::default())
                 .apply_max_message_size_config(Some(shared.config.max_request_bytes), None);
             Ok(grpc.unary(Export(shared), req).await)
@@ -177,13 +162,13 @@ fn map_rejection(
     };
     let (new_code, what) = match code {
         Code::Ok => return resp,
-        Code::OutOfRange | Code::ResourceExhausted => (Code::ResourceExhausted, outcome::TOO_LARGE),
-        Code::InvalidArgument | Code::Internal => (Code::InvalidArgument, outcome::BAD_REQUEST),
-        Code::Unimplemented => (Code::Unimplemented, outcome::UNIMPLEMENTED),
-        Code::DeadlineExceeded | Code::Cancelled => (code, outcome::TIMEOUT),
-        other => (other, outcome::OTHER_ERROR),
+        Code::OutOfRange | Code::ResourceExhausted => (Code::ResourceExhausted, Outcome::TooLarge),
+        Code::InvalidArgument | Code::Internal => (Code::InvalidArgument, Outcome::BadRequest),
+        Code::Unimplemented => (Code::Unimplemented, Outcome::Unimplemented),
+        Code::DeadlineExceeded | Code::Cancelled => (code, Outcome::Timeout),
+        other => (other, Outcome::Error),
     };
-    shared.accounting.reject(Protocol::Grpc, what);
+    shared.ingest.reject(Protocol::Grpc, what);
     if new_code != code {
         resp.headers_mut()
             .insert("grpc-status", http::HeaderValue::from(new_code as i32));

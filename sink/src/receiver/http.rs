@@ -21,12 +21,12 @@ use axum::routing::post;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost::Message;
-use trace_proto::attribution::attribute;
 use trace_proto::otlp::ExportTraceServiceResponse;
-use trace_proto::wire::{ScanError, TraceRequest, count_elements, count_json_objects};
+use trace_proto::protocol::Protocol;
 
-use crate::server::Shared;
-use crate::stats::{Protocol, outcome};
+use crate::ingest::{Rejected, Traces};
+use crate::outcome::{Outcome, Via};
+use crate::state::Shared;
 
 /// Path of the traces endpoint.
 pub const TRACES_PATH: &str = "/v1/traces";
@@ -109,43 +109,26 @@ fn error(
     }
 }
 
-enum Reject {
-    TooLarge(String),
-    Bad(String),
-    Unsupported(String),
-    Timeout(String),
-}
-
 /// Counts a rejected request and answers it in the request's encoding.
-fn reject(shared: &Shared, protocol: Protocol, enc: Encoding, r: Reject) -> Response {
-    let (what, status, code, message) = match r {
-        Reject::TooLarge(m) => (
-            outcome::TOO_LARGE,
+fn reject(shared: &Shared, protocol: Protocol, enc: Encoding, r: Rejected) -> Response {
+    let (status, code) = match r.outcome {
+        Outcome::TooLarge => (
             StatusCode::PAYLOAD_TOO_LARGE,
             tonic::Code::ResourceExhausted,
-            m,
         ),
-        Reject::Bad(m) => (
-            outcome::BAD_REQUEST,
-            StatusCode::BAD_REQUEST,
-            tonic::Code::InvalidArgument,
-            m,
-        ),
-        Reject::Unsupported(m) => (
-            outcome::UNSUPPORTED_MEDIA_TYPE,
+        Outcome::UnsupportedMediaType => (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             tonic::Code::InvalidArgument,
-            m,
         ),
-        Reject::Timeout(m) => (
-            outcome::TIMEOUT,
-            StatusCode::REQUEST_TIMEOUT,
-            tonic::Code::DeadlineExceeded,
-            m,
-        ),
+        Outcome::Timeout => (StatusCode::REQUEST_TIMEOUT, tonic::Code::DeadlineExceeded),
+        _ => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
     };
-    shared.accounting.reject(protocol, what);
-    error(Some(enc), status, code, message)
+    shared.ingest.reject(protocol, r.outcome);
+    error(Some(enc), status, code, r.message)
+}
+
+fn rejected(outcome: Outcome, message: String) -> Rejected {
+    Rejected { outcome, message }
 }
 
 async fn read_body(
@@ -153,21 +136,28 @@ async fn read_body(
     headers: &HeaderMap,
     max: usize,
     timeout: Duration,
-) -> Result<Bytes, Reject> {
+) -> Result<Bytes, Rejected> {
     let read = tokio::time::timeout(timeout, Limited::new(body, max).collect());
     let Ok(collected) = read.await else {
-        return Err(Reject::Timeout(format!(
-            "request body not received within {timeout:?}"
-        )));
+        return Err(rejected(
+            Outcome::Timeout,
+            format!("request body not received within {timeout:?}"),
+        ));
     };
     let raw = match collected {
         Ok(c) => c.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(Reject::TooLarge(format!(
-                "request body exceeds the limit of {max} bytes"
-            )));
+            return Err(rejected(
+                Outcome::TooLarge,
+                format!("request body exceeds the limit of {max} bytes"),
+            ));
         }
-        Err(e) => return Err(Reject::Bad(format!("could not read the request body: {e}"))),
+        Err(e) => {
+            return Err(rejected(
+                Outcome::BadRequest,
+                format!("could not read the request body: {e}"),
+            ));
+        }
     };
     let encoding = headers
         .get(header::CONTENT_ENCODING)
@@ -180,17 +170,19 @@ async fn read_body(
             flate2::read::MultiGzDecoder::new(&raw[..])
                 .take(limit)
                 .read_to_end(&mut out)
-                .map_err(|e| Reject::Bad(format!("invalid gzip body: {e}")))?;
+                .map_err(|e| rejected(Outcome::BadRequest, format!("invalid gzip body: {e}")))?;
             if out.len() > max {
-                return Err(Reject::TooLarge(format!(
-                    "decompressed request body exceeds the limit of {max} bytes"
-                )));
+                return Err(rejected(
+                    Outcome::TooLarge,
+                    format!("decompressed request body exceeds the limit of {max} bytes"),
+                ));
             }
             Ok(out.into())
         }
-        Some(other) => Err(Reject::Unsupported(format!(
-            "unsupported Content-Encoding {other:?}: use gzip or none"
-        ))),
+        Some(other) => Err(rejected(
+            Outcome::UnsupportedMediaType,
+            format!("unsupported Content-Encoding {other:?}: use gzip or none"),
+        )),
     }
 }
 
@@ -202,8 +194,8 @@ async fn export(
 ) -> Response {
     let Some(enc) = Encoding::from_headers(&headers) else {
         shared
-            .accounting
-            .reject(Protocol::Http, outcome::UNSUPPORTED_MEDIA_TYPE);
+            .ingest
+            .reject(Via::Http, Outcome::UnsupportedMediaType);
         let got = headers
             .get(header::CONTENT_TYPE)
             .map_or("none".into(), |v| {
@@ -234,40 +226,9 @@ async fn export(
         Ok(b) => b,
         Err(r) => return reject(&shared, protocol, enc, r),
     };
-    let max_elements = shared.config.max_request_elements;
-    let too_many = || {
-        format!(
-            "request carries more than {max_elements} elements (spans and attributes); limit --max-request-elements"
-        )
-    };
-    let decoded = match enc {
-        Encoding::Protobuf => match count_elements(&bytes, max_elements) {
-            Err(ScanError::TooMany) => Err(Reject::TooLarge(too_many())),
-            Err(ScanError::Malformed) => Err(Reject::Bad(
-                "invalid OTLP protobuf body: malformed wire format".into(),
-            )),
-            Ok(_) => TraceRequest::decode(bytes)
-                .map_err(|e| Reject::Bad(format!("invalid OTLP protobuf body: {e}"))),
-        },
-        Encoding::Json => {
-            if count_json_objects(&bytes) > max_elements {
-                Err(Reject::TooLarge(too_many()))
-            } else if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-                Err(Reject::Bad(
-                    "invalid OTLP/JSON body: expected a JSON object".into(),
-                ))
-            } else {
-                serde_json::from_slice::<TraceRequest>(&bytes)
-                    .map_err(|e| Reject::Bad(format!("invalid OTLP/JSON body: {e}")))
-            }
-        }
-    };
-    let req = match decoded {
-        Ok(r) => r,
-        Err(r) => return reject(&shared, protocol, enc, r),
-    };
-    let summary = attribute(&req, &shared.config.keys);
-    shared.accounting.ingest(summary, Some(peer), protocol);
+    if let Err(r) = shared.ingest.export::<Traces>(&bytes, protocol, Some(peer)) {
+        return reject(&shared, protocol, enc, r);
+    }
     let body = match enc {
         Encoding::Protobuf => ExportTraceServiceResponse::default().encode_to_vec(),
         Encoding::Json => b"{}".to_vec(),
@@ -281,9 +242,7 @@ async fn export(
 }
 
 async fn method_not_allowed(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    shared
-        .accounting
-        .reject(Protocol::Http, outcome::METHOD_NOT_ALLOWED);
+    shared.ingest.reject(Via::Http, Outcome::MethodNotAllowed);
     let mut resp = error(
         Encoding::from_headers(&headers),
         StatusCode::METHOD_NOT_ALLOWED,
@@ -296,7 +255,7 @@ async fn method_not_allowed(State(shared): State<Arc<Shared>>, headers: HeaderMa
 }
 
 async fn not_found(State(shared): State<Arc<Shared>>) -> Response {
-    shared.accounting.reject(Protocol::Http, outcome::NOT_FOUND);
+    shared.ingest.reject(Via::Http, Outcome::NotFound);
     error(
         None,
         StatusCode::NOT_FOUND,

@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 
-use crate::keys;
-use crate::wire::{KeyValue, TraceRequest, get_str, get_u64};
+use super::wire::{KeyValue, TraceRequest, get_str, get_u64};
+use trace_proto::keys;
 
 /// Longest attribute value taken as a node name or generator id (Kubernetes node
 /// names are at most 253 bytes). Longer values count as unknown, so a client
@@ -32,36 +32,8 @@ impl Default for AttributionKeys {
     }
 }
 
-/// How a span travelled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RouteKind {
-    /// Both nodes known and equal.
-    Local,
-    /// Both nodes known and different.
-    Remote,
-    /// Either node unknown.
-    Unattributed,
-}
-
-impl RouteKind {
-    /// Classifies a (generator node, agent node) pair.
-    pub fn of(generator_node: Option<&str>, agent_node: Option<&str>) -> Self {
-        match (generator_node, agent_node) {
-            (Some(g), Some(a)) if g == a => RouteKind::Local,
-            (Some(_), Some(_)) => RouteKind::Remote,
-            _ => RouteKind::Unattributed,
-        }
-    }
-
-    /// `local`, `remote` or `unattributed`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteKind::Local => "local",
-            RouteKind::Remote => "remote",
-            RouteKind::Unattributed => "unattributed",
-        }
-    }
-}
+/// How a span travelled (part of the contract: `/stats` counts by it).
+pub use trace_proto::stats::RouteKind;
 
 /// Where a span came from and how it travelled; `None` when unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -173,7 +145,7 @@ pub fn attribute<'a>(req: &'a TraceRequest, keys: &AttributionKeys) -> RequestSu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::otlp::{
+    use trace_proto::otlp::{
         ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans, Span, kv_int,
         kv_str,
     };

@@ -274,7 +274,7 @@ pub fn count_json_objects(json: &[u8]) -> u64 {
 }
 
 /// The string value of `key`, if present and a non-empty string (the lean twin of
-/// [`crate::otlp::get_str`], which reads the full OTLP types trace-gen builds).
+/// [`trace_proto::otlp::get_str`], which reads the full OTLP types trace-gen builds).
 pub fn get_str<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
     match attrs
         .iter()
@@ -304,9 +304,9 @@ pub fn get_u64(attrs: &[KeyValue], key: &str) -> Option<u64> {
     }
 }
 
-impl From<&crate::otlp::ExportTraceServiceRequest> for TraceRequest {
+impl From<&trace_proto::otlp::ExportTraceServiceRequest> for TraceRequest {
     /// Re-reads a full request as the lean one (for tests and embedders).
-    fn from(full: &crate::otlp::ExportTraceServiceRequest) -> Self {
+    fn from(full: &trace_proto::otlp::ExportTraceServiceRequest) -> Self {
         use prost::Message;
         TraceRequest::decode(full.encode_to_vec().as_slice()).unwrap_or_default()
     }
@@ -315,9 +315,9 @@ impl From<&crate::otlp::ExportTraceServiceRequest> for TraceRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::otlp::{ExportTraceServiceRequest, kv_int, kv_str};
-    use crate::span::build_request_with_seqs;
     use prost::Message;
+    use trace_proto::otlp::{ExportTraceServiceRequest, kv_int, kv_str};
+    use trace_proto::span::build_request_with_seqs;
 
     /// The lean types read what the full types wrote; JSON too.
     #[test]
@@ -332,7 +332,7 @@ mod tests {
         let seqs: Vec<_> = rs.scope_spans[0]
             .spans
             .iter()
-            .map(|s| get_u64(&s.attributes, crate::keys::SEQUENCE).unwrap())
+            .map(|s| get_u64(&s.attributes, trace_proto::keys::SEQUENCE).unwrap())
             .collect();
         assert_eq!(seqs, vec![1, 2, 3]);
         let json = serde_json::to_vec(&full).unwrap();
@@ -350,10 +350,10 @@ mod tests {
         let mut full = build_request_with_seqs(&[], 1..=1);
         let span = &mut full.resource_spans[0].scope_spans[0].spans[0];
         span.attributes.push(kv_int("n", 5));
-        span.attributes.push(crate::otlp::KeyValue {
+        span.attributes.push(trace_proto::otlp::KeyValue {
             key: "b".into(),
-            value: Some(crate::otlp::AnyValue {
-                value: Some(crate::otlp::Value::BoolValue(true)),
+            value: Some(trace_proto::otlp::AnyValue {
+                value: Some(trace_proto::otlp::Value::BoolValue(true)),
             }),
             ..Default::default()
         });

@@ -1,76 +1,31 @@
-//! The sink's accounting. Receivers attribute a whole request first
-//! ([`trace_proto::attribution::attribute`], no lock held) and then merge the
+//! The sink's accounting. Ingest attributes a whole request first
+//! ([`super::attribution::attribute`], no lock held) and then merge the
 //! summary here under one `std::sync::Mutex`, once per request. A std mutex is
 //! right because nothing awaits while it is held, and one lock for everything
 //! makes `/reset` and `/stats` atomic: a span is in exactly one snapshot.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use trace_proto::attribution::{RequestSummary, RouteKind};
-use trace_proto::seqset::{SeqSet, runs};
 use trace_proto::stats::{
     AgentStats, GeneratorStats, MAX_PEERS, RouteStats, SINK_STATS_SCHEMA, SinkStats, rfc3339,
 };
 
+use super::attribution::{RequestSummary, RouteKind};
+use super::seqset::{SeqSet, runs};
 use crate::metrics::Metrics;
-
-/// Which receiver a request came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Protocol {
-    /// OTLP/gRPC.
-    Grpc,
-    /// OTLP/HTTP with `application/x-protobuf`.
-    HttpProtobuf,
-    /// OTLP/HTTP with `application/json`.
-    HttpJson,
-    /// OTLP/HTTP rejected before its encoding was known (bad method, content type).
-    Http,
-}
-
-impl Protocol {
-    /// Name used in `/stats` and `/metrics`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Grpc => "grpc",
-            Protocol::HttpProtobuf => "http_protobuf",
-            Protocol::HttpJson => "http_json",
-            Protocol::Http => "http",
-        }
-    }
-}
-
-/// Outcome names of requests, shared by `/stats` and `/metrics`.
-pub mod outcome {
-    /// Accepted.
-    pub const OK: &str = "ok";
-    /// Undecodable body (HTTP 400, gRPC INVALID_ARGUMENT).
-    pub const BAD_REQUEST: &str = "bad_request";
-    /// Body over `--max-request-bytes` (HTTP 413, gRPC RESOURCE_EXHAUSTED).
-    pub const TOO_LARGE: &str = "too_large";
-    /// Content type or encoding not supported (HTTP 415).
-    pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
-    /// Wrong HTTP method (405).
-    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
-    /// Unknown path (HTTP 404).
-    pub const NOT_FOUND: &str = "not_found";
-    /// gRPC UNIMPLEMENTED: unknown method or unsupported `grpc-encoding`.
-    pub const UNIMPLEMENTED: &str = "unimplemented";
-    /// The request body did not arrive within `--request-timeout` (HTTP 408, gRPC DEADLINE_EXCEEDED/CANCELLED).
-    pub const TIMEOUT: &str = "timeout";
-    /// Any other gRPC error.
-    pub const OTHER_ERROR: &str = "error";
-}
+use crate::outcome::{Outcome, Via};
 
 #[derive(Debug)]
 struct RouteEntry {
     spans: u64,
     first: SystemTime,
     last: SystemTime,
-    /// Its `/metrics` counter (None past the metrics' own series cap).
-    counter: Option<prometheus_client::metrics::counter::Counter>,
+    /// Its `/metrics` counter.
+    counter: prometheus_client::metrics::counter::Counter,
 }
 
 #[derive(Debug, Default)]
@@ -101,7 +56,7 @@ struct State {
     routes: HashMap<(Option<String>, Option<String>), RouteEntry>,
     agents: HashMap<Option<String>, AgentEntry>,
     generators: HashMap<String, GeneratorEntry>,
-    requests: BTreeMap<(Protocol, &'static str), u64>,
+    requests: BTreeMap<(Via, Outcome), u64>,
 }
 
 impl State {
@@ -126,7 +81,7 @@ impl State {
 #[derive(Debug)]
 pub struct Accounting {
     state: Mutex<State>,
-    max_series: usize,
+    max_generators: usize,
     max_gaps: usize,
     metrics: Arc<Metrics>,
 }
@@ -141,10 +96,12 @@ fn insert_peer(peers: &mut BTreeSet<SocketAddr>, peer: Option<SocketAddr>) {
 
 impl Accounting {
     /// New, empty accounting.
-    pub fn new(max_series: usize, max_gaps: usize, metrics: Arc<Metrics>) -> Self {
+    /// Routes are capped by `metrics` (`Metrics::route_counter`), generator
+    /// ids by `max_generators`.
+    pub fn new(max_generators: usize, max_gaps: usize, metrics: Arc<Metrics>) -> Self {
         Accounting {
             state: Mutex::new(State::new()),
-            max_series,
+            max_generators,
             max_gaps,
             metrics,
         }
@@ -159,18 +116,14 @@ impl Accounting {
     /// Merges the summary of one accepted request and counts the request as `ok`.
     ///
     /// Per origin (generator node, agent node, generator id): the spans go into
-    /// the route and agent tables together, or, when either is full
-    /// (`--max-series`) and would need a new entry, into `overflow_spans`; so
+    /// the route and agent tables together, or, when the route is new and the
+    /// route cap (`--max-series` route label pairs since the process started,
+    /// kept by [`Metrics`]) is reached, into `overflow_spans`; so
     /// `spans_total` = Σ `routes` + `overflow_spans`. Independently, a generator
     /// already tracked always gets its spans and sequence numbers (an
     /// overflowing route must not fake missing spans); a new one beyond the cap
     /// goes into `overflow_generator_spans`.
-    pub fn ingest(
-        &self,
-        summary: RequestSummary<'_>,
-        peer: Option<SocketAddr>,
-        protocol: Protocol,
-    ) {
+    pub fn ingest(&self, summary: RequestSummary<'_>, peer: Option<SocketAddr>, via: Via) {
         // Sort and collapse sequence numbers before taking the lock.
         let prepared: Vec<_> = summary
             .origins
@@ -184,7 +137,7 @@ impl Accounting {
         let mut guard = self.lock();
         let st = &mut *guard;
         st.spans_total += summary.spans;
-        *st.requests.entry((protocol, outcome::OK)).or_default() += 1;
+        *st.requests.entry((via, Outcome::Ok)).or_default() += 1;
         for (origin, n, seq_runs, in_batch_dups) in prepared {
             let (g, a) = (origin.generator_node, origin.agent_node);
             match origin.kind() {
@@ -193,26 +146,29 @@ impl Accounting {
                 RouteKind::Unattributed => st.unattributed += n,
             }
             let route_key = (g.map(str::to_owned), a.map(str::to_owned));
-            let agent_key = a.map(str::to_owned);
-            let fits = |len: usize, present: bool| present || len < self.max_series;
-            let route_tracked = fits(st.routes.len(), st.routes.contains_key(&route_key))
-                && fits(st.agents.len(), st.agents.contains_key(&agent_key));
-            if route_tracked {
-                let route = st.routes.entry(route_key).or_insert_with(|| RouteEntry {
-                    spans: 0,
-                    first: now,
-                    last: now,
-                    counter: self.metrics.route_counter(g, a),
-                });
+            // One cap for routes: the metrics' route label set (`--max-series`
+            // pairs for the life of the process) decides whether a new route is
+            // broken down, in `/stats` and `/metrics` alike. The agent table
+            // needs no cap of its own: every agent has at least one route.
+            let route = match st.routes.entry(route_key) {
+                Entry::Occupied(e) => Some(e.into_mut()),
+                Entry::Vacant(v) => self
+                    .metrics
+                    .route_counter(g, a, origin.kind().as_str())
+                    .map(|counter| {
+                        v.insert(RouteEntry {
+                            spans: 0,
+                            first: now,
+                            last: now,
+                            counter,
+                        })
+                    }),
+            };
+            if let Some(route) = route {
                 route.spans += n;
                 route.last = now;
-                match &route.counter {
-                    Some(c) => {
-                        c.inc_by(n);
-                    }
-                    None => self.metrics.count_overflow(n),
-                }
-                let agent = st.agents.entry(agent_key).or_default();
+                route.counter.inc_by(n);
+                let agent = st.agents.entry(a.map(str::to_owned)).or_default();
                 agent.spans += n;
                 insert_peer(&mut agent.peers, peer);
             } else {
@@ -222,7 +178,7 @@ impl Accounting {
             let Some(id) = origin.generator_id else {
                 continue;
             };
-            if !fits(st.generators.len(), st.generators.contains_key(id)) {
+            if !st.generators.contains_key(id) && st.generators.len() >= self.max_generators {
                 st.overflow_generators += n;
                 continue;
             }
@@ -251,13 +207,13 @@ impl Accounting {
             }
         }
         drop(guard);
-        self.metrics.count_request(protocol, outcome::OK);
+        self.metrics.count_request(via, Outcome::Ok);
     }
 
     /// Counts a rejected request.
-    pub fn reject(&self, protocol: Protocol, outcome: &'static str) {
-        *self.lock().requests.entry((protocol, outcome)).or_default() += 1;
-        self.metrics.count_request(protocol, outcome);
+    pub fn reject(&self, via: Via, outcome: Outcome) {
+        *self.lock().requests.entry((via, outcome)).or_default() += 1;
+        self.metrics.count_request(via, outcome);
     }
 
     /// The current numbers.
@@ -318,7 +274,7 @@ fn snapshot(st: &State) -> SinkStats {
         requests
             .entry(p.as_str().to_owned())
             .or_default()
-            .insert(o.to_owned(), n);
+            .insert(o.as_str().to_owned(), n);
     }
     SinkStats {
         schema: SINK_STATS_SCHEMA.to_owned(),

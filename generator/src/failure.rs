@@ -1,0 +1,148 @@
+//! Why an export failed: the one list of failure reasons, each with the one
+//! label used as the key of `*_failed_by_reason` in `/stats` and the summary,
+//! the `reason` label in `/metrics`, the log lines and the README table.
+
+use std::fmt;
+
+/// A failure reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// TCP RST: nothing listening, or kube-proxy's REJECT.
+    ConnectionRefused,
+    /// No answer to the SYN within `--connect-timeout`.
+    ConnectTimeout,
+    /// Name resolution failed.
+    Dns,
+    /// Connected, but no answer within `--timeout`.
+    ExportTimeout,
+    /// The connection broke (reset, closed, protocol error).
+    Transport,
+    /// The endpoint answered with a gRPC status (`grpc_<code>`).
+    Grpc(tonic::Code),
+    /// The endpoint answered with an HTTP error status (`http_<status>`).
+    Http(u16),
+    /// The endpoint accepted the request but rejected some spans (partial success).
+    PartialRejected,
+    /// Still in flight when the run stopped and the grace period ran out.
+    Aborted,
+    /// Anything else (the request could not be built).
+    Other,
+}
+
+impl Reason {
+    /// The reasons with a fixed label, in the README's order (plus `grpc_<code>`
+    /// and `http_<status>`).
+    pub const FIXED: [Reason; 8] = [
+        Reason::ConnectionRefused,
+        Reason::ConnectTimeout,
+        Reason::Dns,
+        Reason::ExportTimeout,
+        Reason::Transport,
+        Reason::PartialRejected,
+        Reason::Aborted,
+        Reason::Other,
+    ];
+
+    /// True when the connection is suspect and the next request should open a new one.
+    pub fn is_transport(self) -> bool {
+        matches!(
+            self,
+            Reason::ConnectionRefused
+                | Reason::ConnectTimeout
+                | Reason::ExportTimeout
+                | Reason::Dns
+                | Reason::Transport
+        )
+    }
+
+    /// The label (what [`fmt::Display`] prints).
+    pub fn label(self) -> String {
+        self.to_string()
+    }
+}
+
+fn grpc_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "ok",
+        Cancelled => "cancelled",
+        Unknown => "unknown",
+        InvalidArgument => "invalid_argument",
+        DeadlineExceeded => "deadline_exceeded",
+        NotFound => "not_found",
+        AlreadyExists => "already_exists",
+        PermissionDenied => "permission_denied",
+        ResourceExhausted => "resource_exhausted",
+        FailedPrecondition => "failed_precondition",
+        Aborted => "aborted",
+        OutOfRange => "out_of_range",
+        Unimplemented => "unimplemented",
+        Internal => "internal",
+        Unavailable => "unavailable",
+        DataLoss => "data_loss",
+        Unauthenticated => "unauthenticated",
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fixed = match self {
+            Reason::ConnectionRefused => "connection_refused",
+            Reason::ConnectTimeout => "connect_timeout",
+            Reason::Dns => "dns",
+            Reason::ExportTimeout => "export_timeout",
+            Reason::Transport => "transport",
+            Reason::PartialRejected => "partial_rejected",
+            Reason::Aborted => "aborted",
+            Reason::Other => "other",
+            Reason::Grpc(code) => return write!(f, "grpc_{}", grpc_code_name(*code)),
+            Reason::Http(status) => return write!(f, "http_{status}"),
+        };
+        f.write_str(fixed)
+    }
+}
+
+/// One failed export attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Why.
+    pub reason: Reason,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        assert_eq!(
+            Reason::Grpc(tonic::Code::Unavailable).label(),
+            "grpc_unavailable"
+        );
+        assert_eq!(Reason::Http(503).label(), "http_503");
+        assert_eq!(Reason::Aborted.label(), "aborted");
+    }
+
+    /// Every reason is in the README's table of failure reasons.
+    #[test]
+    fn every_reason_is_in_the_readme() {
+        let readme = include_str!("../../README.md");
+        let table: Vec<&str> = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| failure reason |"))
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        assert!(!table.is_empty(), "README has no failure reason table");
+        let documented = |label: &str| {
+            table
+                .iter()
+                .any(|l| l.starts_with(&format!("| `{label}` |")))
+        };
+        for r in Reason::FIXED {
+            assert!(documented(&r.label()), "README table lacks `{r}`");
+        }
+        assert!(documented("grpc_<code>") && documented("http_<status>"));
+    }
+}

@@ -1,0 +1,183 @@
+//! The one ingest path of the sink: bytes of one export request in, counted
+//! spans out. Both receivers call [`Ingest::export`] after undoing their
+//! transport framing (gRPC frames, HTTP bodies, gzip); they only map the typed
+//! result to a status code.
+//!
+//! Per request, in order, and without any lock until the last step:
+//! 1. [`wire::count_elements`] / [`wire::count_json_objects`]: the element
+//!    count is checked before anything is decoded (`--max-request-elements`);
+//! 2. decode into the lean [`wire::TraceRequest`] (only what attribution reads);
+//! 3. [`attribution::attribute`]: group the spans by origin (generator node,
+//!    agent node, generator id), borrowing from the request;
+//! 4. [`accounting::Accounting::ingest`]: sort sequence numbers into runs, then
+//!    merge under the one lock.
+//!
+//! Signal seam: [`Ingest::export`] is generic over a [`Signal`], which names
+//! the three things that know the request is a *trace* export: its lean type
+//! ([`wire::TraceRequest`]), its element count and its attribution.
+//! [`accounting`] sees origins and item counts only. OTLP logs would be a
+//! sibling `logs` module with a `Logs` signal, feeding the same accounting.
+
+pub mod accounting;
+pub mod attribution;
+pub mod seqset;
+pub mod wire;
+
+use std::net::SocketAddr;
+
+use prost::Message;
+use trace_proto::protocol::Protocol;
+use trace_proto::stats::SinkStats;
+
+use crate::metrics::Metrics;
+use crate::outcome::{Outcome, Via};
+use accounting::Accounting;
+use attribution::{AttributionKeys, RequestSummary};
+use wire::{ScanError, TraceRequest, count_json_objects};
+
+/// One OTLP signal as the ingest path sees it.
+pub trait Signal {
+    /// The lean request type: decodes from the signal's protobuf and OTLP/JSON,
+    /// keeping only what attribution reads.
+    type Request: Message + Default + serde::de::DeserializeOwned;
+    /// Counts the elements of a protobuf request, failing beyond `limit`,
+    /// without decoding it.
+    fn count_elements(protobuf: &[u8], limit: u64) -> Result<u64, ScanError>;
+    /// Groups the request's items by origin.
+    fn attribute<'a>(req: &'a Self::Request, keys: &AttributionKeys) -> RequestSummary<'a>;
+}
+
+/// OTLP traces (`ExportTraceServiceRequest`).
+#[derive(Debug, Clone, Copy)]
+pub enum Traces {}
+
+impl Signal for Traces {
+    type Request = TraceRequest;
+    fn count_elements(protobuf: &[u8], limit: u64) -> Result<u64, ScanError> {
+        wire::count_elements(protobuf, limit)
+    }
+    fn attribute<'a>(req: &'a TraceRequest, keys: &AttributionKeys) -> RequestSummary<'a> {
+        attribution::attribute(req, keys)
+    }
+}
+
+/// Why a request was refused. Nothing of it was counted as spans.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Rejected {
+    /// What it is counted under ([`Outcome::BadRequest`] or [`Outcome::TooLarge`]).
+    pub outcome: Outcome,
+    /// One line for the client.
+    pub message: String,
+}
+
+impl Rejected {
+    fn bad(message: impl Into<String>) -> Self {
+        Rejected {
+            outcome: Outcome::BadRequest,
+            message: message.into(),
+        }
+    }
+}
+
+/// A request that was accepted and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// Spans it carried.
+    pub spans: u64,
+}
+
+/// Decoding limits, attribution keys and the accounting they feed.
+#[derive(Debug)]
+pub struct Ingest {
+    keys: AttributionKeys,
+    max_elements: u64,
+    accounting: Accounting,
+}
+
+impl Ingest {
+    /// An empty account; `max_series` caps every table (see [`Accounting`]).
+    pub fn new(
+        keys: AttributionKeys,
+        max_elements: u64,
+        max_series: usize,
+        max_gaps: usize,
+        metrics: std::sync::Arc<Metrics>,
+    ) -> Self {
+        Ingest {
+            keys,
+            max_elements,
+            accounting: Accounting::new(max_series, max_gaps, metrics),
+        }
+    }
+
+    /// The one entry point: counts, decodes, attributes and merges one export
+    /// request of signal `S` (`body` is the uncompressed protobuf or OTLP/JSON message, as
+    /// `protocol` says), delivered by `peer`. A rejected request is not counted
+    /// here: the receiver counts it with [`Ingest::reject`] after mapping it.
+    pub fn export<S: Signal>(
+        &self,
+        body: &[u8],
+        protocol: Protocol,
+        peer: Option<SocketAddr>,
+    ) -> Result<Accepted, Rejected> {
+        let req = self.decode::<S>(body, protocol)?;
+        let summary = S::attribute(&req, &self.keys);
+        let spans = summary.spans;
+        self.accounting.ingest(summary, peer, Via::Otlp(protocol));
+        Ok(Accepted { spans })
+    }
+
+    fn decode<S: Signal>(&self, body: &[u8], protocol: Protocol) -> Result<S::Request, Rejected> {
+        let too_many = || Rejected {
+            outcome: Outcome::TooLarge,
+            message: format!(
+                "request carries more than {} elements (spans and attributes); limit --max-request-elements",
+                self.max_elements
+            ),
+        };
+        match protocol {
+            Protocol::Grpc | Protocol::HttpProtobuf => {
+                match S::count_elements(body, self.max_elements) {
+                    Err(ScanError::TooMany) => return Err(too_many()),
+                    Err(ScanError::Malformed) => {
+                        return Err(Rejected::bad(
+                            "invalid OTLP protobuf message: malformed wire format",
+                        ));
+                    }
+                    Ok(_) => {}
+                }
+                S::Request::decode(body)
+                    .map_err(|e| Rejected::bad(format!("invalid OTLP protobuf message: {e}")))
+            }
+            Protocol::HttpJson => {
+                if count_json_objects(body) > self.max_elements {
+                    Err(too_many())
+                } else if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+                    Err(Rejected::bad(
+                        "invalid OTLP/JSON body: expected a JSON object",
+                    ))
+                } else {
+                    serde_json::from_slice::<S::Request>(body)
+                        .map_err(|e| Rejected::bad(format!("invalid OTLP/JSON body: {e}")))
+                }
+            }
+        }
+    }
+
+    /// Counts a request a receiver refused (its own transport checks, or a
+    /// [`Rejected`] from [`Ingest::export`]).
+    pub fn reject(&self, via: impl Into<Via>, outcome: Outcome) {
+        self.accounting.reject(via.into(), outcome);
+    }
+
+    /// The current numbers.
+    pub fn snapshot(&self) -> SinkStats {
+        self.accounting.snapshot()
+    }
+
+    /// Zeroes everything and returns the numbers as they were just before.
+    pub fn reset(&self) -> SinkStats {
+        self.accounting.reset()
+    }
+}
