@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::SinkConfig;
 use crate::ingest::Ingest;
+use crate::k8s::PodResolver;
 use crate::metrics::Metrics;
 
 /// State shared by the receivers and the API.
@@ -27,8 +28,8 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Fresh state for `config`.
-    pub fn new(config: SinkConfig) -> Self {
+    /// Fresh state for `config`; `pods` turns on peer attribution.
+    pub fn new(config: SinkConfig, pods: Option<PodResolver>) -> Self {
         let metrics = Arc::new(Metrics::new(config.max_series));
         Shared {
             ingest: Ingest::new(
@@ -37,6 +38,7 @@ impl Shared {
                 config.max_series,
                 config.max_gaps_per_generator,
                 metrics.clone(),
+                pods,
             ),
             metrics,
             request_slots: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),

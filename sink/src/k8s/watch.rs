@@ -79,13 +79,25 @@ fn watcher_config(config: &K8sConfig) -> watcher::Config {
     wc
 }
 
-/// Starts watching Pods with `client` into `resolver`, until `cancel`.
+/// Starts watching Pods with `client` into `resolver` on a task of its own,
+/// until `cancel`.
 pub fn spawn(
     client: kube::Client,
     config: &K8sConfig,
     resolver: PodResolver,
     cancel: CancellationToken,
 ) -> JoinHandle<()> {
+    tokio::spawn(watch(client, config, resolver, cancel))
+}
+
+/// Watches Pods with `client` into `resolver` until `cancel` (what
+/// [`spawn`] runs; the sink runs it among its own tasks).
+pub fn watch(
+    client: kube::Client,
+    config: &K8sConfig,
+    resolver: PodResolver,
+    cancel: CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static {
     let api: Api<Pod> = match config.namespace.as_deref().filter(|n| !n.is_empty()) {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
@@ -97,12 +109,12 @@ pub fn spawn(
         (None, None) => "all Pods".to_owned(),
     };
     let wc = watcher_config(config);
-    tokio::spawn(async move {
+    async move {
         tokio::select! {
             () = run(api, wc, &scope, &resolver) => {}
             () = cancel.cancelled() => {}
         }
-    })
+    }
 }
 
 async fn run(api: Api<Pod>, wc: watcher::Config, scope: &str, resolver: &PodResolver) {
