@@ -1,5 +1,6 @@
 //! The trace-sink binary: flags -> [`trace_sink::SinkConfig`] -> [`trace_sink::SinkBuilder`],
-//! or `trace-sink check` -> [`trace_sink::check::run`].
+//! or `trace-sink check` -> [`trace_sink::check::run`]. Exit 2 for a usage or setup
+//! error (bad flag, bad URL, an address already taken), as in trace-gen.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -173,7 +174,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("trace-sink: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
     };
     match cli.command {
@@ -226,8 +227,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let (grpc, http, api) = match listeners.await {
         Ok(l) => l,
         Err(e) => {
+            // A taken or unusable address is a setup error: 2, as in trace-gen.
             eprintln!("trace-sink: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
     };
     let mut builder = SinkBuilder::new(config).grpc(grpc).http(http).api(api);
@@ -242,7 +244,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("trace-sink: cannot start: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
     };
     tracing::info!(
