@@ -408,14 +408,14 @@ def test_generator():
 
 
 def test_peer_attribution_overlay():
-    """The peer-attribution overlay: the agents run deploy/overlays/peer-attribution/
-    config.yaml, which stamps nothing (no processor, no agent.node.name); the
+    """The peer-attribution overlay: the agents run deploy/components/
+    agent-stamps-nothing/config.yaml, which stamps nothing (no processor, no agent.node.name); the
     sink runs with --k8s-attribution as its own ServiceAccount, whose only
     permission is list and watch on Pods (cluster-wide: the agents live in
     another namespace); nothing else differs from deploy/."""
     base, objs = render("deploy"), render("deploy/overlays/peer-attribution")
     ds, cm = agent_configmap(objs)
-    text = (DEPLOY / "overlays/peer-attribution/config.yaml").read_bytes().decode()
+    text = (DEPLOY / "components/agent-stamps-nothing/config.yaml").read_bytes().decode()
     assert cm["data"] == {"config.yaml": text}
     config = yaml.safe_load(text)
     assert "processors" not in config
@@ -528,10 +528,10 @@ def collector_env(pod_ip: str) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("config", ["agent/config.yaml", "overlays/peer-attribution/config.yaml"])
+@pytest.mark.parametrize("config", ["agent/config.yaml", "components/agent-stamps-nothing/config.yaml"])
 def test_collector_runs_the_agent_config(collector, config):
     """The real collector starts with deploy/agent/config.yaml (and the
-    peer-attribution overlay's config, which stamps nothing) and its
+    config of deploy/components/agent-stamps-nothing, which stamps nothing) and its
     health_check answers 200 on MY_POD_IP:13133, as the readiness probe asks.
     MY_POD_IP is a random 127.x.y.z address so nothing else on this machine
     (or a second test run) holds the ports."""
