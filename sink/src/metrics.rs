@@ -28,6 +28,11 @@ struct PeerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     protocol: String,
     outcome: String,
@@ -42,6 +47,7 @@ pub struct Metrics {
     overflow: Counter,
     conflicts: Counter,
     peer_spans: Family<PeerLabels, Counter>,
+    refused: Family<ListenerLabels, Counter>,
     known_routes: Mutex<HashSet<(Option<String>, Option<String>)>>,
     max_series: usize,
 }
@@ -80,8 +86,15 @@ impl Metrics {
             "Spans by what their connection's peer address resolved to (--k8s-attribution): resolved, no_pod, api_unreachable, over_capacity",
             peer_spans.clone(),
         );
+        let refused = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because the listener had --max-connections open",
+            refused.clone(),
+        );
         Metrics {
             registry,
+            refused,
             spans,
             requests,
             overflow,
@@ -139,6 +152,13 @@ impl Metrics {
                 result: result.to_owned(),
             })
             .inc_by(n);
+    }
+
+    /// Counts a connection closed because its listener was full.
+    pub(crate) fn count_refused_connection(&self, listener: &'static str) {
+        self.refused
+            .get_or_create(&ListenerLabels { listener })
+            .inc();
     }
 
     /// Counts one request.

@@ -109,13 +109,20 @@ impl Ingest {
         max_elements: u64,
         max_series: usize,
         max_gaps: usize,
+        max_total_gaps: usize,
         metrics: std::sync::Arc<Metrics>,
         pods: Option<PodResolver>,
     ) -> Self {
         Ingest {
             keys,
             max_elements,
-            accounting: Accounting::new(max_series, max_gaps, pods.is_some(), metrics),
+            accounting: Accounting::new(
+                max_series,
+                max_gaps,
+                max_total_gaps,
+                pods.is_some(),
+                metrics,
+            ),
             pods,
         }
     }

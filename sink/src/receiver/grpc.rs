@@ -7,6 +7,13 @@
 //! like the HTTP receiver's; its rejections become `INVALID_ARGUMENT` or
 //! `RESOURCE_EXHAUSTED` (tonic's own codec would say `INTERNAL`).
 //!
+//! Fairness: a request is charged to the byte budget (`--max-buffered-bytes`,
+//! [`crate::budget`]) as its frames arrive, and takes a decode slot
+//! (`--max-concurrent-requests`) only once its message is whole, so a client
+//! trickling a body or opening body-less streams holds no slot. Connections
+//! come from [`crate::net::Acceptor`] (cap, idle timeout, `TCP_NODELAY`) and
+//! HTTP/2 streams are capped per connection (`--max-streams`).
+//!
 //! tonic checks `--max-request-bytes` itself, before and while decompressing,
 //! but reports an oversized uncompressed message as `OUT_OF_RANGE`; the
 //! `map_rejection` layer turns that into `RESOURCE_EXHAUSTED`, as OTLP clients
@@ -17,9 +24,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
+use http_body_util::BodyExt;
 use prost::Message;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::{
     Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
@@ -29,7 +35,9 @@ use tonic::{Code, Request, Response, Status};
 use trace_proto::otlp::ExportTraceServiceResponse;
 use trace_proto::protocol::Protocol;
 
+use crate::budget::{BodyError, BudgetBody, Held};
 use crate::ingest::{Rejected, Traces};
+use crate::net::{self, Acceptor};
 use crate::outcome::Outcome;
 use crate::state::Shared;
 
@@ -90,27 +98,46 @@ impl NamedService for TraceExportService {
     const NAME: &'static str = SERVICE_NAME;
 }
 
-struct Export(Arc<Shared>);
+struct Export {
+    shared: Arc<Shared>,
+    held: Held,
+}
+
+fn busy(e: crate::budget::Busy) -> Status {
+    Status::unavailable(e.to_string())
+}
 
 impl UnaryService<Bytes> for Export {
     type Response = ExportTraceServiceResponse;
-    type Future = std::future::Ready<Result<Response<ExportTraceServiceResponse>, Status>>;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<Response<ExportTraceServiceResponse>, Status>>
+                + Send,
+        >,
+    >;
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
-        let peer = request.remote_addr();
-        let body = request.into_inner();
-        // A rejection is counted by `map_rejection`, like tonic's own.
-        let answer = self
-            .0
-            .ingest
-            .export::<Traces>(&body, Protocol::Grpc, peer)
-            .map(|_| {
-                Response::new(ExportTraceServiceResponse {
-                    partial_success: None,
+        let (shared, held) = (self.shared.clone(), self.held.clone());
+        Box::pin(async move {
+            let peer = request.remote_addr();
+            let body = request.into_inner();
+            // What stays in memory now is the message (inflated if it was
+            // gzip), not the frames: charge exactly that while it waits.
+            shared.budget.resize(&held, body.len()).map_err(busy)?;
+            // The slot is taken only now that the whole message is here.
+            // The semaphore is never closed, so acquiring cannot fail.
+            let _slot = shared.request_slots.acquire().await.ok();
+            // A rejection is counted by `map_rejection`, like tonic's own.
+            shared
+                .ingest
+                .export::<Traces>(&body, Protocol::Grpc, peer)
+                .map(|_| {
+                    Response::new(ExportTraceServiceResponse {
+                        partial_success: None,
+                    })
                 })
-            })
-            .map_err(status);
-        std::future::ready(answer)
+                .map_err(status)
+        })
     }
 }
 
@@ -135,12 +162,33 @@ impl tower::Service<http::Request<tonic::body::Body>> for TraceExportService {
                 ))
                 .into_http());
             }
+            // Every frame is charged to the byte budget as it arrives; the
+            // charge is held until the answer is ready.
+            let held = Held::default();
+            let budget = shared.budget.clone();
+            let charged = held.clone();
+            let req = req.map(move |b| {
+                tonic::body::Body::new(BudgetBody::new(b, budget, charged).map_err(|e| match e {
+                    BodyError::Busy(b) => busy(b),
+                    BodyError::Inner(e) => Status::from_error(e),
+                }))
+            });
             let mut accept = EnabledCompressionEncodings::default();
             accept.enable(CompressionEncoding::Gzip);
             let mut grpc = tonic::server::Grpc::new(RawCodec)
                 .apply_compression_config(accept, EnabledCompressionEncodings::default())
                 .apply_max_message_size_config(Some(shared.config.max_request_bytes), None);
-            Ok(grpc.unary(Export(shared), req).await)
+            let answer = grpc
+                .unary(
+                    Export {
+                        shared,
+                        held: held.clone(),
+                    },
+                    req,
+                )
+                .await;
+            drop(held);
+            Ok(answer)
         })
     }
 }
@@ -166,6 +214,7 @@ fn map_rejection(
         Code::InvalidArgument | Code::Internal => (Code::InvalidArgument, Outcome::BadRequest),
         Code::Unimplemented => (Code::Unimplemented, Outcome::Unimplemented),
         Code::DeadlineExceeded | Code::Cancelled => (code, Outcome::Timeout),
+        Code::Unavailable => (code, Outcome::Busy),
         other => (other, Outcome::Error),
     };
     shared.ingest.reject(Protocol::Grpc, what);
@@ -176,33 +225,36 @@ fn map_rejection(
     resp
 }
 
-/// Serves OTLP/gRPC on `listener` until `cancel` fires, then waits for open
+/// Serves OTLP/gRPC on `acceptor` until `cancel` fires, then waits for open
 /// connections to finish. At most `--max-concurrent-requests` requests (shared
-/// with the HTTP receiver) are decoded at once; the others wait. A request
-/// taking longer than `--request-timeout` is cancelled, so a stalled client
-/// cannot hold a slot for ever.
+/// with the HTTP receiver) are decoded at once; the others wait, their
+/// messages whole and charged to the byte budget. A request taking longer
+/// than `--request-timeout` is cancelled.
 pub async fn serve(
-    listener: TcpListener,
+    acceptor: Acceptor,
     shared: Arc<Shared>,
     cancel: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let svc = TraceExportService {
         shared: shared.clone(),
     };
-    let slots = shared.request_slots.clone();
-    let shared_timeout = shared.config.request_timeout;
+    let limits = shared.config.transport.clone();
+    let timeout = shared.config.request_timeout;
     let layer = tower::ServiceBuilder::new()
         .map_response(move |resp| map_rejection(&shared, resp))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
-            slots,
-        ))
         .into_inner();
-    let timeout = shared_timeout;
+    let incoming = acceptor.into_stream(cancel.clone());
     tonic::transport::Server::builder()
-        // Bounds how long one request (a slow or stalled client) can hold a slot.
+        // Bounds how long one request (a slow or stalled client) may take.
         .timeout(timeout)
+        .max_concurrent_streams(limits.max_streams)
+        .http2_max_header_list_size(net::H2_MAX_HEADER_LIST)
+        .initial_stream_window_size(net::H2_STREAM_WINDOW)
+        .initial_connection_window_size(net::H2_CONN_WINDOW)
+        .http2_max_pending_accept_reset_streams(Some(net::H2_MAX_PENDING_RESETS))
+        .http2_max_local_error_reset_streams(Some(net::H2_MAX_LOCAL_ERROR_RESETS))
         .layer(layer)
         .add_service(svc)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), cancel.cancelled_owned())
+        .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
         .await
 }
