@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project. On a fresh machine it installs what the tests
 # need by itself: a Python venv with tests/requirements.txt (pinned), the
-# OpenTelemetry Collector build (Go, cached), and the release binaries.
+# OpenTelemetry Collector build (Go, cached), the real Kubernetes components
+# (Go, cached; the sink's Kubernetes tests run kube-apiserver), and the release binaries.
 # Needs: cargo (Rust), go, python3. As root (as CI runs it) it also installs
 # podman, buildah, runc and debootstrap from Debian, builds the container images
 # (deploy/images/build.sh, cached) and runs their tests (tests/images), which
@@ -56,6 +57,9 @@ cargo build --release --locked --bin trace-gen --bin trace-sink
 
 step "OpenTelemetry Collector (official builder, cached)"
 bash deploy/collector/build.sh >/dev/null
+
+step "Kubernetes components: etcd, kube-apiserver, ... (official Go modules, cached)"
+bash deploy/kube/build.sh >/dev/null
 
 pytest_args=()
 if [[ "$(id -u)" == 0 ]]; then

@@ -73,6 +73,9 @@ pub struct CheckReport {
     pub remote_spans: u64,
     /// Unattributed spans of the snapshot.
     pub unattributed_spans: u64,
+    /// Spans whose agent-node attribute and peer disagreed.
+    #[serde(default)]
+    pub agent_node_conflicts: u64,
 }
 
 /// Spans whose generator node is `node`.
@@ -183,6 +186,36 @@ pub fn evaluate(stats: &SinkStats, cond: &Conditions) -> CheckReport {
             );
         }
     }
+    // Whatever was asked: two sources that disagree about an agent's node mean
+    // one of them is wrong (typically an agent stamping the wrong node).
+    if stats.agent_node_conflicts > 0 {
+        let routes: Vec<String> = stats
+            .routes
+            .iter()
+            .filter(|r| r.agent_node_conflicts > 0)
+            .map(|r| {
+                format!(
+                    "{} -> {}: {}",
+                    r.generator_node.as_deref().unwrap_or("?"),
+                    r.agent_node.as_deref().unwrap_or("?"),
+                    r.agent_node_conflicts
+                )
+            })
+            .collect();
+        fail(
+            Polarity::Negative,
+            format!(
+                "{} spans carry an agent-node attribute naming another node than the Pod at \
+                 their connection's peer address runs on (by the peer's node: {})",
+                stats.agent_node_conflicts,
+                if routes.is_empty() {
+                    "routes not broken down".to_owned()
+                } else {
+                    routes.join(", ")
+                }
+            ),
+        );
+    }
     CheckReport {
         pass: failures.is_empty(),
         failures,
@@ -191,6 +224,7 @@ pub fn evaluate(stats: &SinkStats, cond: &Conditions) -> CheckReport {
         local_spans: stats.local_spans,
         remote_spans: stats.remote_spans,
         unattributed_spans: stats.unattributed_spans,
+        agent_node_conflicts: stats.agent_node_conflicts,
     }
 }
 
@@ -222,6 +256,8 @@ mod tests {
             agents: vec![],
             generators: vec![],
             requests: Default::default(),
+            agent_node_conflicts: 0,
+            kubernetes: None,
         };
         for &(g, a, n) in routes {
             s.spans_total += n;
@@ -236,6 +272,9 @@ mod tests {
                 spans: n,
                 first_seen: String::new(),
                 last_seen: String::new(),
+                attribution: None,
+                spans_by_attribution: Default::default(),
+                agent_node_conflicts: 0,
             });
         }
         s
@@ -278,6 +317,50 @@ mod tests {
         assert!(r.failures.iter().all(|f| f.polarity == Polarity::Negative));
         let r = evaluate(&s, &cond(false, 0, &[], &["a"]));
         assert!(r.failures[0].message.contains("3 via b"));
+    }
+
+    /// Agent node conflicts (attribute vs. peer) fail every check, as a
+    /// negative condition, naming the route; without them the same check passes.
+    #[test]
+    fn agent_node_conflicts_fail() {
+        let mut s = stats(&[(Some("a"), Some("a"), 5)]);
+        assert!(evaluate(&s, &cond(true, 1, &["a"], &[])).pass);
+        s.agent_node_conflicts = 2;
+        s.routes[0].agent_node_conflicts = 2;
+        for c in [cond(true, 1, &["a"], &[]), cond(false, 0, &[], &[])] {
+            let r = evaluate(&s, &c);
+            assert!(!r.pass);
+            assert_eq!(r.failures.len(), 1);
+            assert_eq!(r.failures[0].polarity, Polarity::Negative);
+            assert!(
+                r.failures[0].message.contains("a -> a: 2"),
+                "{}",
+                r.failures[0].message
+            );
+            assert_eq!(r.agent_node_conflicts, 2);
+        }
+    }
+
+    /// `/stats` documents of before these fields still parse; new ones round-trip.
+    #[test]
+    fn stats_fields_only_added() {
+        let mut doc = serde_json::to_value(stats(&[(Some("a"), Some("a"), 1)])).unwrap();
+        assert!(doc.get("kubernetes").is_none(), "absent when off");
+        let obj = doc.as_object_mut().unwrap();
+        obj.remove("agent_node_conflicts");
+        for r in obj["routes"].as_array_mut().unwrap() {
+            let r = r.as_object_mut().unwrap();
+            for k in [
+                "attribution",
+                "spans_by_attribution",
+                "agent_node_conflicts",
+            ] {
+                r.remove(k);
+            }
+        }
+        let old: SinkStats = serde_json::from_value(doc).unwrap();
+        assert_eq!(old.routes[0].attribution, None);
+        assert_eq!(old.agent_node_conflicts, 0);
     }
 
     /// With spans in overflow, a silent node cannot be proved silent: FAIL

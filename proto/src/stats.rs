@@ -50,6 +50,73 @@ pub struct SinkStats {
     /// Export requests by protocol (`grpc`, `http_protobuf`, `http_json`, `http`)
     /// and outcome (`ok`, `bad_request`, `too_large`, `unsupported_media_type`, ...).
     pub requests: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Spans whose agent-node attribute names another node than the Pod at
+    /// the connection's peer address runs on (only with `--k8s-attribution`;
+    /// such spans count on the peer's route). `/check` fails while it is not 0.
+    #[serde(default)]
+    pub agent_node_conflicts: u64,
+    /// Kubernetes attribution (`--k8s-attribution`): the API's state and what
+    /// the peers resolved to. Absent when it is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesStats>,
+}
+
+/// Where a span's agent node came from: the value of `routes[].attribution`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Attribution {
+    /// The span's agent-node attribute (`--agent-node-key`) only.
+    Attribute,
+    /// The node of the Pod at the connection's peer address only
+    /// (`--k8s-attribution`), or the peer's where the attribute disagreed.
+    Peer,
+    /// Both, and they agreed.
+    Both,
+}
+
+impl Attribution {
+    /// Every source, in the order of [`Attribution::index`].
+    pub const ALL: [Attribution; 3] =
+        [Attribution::Attribute, Attribution::Peer, Attribution::Both];
+
+    /// `attribute`, `peer` or `both`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attribution::Attribute => "attribute",
+            Attribution::Peer => "peer",
+            Attribution::Both => "both",
+        }
+    }
+
+    /// Position in [`Attribution::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The label of spans whose agent nodes came from more than one source.
+pub const ATTRIBUTION_MIXED: &str = "mixed";
+
+/// Kubernetes attribution in `/stats` (`--k8s-attribution`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubernetesStats {
+    /// The Pod watch: `connecting` (no complete list yet), `synced`, or
+    /// `unreachable` (the last list or watch failed; retrying). Peers resolve
+    /// only while `synced`.
+    pub api: String,
+    /// Since when `api` has had its value (RFC 3339).
+    pub api_since: String,
+    /// The last error of the list or watch, `null` while synced.
+    pub last_error: Option<String>,
+    /// Pods tracked (Pods that hold an IP).
+    pub pods: u64,
+    /// `--k8s-max-pods`.
+    pub max_pods: u64,
+    /// More Pods than `max_pods` hold IPs: no peer resolves until they fit.
+    pub over_capacity: bool,
+    /// Spans since `since` by what their connection's peer address resolved
+    /// to: `resolved` (a Pod on a node), `no_pod` (no Pod holds the address),
+    /// `api_unreachable` (the Pod list was not current), `over_capacity`.
+    pub peer_spans: BTreeMap<String, u64>,
 }
 
 /// How a span travelled: what `local_spans`, `remote_spans` and
@@ -96,7 +163,8 @@ impl RouteStats {
 pub struct RouteStats {
     /// Generator node, `null` if unknown.
     pub generator_node: Option<String>,
-    /// Agent node, `null` if unknown (no agent stamped the span).
+    /// Agent node, `null` if unknown (no agent stamped the span and, with
+    /// `--k8s-attribution`, no Pod explained the peer).
     pub agent_node: Option<String>,
     /// Spans on this route.
     pub spans: u64,
@@ -104,6 +172,18 @@ pub struct RouteStats {
     pub first_seen: String,
     /// Last span on this route (RFC 3339).
     pub last_seen: String,
+    /// Where the agent node of its spans came from: `attribute`, `peer` or
+    /// `both` ([`Attribution`]), `mixed` if its spans had more than one of
+    /// these; `null` when the agent node is unknown.
+    #[serde(default)]
+    pub attribution: Option<String>,
+    /// Its spans by where their agent node came from (sources with spans only).
+    #[serde(default)]
+    pub spans_by_attribution: BTreeMap<String, u64>,
+    /// Its spans whose agent-node attribute named another node than the
+    /// peer's Pod (counted here, under the peer's node, and in `peer`).
+    #[serde(default)]
+    pub agent_node_conflicts: u64,
 }
 
 /// One agent node.

@@ -320,12 +320,25 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Ready while the receivers serve and, with `--k8s-attribution`, while the
+/// Pod list is current (an informer-backed component is ready once its cache
+/// is synced): spans that arrive otherwise cannot be attributed by peer.
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    if shared.ready.load(Ordering::Relaxed) {
-        "ready\n".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    if !shared.ready.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
     }
+    if let Some(pods) = shared.ingest.pods() {
+        let st = pods.status();
+        if st.state != crate::k8s::ApiState::Synced {
+            let why = st.last_error.map(|e| format!(": {e}")).unwrap_or_default();
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: Kubernetes API {}{why}\n", st.state.as_str()),
+            )
+                .into_response();
+        }
+    }
+    "ready\n".into_response()
 }
 
 /// The API router.

@@ -227,13 +227,47 @@ pub fn render(stats: &SinkStats) -> String {
             RouteKind::Remote => "REMOTE",
             RouteKind::Unattributed => "unattributed",
         };
+        // Where the agent node came from, when it did not come only from the
+        // span's attribute (the classic case).
+        let from = match r.attribution.as_deref() {
+            None | Some("attribute") => String::new(),
+            Some(a) => format!(" (agent node by {a})"),
+        };
+        let conflicts = if r.agent_node_conflicts > 0 {
+            format!(", {} CONFLICTING", r.agent_node_conflicts)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "{:<24} {:<24} {:>10}  {}",
+            "{:<24} {:<24} {:>10}  {}{from}{conflicts}",
             node(&r.generator_node),
             node(&r.agent_node),
             r.spans,
             kind
+        );
+    }
+    if let Some(k) = &stats.kubernetes {
+        let peers: Vec<String> = k
+            .peer_spans
+            .iter()
+            .map(|(r, n)| format!("{n} {r}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "kubernetes API {} since {}{}; {} pods tracked; peer spans: {}",
+            k.api,
+            k.api_since,
+            k.last_error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default(),
+            k.pods,
+            if peers.is_empty() {
+                "none".to_owned()
+            } else {
+                peers.join(", ")
+            }
         );
     }
     if !stats.generators.is_empty() {

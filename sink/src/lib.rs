@@ -6,6 +6,8 @@
 //! Bottom up; a module imports only modules above it in this list.
 //! - [`outcome`]: request outcomes ([`outcome::Outcome`]) and what they are
 //!   counted under ([`outcome::Via`]), each with its one label.
+//! - [`k8s`]: Kubernetes attribution: a Pod watch ([`k8s::watch`]) that resolves
+//!   peer IPs to Pod, namespace and node ([`k8s::PodResolver`]).
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
 //! - [`ingest`]: the one ingest path, [`ingest::Ingest::export`]: element count,
 //!   lean decoding ([`ingest::wire`]), attribution ([`ingest::attribution`]),
@@ -46,6 +48,7 @@ pub mod budget;
 pub mod check;
 pub mod config;
 pub mod ingest;
+pub mod k8s;
 pub mod metrics;
 pub mod net;
 pub mod outcome;

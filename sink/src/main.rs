@@ -12,6 +12,7 @@ use trace_proto::check::{Conditions, parse_node_list};
 use trace_sink::check::{CheckOptions, render, render_verdict};
 use trace_sink::config::TransportLimits;
 use trace_sink::ingest::attribution::AttributionKeys;
+use trace_sink::k8s::{ClientSource, K8sConfig};
 use trace_sink::{SinkBuilder, SinkConfig};
 
 /// An OTLP trace sink that attributes every span to its generator node and
@@ -25,6 +26,8 @@ struct Cli {
     serve: ServeArgs,
 }
 
+// Parsed once at start and moved out at once: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Receive OTLP and serve the API (the default).
@@ -72,6 +75,62 @@ struct ServeArgs {
     api_token: Option<String>,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    k8s: K8sArgs,
+}
+
+/// Kubernetes attribution: the agent node from the connection's peer address.
+#[derive(Args, Debug)]
+struct K8sArgs {
+    /// Also attribute each connection to the node of the Pod at its peer
+    /// address (the forwarding agent), watching Pods through the Kubernetes API.
+    #[arg(long = "k8s-attribution", env = "SINK_K8S_ATTRIBUTION")]
+    enabled: bool,
+    /// Kubeconfig file to reach the API with (default: KUBECONFIG or
+    /// ~/.kube/config if present, else the Pod's service account).
+    #[arg(
+        long = "k8s-kubeconfig",
+        env = "SINK_K8S_KUBECONFIG",
+        value_name = "PATH",
+        requires = "enabled"
+    )]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// Watch Pods of this namespace only (default: all namespaces).
+    #[arg(
+        long = "k8s-namespace",
+        env = "SINK_K8S_NAMESPACE",
+        value_name = "NS",
+        requires = "enabled"
+    )]
+    namespace: Option<String>,
+    /// Watch only Pods matching this label selector (default: all Pods).
+    #[arg(
+        long = "k8s-pod-selector",
+        env = "SINK_K8S_POD_SELECTOR",
+        value_name = "SELECTOR",
+        requires = "enabled"
+    )]
+    pod_selector: Option<String>,
+    /// Cap on Pods tracked (Pods holding an IP); beyond it no peer resolves.
+    #[arg(long = "k8s-max-pods", env = "SINK_K8S_MAX_PODS",
+          default_value_t = trace_sink::k8s::DEFAULT_MAX_PODS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_pods: u64,
+}
+
+impl K8sArgs {
+    /// The watch settings, if attribution is on.
+    fn settings(&self) -> Option<K8sConfig> {
+        self.enabled.then(|| K8sConfig {
+            source: match &self.kubeconfig {
+                Some(path) => ClientSource::Kubeconfig(path.clone()),
+                None => ClientSource::Infer,
+            },
+            namespace: self.namespace.clone().filter(|n| !n.is_empty()),
+            label_selector: self.pod_selector.clone().filter(|s| !s.is_empty()),
+            max_pods: self.max_pods as usize,
+        })
+    }
 }
 
 /// Transport and memory limits (README: "Limits and memory budget").
@@ -207,6 +266,19 @@ async fn serve(args: ServeArgs) -> ExitCode {
         api_token: args.api_token.filter(|t| !t.is_empty()),
         ..SinkConfig::default()
     };
+    let k8s = args.k8s.settings();
+    // A missing or unusable configuration is an error at start; an API that
+    // cannot be reached is not (it is retried, and /readyz says so).
+    let k8s_client = match &k8s {
+        Some(settings) => match trace_sink::k8s::client(&settings.source).await {
+            Ok(client) => Some(client),
+            Err(e) => {
+                eprintln!("trace-sink: --k8s-attribution: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let listeners = async {
         Ok::<_, String>((
             bind("OTLP/gRPC", args.grpc_listen).await?,
@@ -222,12 +294,15 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let sink = match SinkBuilder::new(config)
-        .grpc(grpc)
-        .http(http)
-        .api(api)
-        .start()
-    {
+    let mut builder = SinkBuilder::new(config).grpc(grpc).http(http).api(api);
+    if let (Some(client), Some(settings)) = (k8s_client, k8s) {
+        tracing::info!(
+            "Kubernetes attribution on: watching Pods (at most {}) to resolve peer addresses",
+            settings.max_pods
+        );
+        builder = builder.kubernetes(client, settings);
+    }
+    let sink = match builder.start() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("trace-sink: cannot start: {e}");

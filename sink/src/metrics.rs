@@ -23,6 +23,11 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
     listener: &'static str,
 }
@@ -40,6 +45,8 @@ pub struct Metrics {
     spans: Family<RouteLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     overflow: Counter,
+    conflicts: Counter,
+    peer_spans: Family<PeerLabels, Counter>,
     refused: Family<ListenerLabels, Counter>,
     known_routes: Mutex<HashSet<(Option<String>, Option<String>)>>,
     max_series: usize,
@@ -67,6 +74,18 @@ impl Metrics {
             "Spans of routes beyond --max-series, not broken down by route",
             overflow.clone(),
         );
+        let conflicts = Counter::default();
+        registry.register(
+            "agent_node_conflicts",
+            "Spans whose agent-node attribute names another node than the Pod at the peer address (--k8s-attribution)",
+            conflicts.clone(),
+        );
+        let peer_spans = Family::<PeerLabels, Counter>::default();
+        registry.register(
+            "peer_spans",
+            "Spans by what their connection's peer address resolved to (--k8s-attribution): resolved, no_pod, api_unreachable, over_capacity",
+            peer_spans.clone(),
+        );
         let refused = Family::<ListenerLabels, Counter>::default();
         registry.register(
             "connections_refused",
@@ -79,6 +98,8 @@ impl Metrics {
             spans,
             requests,
             overflow,
+            conflicts,
+            peer_spans,
             known_routes: Mutex::new(HashSet::new()),
             max_series,
         }
@@ -117,6 +138,20 @@ impl Metrics {
     /// Counts spans that are not broken down by route.
     pub(crate) fn count_overflow(&self, n: u64) {
         self.overflow.inc_by(n);
+    }
+
+    /// Counts spans whose attribute and peer disagreed on the agent node.
+    pub(crate) fn count_conflicts(&self, n: u64) {
+        self.conflicts.inc_by(n);
+    }
+
+    /// Counts spans by the result of their peer lookup (a fixed set of labels).
+    pub(crate) fn count_peer_spans(&self, result: &'static str, n: u64) {
+        self.peer_spans
+            .get_or_create(&PeerLabels {
+                result: result.to_owned(),
+            })
+            .inc_by(n);
     }
 
     /// Counts a connection closed because its listener was full.

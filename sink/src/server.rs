@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use trace_proto::stats::SinkStats;
 
 use crate::config::SinkConfig;
+use crate::k8s::{K8sConfig, PodResolver};
 use crate::net::{Acceptor, serve_http};
 use crate::state::Shared;
 
@@ -22,6 +23,8 @@ pub struct SinkBuilder {
     grpc: Option<TcpListener>,
     http: Option<TcpListener>,
     api: Option<TcpListener>,
+    pods: Option<PodResolver>,
+    watch: Option<(kube::Client, K8sConfig)>,
 }
 
 impl SinkBuilder {
@@ -32,7 +35,26 @@ impl SinkBuilder {
             grpc: None,
             http: None,
             api: None,
+            pods: None,
+            watch: None,
         }
+    }
+
+    /// Kubernetes attribution (`--k8s-attribution`): the sink watches Pods
+    /// with `client` as `settings` say, for as long as it runs, and attributes
+    /// each request to the node of the Pod at its peer address as well.
+    pub fn kubernetes(mut self, client: kube::Client, settings: K8sConfig) -> Self {
+        self.pods = Some(PodResolver::new(settings.max_pods));
+        self.watch = Some((client, settings));
+        self
+    }
+
+    /// Peer attribution with a resolver the caller keeps current itself (with
+    /// [`crate::k8s::watch::spawn`], or by hand in tests).
+    pub fn pod_resolver(mut self, pods: PodResolver) -> Self {
+        self.pods = Some(pods);
+        self.watch = None;
+        self
     }
 
     /// Serve OTLP/gRPC on this listener.
@@ -55,9 +77,17 @@ impl SinkBuilder {
 
     /// Starts serving on the current tokio runtime.
     pub fn start(self) -> io::Result<SinkHandle> {
-        let shared = Arc::new(Shared::new(self.config));
+        let shared = Arc::new(Shared::new(self.config, self.pods.clone()));
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        if let (Some((client, settings)), Some(pods)) = (self.watch, self.pods) {
+            tasks.spawn(crate::k8s::watch::watch(
+                client,
+                &settings,
+                pods,
+                cancel.clone(),
+            ));
+        }
         let addr = |l: &Option<TcpListener>| l.as_ref().map(TcpListener::local_addr).transpose();
         let (grpc_addr, http_addr, api_addr) =
             (addr(&self.grpc)?, addr(&self.http)?, addr(&self.api)?);
@@ -128,6 +158,12 @@ impl SinkHandle {
     /// Bound API address.
     pub fn api_addr(&self) -> Option<SocketAddr> {
         self.api_addr
+    }
+
+    /// The Pod resolver of Kubernetes attribution, if on (its status is what
+    /// `/readyz` and `/stats` report).
+    pub fn pod_resolver(&self) -> Option<&PodResolver> {
+        self.shared.ingest.pods()
     }
 
     /// The current numbers, as `GET /stats` shows them.

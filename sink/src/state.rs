@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use crate::budget::Budget;
 use crate::config::SinkConfig;
 use crate::ingest::Ingest;
+use crate::k8s::PodResolver;
 use crate::metrics::Metrics;
 
 /// State shared by the receivers and the API.
@@ -40,8 +41,8 @@ pub const API_ANSWERS: usize = 2;
 pub const API_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 impl Shared {
-    /// Fresh state for `config`.
-    pub fn new(config: SinkConfig) -> Self {
+    /// Fresh state for `config`; `pods` turns on peer attribution.
+    pub fn new(config: SinkConfig, pods: Option<PodResolver>) -> Self {
         let metrics = Arc::new(Metrics::new(config.max_series));
         Shared {
             ingest: Ingest::new(
@@ -51,6 +52,7 @@ impl Shared {
                 config.max_gaps_per_generator,
                 config.max_gaps,
                 metrics.clone(),
+                pods,
             ),
             metrics,
             request_slots: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),

@@ -69,9 +69,12 @@ KUSTOMIZATIONS = [
     "deploy/overlays/broken-agent",
     "deploy/overlays/cluster-policy",
     "deploy/overlays/control-plane",
+    "deploy/overlays/peer-attribution",
     "deploy/verify-rbac",
 ]
 WHOLE = [k for k in KUSTOMIZATIONS if k == "deploy" or k == "deploy/base" or "/overlays/" in k]
+# Kinds without a namespace that the manifests use.
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
 
 
 # ---------------------------------------------------------------- tools
@@ -192,7 +195,7 @@ def test_every_object_is_labelled_and_namespaced(directory):
     assert len(namespaces) == 3
     for o in objs:
         assert o["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == PART_OF, o["metadata"]["name"]
-        if o["kind"] != "Namespace":
+        if o["kind"] not in CLUSTER_SCOPED:
             assert o["metadata"].get("namespace") in namespaces, f"{o['kind']}/{o['metadata']['name']}"
 
 
@@ -346,7 +349,11 @@ def test_workloads_are_locked_down(directory):
         assert pod["securityContext"]["runAsNonRoot"] is True, where
         assert pod["securityContext"]["runAsUser"] > 0, where
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, where
-        assert pod["automountServiceAccountToken"] is False, where
+        # Only the sink with Kubernetes attribution talks to the API, as its own
+        # ServiceAccount (test_peer_attribution_overlay checks what it may do).
+        api_client = directory.endswith("peer-attribution") and w["metadata"]["name"] == "trace-sink"
+        assert pod["automountServiceAccountToken"] is api_client, where
+        assert pod.get("serviceAccountName") == ("trace-sink" if api_client else None), where
         for c in pod["containers"]:
             sc = c["securityContext"]
             assert sc["runAsNonRoot"] is True and sc["readOnlyRootFilesystem"] is True, where
@@ -398,6 +405,73 @@ def test_generator():
     assert c["ports"] == [{"name": "http-stats", "containerPort": 8081, "protocol": "TCP"}]
     assert "--stats-listen=0.0.0.0:8081" in c["args"]
     assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-stats"}
+
+
+def test_peer_attribution_overlay():
+    """The peer-attribution overlay: the agents run deploy/components/
+    agent-stamps-nothing/config.yaml, which stamps nothing (no processor, no agent.node.name); the
+    sink runs with --k8s-attribution as its own ServiceAccount, whose only
+    permission is list and watch on Pods (cluster-wide: the agents live in
+    another namespace); nothing else differs from deploy/."""
+    base, objs = render("deploy"), render("deploy/overlays/peer-attribution")
+    ds, cm = agent_configmap(objs)
+    text = (DEPLOY / "components/agent-stamps-nothing/config.yaml").read_bytes().decode()
+    assert cm["data"] == {"config.yaml": text}
+    config = yaml.safe_load(text)
+    assert "processors" not in config
+    assert all("processors" not in p for p in config["service"]["pipelines"].values())
+    assert "agent.node.name" not in re.sub(r"#.*", "", text)
+    # The rest of the agent config is the default one's.
+    default = yaml.safe_load((DEPLOY / "agent/config.yaml").read_text())
+    del default["processors"]
+    for p in default["service"]["pipelines"].values():
+        del p["processors"]
+    assert config == default
+
+    dep = find(objs, "Deployment", "trace-sink")
+    sink_ns = dep["metadata"]["namespace"]
+    assert "--k8s-attribution" in container(dep, "trace-sink")["args"]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "trace-sink" and pod["automountServiceAccountToken"] is True
+    sa = find(objs, "ServiceAccount", "trace-sink")
+    assert sa["metadata"]["namespace"] == sink_ns
+    role = find(objs, "ClusterRole", "trace-sink-pod-reader")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
+    bindings = [o for o in objs if o["kind"] in ("ClusterRoleBinding", "RoleBinding")]
+    assert len(bindings) == 1
+    assert bindings[0]["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]}
+    assert bindings[0]["subjects"] == [{"kind": "ServiceAccount", "name": "trace-sink", "namespace": sink_ns}]
+
+    def strip(objs):
+        out = []
+        for o in objs:
+            o = copy.deepcopy(o)
+            if o["kind"] in ("ConfigMap", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"):
+                continue
+            if o["kind"] == "DaemonSet" and o["metadata"]["name"] == "trace-agent":
+                o["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"] = "X"
+            if o["kind"] == "Deployment" and o["metadata"]["name"] == "trace-sink":
+                spec = o["spec"]["template"]["spec"]
+                spec.pop("serviceAccountName", None)
+                spec["automountServiceAccountToken"] = False
+                args = spec["containers"][0]["args"]
+                spec["containers"][0]["args"] = [a for a in args if a != "--k8s-attribution"]
+            out.append(o)
+        return out
+
+    assert strip(objs) == strip(base)
+
+
+def test_peer_attribution_rbac_follows_the_sink_namespace(tmp_path):
+    """Moving the sink to another namespace moves its ServiceAccount and the
+    binding's subject with it."""
+    copy_root = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, copy_root, ignore=shutil.ignore_patterns("collector", "lab"))
+    k = copy_root / "sink" / "kustomization.yaml"
+    k.write_text(k.read_text().replace("\nnamespace: trace-sink\n", "\nnamespace: sink-x\n"))
+    objs = render_path(copy_root / "overlays" / "peer-attribution")
+    assert find(objs, "ServiceAccount", "trace-sink")["metadata"]["namespace"] == "sink-x"
+    assert find(objs, "ClusterRoleBinding", "trace-sink-pod-reader")["subjects"][0]["namespace"] == "sink-x"
 
 
 def test_control_plane_overlay_tolerates_control_plane_taints():
@@ -454,14 +528,16 @@ def collector_env(pod_ip: str) -> dict[str, str]:
     return env
 
 
-def test_collector_runs_the_agent_config(collector):
-    """The real collector starts with deploy/agent/config.yaml and its
+@pytest.mark.parametrize("config", ["agent/config.yaml", "components/agent-stamps-nothing/config.yaml"])
+def test_collector_runs_the_agent_config(collector, config):
+    """The real collector starts with deploy/agent/config.yaml (and the
+    config of deploy/components/agent-stamps-nothing, which stamps nothing) and its
     health_check answers 200 on MY_POD_IP:13133, as the readiness probe asks.
     MY_POD_IP is a random 127.x.y.z address so nothing else on this machine
     (or a second test run) holds the ports."""
     pod_ip = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
     proc = subprocess.Popen(
-        [collector, f"--config={DEPLOY / 'agent' / 'config.yaml'}"],
+        [collector, f"--config={DEPLOY / config}"],
         env=collector_env(pod_ip),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use trace_proto::stats::{
-    AgentStats, GeneratorStats, MAX_PEERS, RouteStats, SINK_STATS_SCHEMA, SinkStats, rfc3339,
+    ATTRIBUTION_MIXED, AgentStats, Attribution, GeneratorStats, KubernetesStats, MAX_PEERS,
+    RouteStats, SINK_STATS_SCHEMA, SinkStats, rfc3339,
 };
 
-use super::attribution::{RequestSummary, RouteKind};
+use super::attribution::{PeerLookup, RequestSummary, RouteKind, agent_node};
 use super::seqset::{SeqSet, runs};
 use crate::metrics::Metrics;
 use crate::outcome::{Outcome, Via};
@@ -22,6 +23,10 @@ use crate::outcome::{Outcome, Via};
 #[derive(Debug)]
 struct RouteEntry {
     spans: u64,
+    /// Spans by where their agent node came from ([`Attribution::index`]).
+    by_source: [u64; 3],
+    /// Spans whose attribute and peer disagreed.
+    conflicts: u64,
     first: SystemTime,
     last: SystemTime,
     /// Its `/metrics` counter.
@@ -53,6 +58,9 @@ struct State {
     unattributed: u64,
     overflow: u64,
     overflow_generators: u64,
+    conflicts: u64,
+    /// Spans by the result of their peer lookup (`--k8s-attribution`).
+    peer_spans: BTreeMap<&'static str, u64>,
     routes: HashMap<(Option<String>, Option<String>), RouteEntry>,
     agents: HashMap<Option<String>, AgentEntry>,
     generators: HashMap<String, GeneratorEntry>,
@@ -71,6 +79,8 @@ impl State {
             unattributed: 0,
             overflow: 0,
             overflow_generators: 0,
+            conflicts: 0,
+            peer_spans: BTreeMap::new(),
             routes: HashMap::new(),
             agents: HashMap::new(),
             generators: HashMap::new(),
@@ -84,6 +94,8 @@ impl State {
 #[derive(Debug)]
 pub struct Accounting {
     state: Mutex<State>,
+    /// `--k8s-attribution` is on: `/stats` has a `kubernetes` section.
+    peer_attribution: bool,
     max_generators: usize,
     max_gaps: usize,
     max_total_gaps: usize,
@@ -103,14 +115,17 @@ impl Accounting {
     /// Routes are capped by `metrics` (`Metrics::route_counter`), generator
     /// ids by `max_generators`; gap-table intervals by `max_gaps` per
     /// generator and `max_total_gaps` for all together.
+    /// `peer_attribution`: spans come with a [`PeerLookup`] other than `Off`.
     pub fn new(
         max_generators: usize,
         max_gaps: usize,
         max_total_gaps: usize,
+        peer_attribution: bool,
         metrics: Arc<Metrics>,
     ) -> Self {
         Accounting {
             state: Mutex::new(State::new()),
+            peer_attribution,
             max_generators,
             max_gaps,
             max_total_gaps: max_total_gaps.max(1),
@@ -134,7 +149,17 @@ impl Accounting {
     /// already tracked always gets its spans and sequence numbers (an
     /// overflowing route must not fake missing spans); a new one beyond the cap
     /// goes into `overflow_generator_spans`.
-    pub fn ingest(&self, summary: RequestSummary<'_>, peer: Option<SocketAddr>, via: Via) {
+    ///
+    /// The agent node of each origin is its attribute combined with what the
+    /// peer address resolved to ([`agent_node`]): the peer's node wins a
+    /// disagreement, which is counted in `agent_node_conflicts`.
+    pub fn ingest(
+        &self,
+        summary: RequestSummary<'_>,
+        peer: Option<SocketAddr>,
+        lookup: &PeerLookup,
+        via: Via,
+    ) {
         // Sort and collapse sequence numbers before taking the lock.
         let prepared: Vec<_> = summary
             .origins
@@ -145,13 +170,25 @@ impl Accounting {
             })
             .collect();
         let now = SystemTime::now();
+        let peer_node = lookup.node();
+        let mut new_conflicts: Vec<(Option<String>, String, String)> = Vec::new();
+        let mut conflict_spans = 0;
         let mut guard = self.lock();
         let st = &mut *guard;
         st.spans_total += summary.spans;
         *st.requests.entry((via, Outcome::Ok)).or_default() += 1;
+        if let Some(label) = lookup.label() {
+            *st.peer_spans.entry(label).or_default() += summary.spans;
+        }
         for (origin, n, seq_runs, in_batch_dups) in prepared {
-            let (g, a) = (origin.generator_node, origin.agent_node);
-            match origin.kind() {
+            let agent = agent_node(origin.agent_node, peer_node);
+            let (g, a) = (origin.generator_node, agent.node);
+            let kind = RouteKind::of(g, a);
+            if agent.conflict {
+                st.conflicts += n;
+                conflict_spans += n;
+            }
+            match kind {
                 RouteKind::Local => st.local += n,
                 RouteKind::Remote => st.remote += n,
                 RouteKind::Unattributed => st.unattributed += n,
@@ -163,20 +200,34 @@ impl Accounting {
             // needs no cap of its own: every agent has at least one route.
             let route = match st.routes.entry(route_key) {
                 Entry::Occupied(e) => Some(e.into_mut()),
-                Entry::Vacant(v) => self
-                    .metrics
-                    .route_counter(g, a, origin.kind().as_str())
-                    .map(|counter| {
-                        v.insert(RouteEntry {
-                            spans: 0,
-                            first: now,
-                            last: now,
-                            counter,
+                Entry::Vacant(v) => {
+                    self.metrics
+                        .route_counter(g, a, kind.as_str())
+                        .map(|counter| {
+                            v.insert(RouteEntry {
+                                spans: 0,
+                                by_source: [0; 3],
+                                conflicts: 0,
+                                first: now,
+                                last: now,
+                                counter,
+                            })
                         })
-                    }),
+                }
             };
             if let Some(route) = route {
                 route.spans += n;
+                if let Some(source) = agent.source {
+                    route.by_source[source.index()] += n;
+                }
+                if agent.conflict {
+                    if route.conflicts == 0
+                        && let (Some(attr), Some(p)) = (origin.agent_node, a)
+                    {
+                        new_conflicts.push((g.map(str::to_owned), attr.to_owned(), p.to_owned()));
+                    }
+                    route.conflicts += n;
+                }
                 route.last = now;
                 route.counter.inc_by(n);
                 let agent = st.agents.entry(a.map(str::to_owned)).or_default();
@@ -223,7 +274,25 @@ impl Accounting {
             self.freeze_gaps(st);
         }
         drop(guard);
+        if conflict_spans > 0 {
+            self.metrics.count_conflicts(conflict_spans);
+        }
         self.metrics.count_request(via, Outcome::Ok);
+        if let Some(label) = lookup.label() {
+            self.metrics.count_peer_spans(label, summary.spans);
+        }
+        if let PeerLookup::Pod(pod) = lookup {
+            for (g, attr, p) in new_conflicts {
+                tracing::warn!(
+                    "agent node conflict: spans of generator node {} delivered by Pod {}/{} on \
+                     node {p} carry the agent node attribute {attr:?}; counted under {p} \
+                     (GET /check fails while agent_node_conflicts > 0)",
+                    g.as_deref().unwrap_or("(unknown)"),
+                    pod.namespace,
+                    pod.name,
+                );
+            }
+        }
     }
 
     /// The gap tables together hold more than `--max-gaps` intervals: every
@@ -243,28 +312,46 @@ impl Accounting {
         self.metrics.count_request(via, outcome);
     }
 
-    /// The current numbers.
+    /// The current numbers. With peer attribution on, `kubernetes` carries
+    /// `peer_spans`; the API's state in it is for the caller to fill in
+    /// (the accounting does not know the resolver).
     pub fn snapshot(&self) -> SinkStats {
-        snapshot(&self.lock())
+        snapshot(&self.lock(), self.peer_attribution)
     }
 
     /// Zeroes everything and returns the numbers as they were just before.
     pub fn reset(&self) -> SinkStats {
         let old = std::mem::replace(&mut *self.lock(), State::new());
-        snapshot(&old)
+        snapshot(&old, self.peer_attribution)
     }
 }
 
-fn snapshot(st: &State) -> SinkStats {
+fn snapshot(st: &State, peer_attribution: bool) -> SinkStats {
     let mut routes: Vec<RouteStats> = st
         .routes
         .iter()
-        .map(|((g, a), e)| RouteStats {
-            generator_node: g.clone(),
-            agent_node: a.clone(),
-            spans: e.spans,
-            first_seen: rfc3339(e.first),
-            last_seen: rfc3339(e.last),
+        .map(|((g, a), e)| {
+            let sources: Vec<Attribution> = Attribution::ALL
+                .into_iter()
+                .filter(|s| e.by_source[s.index()] > 0)
+                .collect();
+            RouteStats {
+                generator_node: g.clone(),
+                agent_node: a.clone(),
+                spans: e.spans,
+                first_seen: rfc3339(e.first),
+                last_seen: rfc3339(e.last),
+                attribution: match sources.as_slice() {
+                    [] => None,
+                    [one] => Some(one.as_str().to_owned()),
+                    _ => Some(ATTRIBUTION_MIXED.to_owned()),
+                },
+                spans_by_attribution: sources
+                    .iter()
+                    .map(|s| (s.as_str().to_owned(), e.by_source[s.index()]))
+                    .collect(),
+                agent_node_conflicts: e.conflicts,
+            }
         })
         .collect();
     routes.sort_by(|x, y| {
@@ -317,6 +404,20 @@ fn snapshot(st: &State) -> SinkStats {
         agents,
         generators,
         requests,
+        agent_node_conflicts: st.conflicts,
+        kubernetes: peer_attribution.then(|| KubernetesStats {
+            api: String::new(),
+            api_since: String::new(),
+            last_error: None,
+            pods: 0,
+            max_pods: 0,
+            over_capacity: false,
+            peer_spans: st
+                .peer_spans
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+        }),
     }
 }
 
@@ -350,13 +451,14 @@ mod tests {
     /// never smaller, and late spans below a frozen floor show as `untracked`.
     #[test]
     fn gap_tables_share_one_budget() {
-        let acc = Accounting::new(1000, 1024, 1000, Arc::new(Metrics::new(1000)));
+        let acc = Accounting::new(1000, 1024, 1000, false, Arc::new(Metrics::new(1000)));
         let ids: Vec<String> = (0..50).map(|i| format!("g{i}")).collect();
         for id in &ids {
             // 100 gaps each: 0, 2, 4, ..., 200.
             acc.ingest(
                 summary(id, (0..=100).map(|i| i * 2).collect()),
                 None,
+                &PeerLookup::Off,
                 Via::Http,
             );
         }
@@ -369,7 +471,7 @@ mod tests {
         let s = acc.snapshot();
         assert!(s.generators.iter().all(|g| g.missing == 100), "{s:?}");
         // A late span below the first generator's frozen floor fills no gap.
-        acc.ingest(summary("g0", vec![1]), None, Via::Http);
+        acc.ingest(summary("g0", vec![1]), None, &PeerLookup::Off, Via::Http);
         let g0 = acc
             .snapshot()
             .generators

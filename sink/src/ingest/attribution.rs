@@ -5,9 +5,12 @@
 //! instead of once per span.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use super::wire::{KeyValue, TraceRequest, get_str, get_u64};
+use crate::k8s::{PodRef, PodResolver, Resolution, Unresolved};
 use trace_proto::keys;
+use trace_proto::stats::Attribution;
 
 /// Longest attribute value taken as a node name or generator id (Kubernetes node
 /// names are at most 253 bytes). Longer values count as unknown, so a client
@@ -142,9 +145,144 @@ pub fn attribute<'a>(req: &'a TraceRequest, keys: &AttributionKeys) -> RequestSu
     out
 }
 
+/// What the connection's peer address says about the agent node
+/// (`--k8s-attribution`): the agent's Pod, or why there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerLookup {
+    /// Peer attribution is off.
+    Off,
+    /// The Pod at the peer address, scheduled on a node.
+    Pod(PodRef),
+    /// No usable answer (never a guess).
+    Unresolved(Unresolved),
+}
+
+impl PeerLookup {
+    /// Looks `peer` up with `pods` (`None`: peer attribution is off).
+    pub fn of(pods: Option<&PodResolver>, peer: Option<SocketAddr>) -> Self {
+        let Some(pods) = pods else {
+            return PeerLookup::Off;
+        };
+        let Some(peer) = peer else {
+            return PeerLookup::Unresolved(Unresolved::NoPod);
+        };
+        match pods.resolve(peer.ip()) {
+            Resolution::Pod(p) if p.node.is_some() => PeerLookup::Pod(p),
+            // A Pod with an IP but no node cannot run; nothing to attribute to.
+            Resolution::Pod(_) => PeerLookup::Unresolved(Unresolved::NoPod),
+            Resolution::Unknown(u) => PeerLookup::Unresolved(u),
+        }
+    }
+
+    /// The agent's node, if resolved.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            PeerLookup::Pod(p) => p.node.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// `resolved` or why not (the keys of `kubernetes.peer_spans`); `None` when off.
+    pub fn label(&self) -> Option<&'static str> {
+        match self {
+            PeerLookup::Off => None,
+            PeerLookup::Pod(_) => Some("resolved"),
+            PeerLookup::Unresolved(u) => Some(u.as_str()),
+        }
+    }
+}
+
+/// The agent node of spans, from their attribute and their peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentNode<'a> {
+    /// The node, `None` if neither source knows it.
+    pub node: Option<&'a str>,
+    /// Where it came from, `None` with the node.
+    pub source: Option<Attribution>,
+    /// Both sources gave a node and they differ. The peer's node is used: it
+    /// is what the sink saw (the agent's Pod opened the connection), while
+    /// the attribute is whatever the agent was configured to stamp.
+    pub conflict: bool,
+}
+
+/// Combines the agent-node attribute of spans with the node of their peer's Pod.
+pub fn agent_node<'a>(attribute: Option<&'a str>, peer: Option<&'a str>) -> AgentNode<'a> {
+    let (node, source, conflict) = match (attribute, peer) {
+        (Some(a), Some(p)) if a == p => (Some(p), Some(Attribution::Both), false),
+        (Some(_), Some(p)) => (Some(p), Some(Attribution::Peer), true),
+        (Some(a), None) => (Some(a), Some(Attribution::Attribute), false),
+        (None, Some(p)) => (Some(p), Some(Attribution::Peer), false),
+        (None, None) => (None, None, false),
+    };
+    AgentNode {
+        node,
+        source,
+        conflict,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Attribute only, peer only, both agreeing, both disagreeing (the peer
+    /// wins and the conflict is flagged), neither.
+    #[test]
+    fn agent_node_sources() {
+        let an = |a, p| {
+            let r = agent_node(a, p);
+            (r.node, r.source, r.conflict)
+        };
+        assert_eq!(
+            an(Some("n1"), None),
+            (Some("n1"), Some(Attribution::Attribute), false)
+        );
+        assert_eq!(
+            an(None, Some("n2")),
+            (Some("n2"), Some(Attribution::Peer), false)
+        );
+        assert_eq!(
+            an(Some("n2"), Some("n2")),
+            (Some("n2"), Some(Attribution::Both), false)
+        );
+        assert_eq!(
+            an(Some("n1"), Some("n2")),
+            (Some("n2"), Some(Attribution::Peer), true)
+        );
+        assert_eq!(an(None, None), (None, None, false));
+    }
+
+    /// Peers resolve only through a resolver that is synced; an unknown
+    /// address and a missing peer are unresolved, with their reason.
+    #[test]
+    fn peer_lookup() {
+        use crate::k8s::{ApiState, PodView};
+        let addr = |s: &str| Some(s.parse::<SocketAddr>().unwrap());
+        assert_eq!(PeerLookup::of(None, addr("10.0.0.5:1")), PeerLookup::Off);
+        assert_eq!(PeerLookup::Off.label(), None);
+        let r = PodResolver::new(10);
+        r.index().apply(PodView {
+            uid: "u".into(),
+            namespace: "ns".into(),
+            name: "agent".into(),
+            node: Some("node-1".into()),
+            ips: vec!["10.0.0.5".parse().unwrap()],
+            terminal: false,
+            terminating: false,
+            created: None,
+        });
+        let l = PeerLookup::of(Some(&r), addr("10.0.0.5:1"));
+        assert_eq!(l.label(), Some("api_unreachable"));
+        assert_eq!(l.node(), None);
+        r.set_state(ApiState::Synced, None);
+        let l = PeerLookup::of(Some(&r), addr("10.0.0.5:1"));
+        assert_eq!((l.label(), l.node()), (Some("resolved"), Some("node-1")));
+        let l = PeerLookup::of(Some(&r), addr("[::ffff:10.0.0.5]:1"));
+        assert_eq!(l.node(), Some("node-1"));
+        let l = PeerLookup::of(Some(&r), addr("10.0.0.6:1"));
+        assert_eq!((l.label(), l.node()), (Some("no_pod"), None));
+        assert_eq!(PeerLookup::of(Some(&r), None).label(), Some("no_pod"));
+    }
     use trace_proto::otlp::{
         ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans, Span, kv_int,
         kv_str,

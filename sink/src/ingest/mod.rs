@@ -8,9 +8,11 @@
 //!    count is checked before anything is decoded (`--max-request-elements`);
 //! 2. decode into the lean [`wire::TraceRequest`] (only what attribution reads);
 //! 3. [`attribution::attribute`]: group the spans by origin (generator node,
-//!    agent node, generator id), borrowing from the request;
-//! 4. [`accounting::Accounting::ingest`]: sort sequence numbers into runs, then
-//!    merge under the one lock.
+//!    agent node, generator id), borrowing from the request; with
+//!    `--k8s-attribution`, look the peer address up ([`attribution::PeerLookup`]);
+//! 4. [`accounting::Accounting::ingest`]: combine each origin's agent-node
+//!    attribute with the peer's node ([`attribution::agent_node`]), sort
+//!    sequence numbers into runs, then merge under the one lock.
 //!
 //! Signal seam: [`Ingest::export`] is generic over a [`Signal`], which names
 //! the three things that know the request is a *trace* export: its lean type
@@ -29,10 +31,11 @@ use prost::Message;
 use trace_proto::protocol::Protocol;
 use trace_proto::stats::SinkStats;
 
+use crate::k8s::PodResolver;
 use crate::metrics::Metrics;
 use crate::outcome::{Outcome, Via};
 use accounting::Accounting;
-use attribution::{AttributionKeys, RequestSummary};
+use attribution::{AttributionKeys, PeerLookup, RequestSummary};
 use wire::{ScanError, TraceRequest, count_json_objects};
 
 /// One OTLP signal as the ingest path sees it.
@@ -93,10 +96,14 @@ pub struct Ingest {
     keys: AttributionKeys,
     max_elements: u64,
     accounting: Accounting,
+    /// The Pod resolver of `--k8s-attribution`.
+    pods: Option<PodResolver>,
 }
 
 impl Ingest {
     /// An empty account; `max_series` caps every table (see [`Accounting`]).
+    /// With `pods`, each request's agent node also comes from the Pod at its
+    /// peer address (`--k8s-attribution`).
     pub fn new(
         keys: AttributionKeys,
         max_elements: u64,
@@ -104,12 +111,25 @@ impl Ingest {
         max_gaps: usize,
         max_total_gaps: usize,
         metrics: std::sync::Arc<Metrics>,
+        pods: Option<PodResolver>,
     ) -> Self {
         Ingest {
             keys,
             max_elements,
-            accounting: Accounting::new(max_series, max_gaps, max_total_gaps, metrics),
+            accounting: Accounting::new(
+                max_series,
+                max_gaps,
+                max_total_gaps,
+                pods.is_some(),
+                metrics,
+            ),
+            pods,
         }
+    }
+
+    /// The Pod resolver, if `--k8s-attribution` is on.
+    pub fn pods(&self) -> Option<&PodResolver> {
+        self.pods.as_ref()
     }
 
     /// The one entry point: counts, decodes, attributes and merges one export
@@ -125,7 +145,9 @@ impl Ingest {
         let req = self.decode::<S>(body, protocol)?;
         let summary = S::attribute(&req, &self.keys);
         let spans = summary.spans;
-        self.accounting.ingest(summary, peer, Via::Otlp(protocol));
+        let lookup = PeerLookup::of(self.pods.as_ref(), peer);
+        self.accounting
+            .ingest(summary, peer, &lookup, Via::Otlp(protocol));
         Ok(Accepted { spans })
     }
 
@@ -181,11 +203,24 @@ impl Ingest {
 
     /// The current numbers.
     pub fn snapshot(&self) -> SinkStats {
-        self.accounting.snapshot()
+        self.with_api_state(self.accounting.snapshot())
     }
 
     /// Zeroes everything and returns the numbers as they were just before.
     pub fn reset(&self) -> SinkStats {
-        self.accounting.reset()
+        self.with_api_state(self.accounting.reset())
+    }
+
+    fn with_api_state(&self, mut stats: SinkStats) -> SinkStats {
+        if let (Some(pods), Some(k)) = (&self.pods, stats.kubernetes.as_mut()) {
+            let st = pods.status();
+            k.api = st.state.as_str().to_owned();
+            k.api_since = trace_proto::stats::rfc3339(st.since);
+            k.last_error = st.last_error;
+            k.pods = st.pods as u64;
+            k.max_pods = st.max_pods as u64;
+            k.over_capacity = st.over_capacity;
+        }
+        stats
     }
 }
