@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -96,6 +97,11 @@ async fn serve_axum(
     what: &'static str,
 ) {
     let svc = app.into_make_service_with_connect_info::<SocketAddr>();
+    // TCP_NODELAY on every accepted connection, as on the gRPC port: an answer
+    // written in parts must not wait for the client's delayed ACK.
+    let l = l.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     if let Err(e) = axum::serve(l, svc)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await

@@ -4,22 +4,27 @@
 //! result to a status code.
 //!
 //! Per request, in order, and without any lock until the last step:
-//! 1. [`wire::count_elements`] / [`wire::count_json_objects`]: the element
-//!    count is checked before anything is decoded (`--max-request-elements`);
-//! 2. decode into the lean [`wire::TraceRequest`] (only what attribution reads);
-//! 3. [`attribution::attribute`]: group the spans by origin (generator node,
-//!    agent node, generator id), borrowing from the request;
-//! 4. [`accounting::Accounting::ingest`]: sort sequence numbers into runs, then
+//! 1. protobuf (gRPC and OTLP/HTTP): [`scan::scan`] counts the elements
+//!    against `--max-request-elements` and groups the spans by origin
+//!    (generator node, agent node, generator id) in one pass over the bytes,
+//!    borrowing from them, allocating nothing per span;
+//! 2. OTLP/JSON: [`wire::count_json_objects`] bounds the elements before
+//!    anything is decoded, then the body decodes into the lean
+//!    [`wire::TraceRequest`] (only what attribution reads) and
+//!    [`attribution::attribute`] groups its spans by origin;
+//! 3. [`accounting::Accounting::ingest`]: sort sequence numbers into runs, then
 //!    merge under the one lock.
 //!
 //! Signal seam: [`Ingest::export`] is generic over a [`Signal`], which names
-//! the three things that know the request is a *trace* export: its lean type
-//! ([`wire::TraceRequest`]), its element count and its attribution.
+//! the things that know the request is a *trace* export: its lean type
+//! ([`wire::TraceRequest`]) and attribution for JSON, its one-pass scan for
+//! protobuf.
 //! [`accounting`] sees origins and item counts only. OTLP logs would be a
 //! sibling `logs` module with a `Logs` signal, feeding the same accounting.
 
 pub mod accounting;
 pub mod attribution;
+pub mod scan;
 pub mod seqset;
 pub mod wire;
 
@@ -33,7 +38,7 @@ use crate::metrics::Metrics;
 use crate::outcome::{Outcome, Via};
 use accounting::Accounting;
 use attribution::{AttributionKeys, RequestSummary};
-use wire::{ScanError, TraceRequest, count_json_objects};
+use wire::{TraceRequest, count_json_objects};
 
 /// One OTLP signal as the ingest path sees it.
 pub trait Signal {
@@ -41,9 +46,13 @@ pub trait Signal {
     /// keeping only what attribution reads.
     type Request: Message + Default + serde::de::DeserializeOwned;
     /// Counts the elements of a protobuf request, failing beyond `limit`,
-    /// without decoding it.
-    fn count_elements(protobuf: &[u8], limit: u64) -> Result<u64, ScanError>;
-    /// Groups the request's items by origin.
+    /// and groups its items by origin, in one pass and borrowing from it.
+    fn scan<'a>(
+        protobuf: &'a [u8],
+        keys: &AttributionKeys,
+        limit: u64,
+    ) -> Result<RequestSummary<'a>, scan::Refused>;
+    /// Groups the items of a decoded (OTLP/JSON) request by origin.
     fn attribute<'a>(req: &'a Self::Request, keys: &AttributionKeys) -> RequestSummary<'a>;
 }
 
@@ -53,8 +62,12 @@ pub enum Traces {}
 
 impl Signal for Traces {
     type Request = TraceRequest;
-    fn count_elements(protobuf: &[u8], limit: u64) -> Result<u64, ScanError> {
-        wire::count_elements(protobuf, limit)
+    fn scan<'a>(
+        protobuf: &'a [u8],
+        keys: &AttributionKeys,
+        limit: u64,
+    ) -> Result<RequestSummary<'a>, scan::Refused> {
+        scan::scan(protobuf, keys, limit)
     }
     fn attribute<'a>(req: &'a TraceRequest, keys: &AttributionKeys) -> RequestSummary<'a> {
         attribution::attribute(req, keys)
@@ -121,47 +134,45 @@ impl Ingest {
         protocol: Protocol,
         peer: Option<SocketAddr>,
     ) -> Result<Accepted, Rejected> {
-        let req = self.decode::<S>(body, protocol)?;
-        let summary = S::attribute(&req, &self.keys);
+        let json: S::Request;
+        let summary = match protocol {
+            Protocol::Grpc | Protocol::HttpProtobuf => S::scan(body, &self.keys, self.max_elements)
+                .map_err(|r| match r {
+                    scan::Refused::TooMany => self.too_many(),
+                    scan::Refused::Malformed(why) => {
+                        Rejected::bad(format!("invalid OTLP protobuf message: {why}"))
+                    }
+                })?,
+            Protocol::HttpJson => {
+                json = self.decode_json::<S>(body)?;
+                S::attribute(&json, &self.keys)
+            }
+        };
         let spans = summary.spans;
         self.accounting.ingest(summary, peer, Via::Otlp(protocol));
         Ok(Accepted { spans })
     }
 
-    fn decode<S: Signal>(&self, body: &[u8], protocol: Protocol) -> Result<S::Request, Rejected> {
-        let too_many = || Rejected {
+    fn too_many(&self) -> Rejected {
+        Rejected {
             outcome: Outcome::TooLarge,
             message: format!(
                 "request carries more than {} elements (spans and attributes); limit --max-request-elements",
                 self.max_elements
             ),
-        };
-        match protocol {
-            Protocol::Grpc | Protocol::HttpProtobuf => {
-                match S::count_elements(body, self.max_elements) {
-                    Err(ScanError::TooMany) => return Err(too_many()),
-                    Err(ScanError::Malformed) => {
-                        return Err(Rejected::bad(
-                            "invalid OTLP protobuf message: malformed wire format",
-                        ));
-                    }
-                    Ok(_) => {}
-                }
-                S::Request::decode(body)
-                    .map_err(|e| Rejected::bad(format!("invalid OTLP protobuf message: {e}")))
-            }
-            Protocol::HttpJson => {
-                if count_json_objects(body) > self.max_elements {
-                    Err(too_many())
-                } else if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-                    Err(Rejected::bad(
-                        "invalid OTLP/JSON body: expected a JSON object",
-                    ))
-                } else {
-                    serde_json::from_slice::<S::Request>(body)
-                        .map_err(|e| Rejected::bad(format!("invalid OTLP/JSON body: {e}")))
-                }
-            }
+        }
+    }
+
+    fn decode_json<S: Signal>(&self, body: &[u8]) -> Result<S::Request, Rejected> {
+        if count_json_objects(body) > self.max_elements {
+            Err(self.too_many())
+        } else if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            Err(Rejected::bad(
+                "invalid OTLP/JSON body: expected a JSON object",
+            ))
+        } else {
+            serde_json::from_slice::<S::Request>(body)
+                .map_err(|e| Rejected::bad(format!("invalid OTLP/JSON body: {e}")))
         }
     }
 
