@@ -23,11 +23,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
-use trace_proto::otlp::{ExportTraceServiceRequest, KeyValue};
-use trace_proto::span::{build_request, build_span};
+use trace_proto::otlp::KeyValue;
+use trace_proto::span::encode_request;
 use trace_proto::stats::GeneratorReport;
 
 use crate::config::{ConfigError, ExporterSettings, GenConfig, Reconnect};
@@ -209,9 +210,13 @@ impl Generator {
             let Some((lo, hi)) = pacer.take(n) else {
                 break Stop::Done;
             };
-            let now = SystemTime::now();
-            let spans = (lo..=hi).map(|s| build_span(s, now, &mut rng)).collect();
-            let req = build_request(&self.resource, spans);
+            // Written straight as protobuf: no Span structs per span.
+            let req = Bytes::from(encode_request(
+                &self.resource,
+                lo..=hi,
+                SystemTime::now(),
+                &mut rng,
+            ));
             counters.sent(lo, hi);
             tasks.spawn(sender.clone().send(req, hi - lo + 1, permit));
         };
@@ -366,13 +371,13 @@ struct Sender {
 impl Sender {
     /// Sends `req` (`n` spans), retrying up to `retries` times after the
     /// backoff, and counts the outcome. Holds `permit` until done.
-    async fn send(self, req: ExportTraceServiceRequest, n: u64, permit: OwnedSemaphorePermit) {
+    async fn send(self, req: Bytes, n: u64, permit: OwnedSemaphorePermit) {
         let _permit = permit;
         let mut attempt = 0;
         let mut req = Some(req);
         loop {
             let (exporter, epoch) = self.conns.get();
-            // Only a request that may be retried is copied; the last attempt takes it.
+            // Bytes: a retry shares the buffer (a reference count, no copy).
             let attempt_req = if attempt >= self.retries {
                 req.take().unwrap_or_default()
             } else {
