@@ -182,6 +182,11 @@ impl Ingest {
         self.accounting.reject(via.into(), outcome);
     }
 
+    /// `GET /stats` as JSON bytes (see [`Accounting::stats_json`]).
+    pub fn stats_json(&self, summary: bool) -> Vec<u8> {
+        self.accounting.stats_json(summary)
+    }
+
     /// The current numbers.
     pub fn snapshot(&self) -> SinkStats {
         self.accounting.snapshot()
