@@ -9,11 +9,17 @@ requests that cost the most memory per byte, printing the sink's peak RSS
   3. 4 MiB JSON bodies of {} objects, 8 at once               -> rejected before decoding
   4. 10 000 generators with 256-byte node names and ids       -> the tables at --max-series
   5. 4 MiB JSON bodies with an intValue that is a huge array   -> rejected, never buffered
+  6. every generator of phase 4 with more than 1024 gaps       -> gap tables at --max-gaps
+  7. 40 clients asking GET /stats (about 15 MB) and never reading the answer
+  8. one HTTP/2 connection to the gRPC port sending 200 000 body-less streams
+  9. 200 uploads of 4 MiB - 1 byte that then stall              -> the byte budget
 Usage: bench/hostile_memory.py   (builds nothing: run cargo build --release first)
 """
 import concurrent.futures as cf
 import os
 import re
+import socket
+import struct
 import subprocess
 import sys
 import urllib.error
@@ -59,9 +65,58 @@ def post(url, body, ctype="application/x-protobuf"):
         return e.code
 
 
+def hold_connections(addr, n, first):
+    host, port = addr.rsplit(":", 1)
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection((host, int(port)))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        if first:
+            s.sendall(first)
+        socks.append(s)
+    return socks
+
+
+def h2_frame(kind, flags, stream, payload):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+
+def hpack_literal(name, value):
+    # Literal header field without indexing, new name (RFC 7541 6.2.2).
+    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+
+def stream_flood(addr, streams):
+    """HEADERS without a body on `streams` streams, without waiting for anything."""
+    host, port = addr.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)))
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0, b""))
+    block = (hpack_literal(b":method", b"POST") + hpack_literal(b":scheme", b"http")
+             + hpack_literal(b":path", b"/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+             + hpack_literal(b":authority", b"sink") + hpack_literal(b"content-type", b"application/grpc")
+             + hpack_literal(b"te", b"trailers"))
+    sent = 0
+    try:
+        batch = []
+        for i in range(streams):
+            batch.append(h2_frame(1, 0x4, 2 * i + 1, block))  # END_HEADERS, no END_STREAM
+            if len(batch) == 1000:
+                s.sendall(b"".join(batch))
+                sent += len(batch)
+                batch = []
+        s.sendall(b"".join(batch))
+        sent += len(batch)
+    except OSError:
+        pass  # the sink closed the connection (GOAWAY): what it should do
+    return s, sent
+
+
 def peak(pid):
+    """Peak RSS so far and current RSS, in MiB."""
     text = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+)", text).group(1)) / 1024
+    hwm = int(re.search(r"VmHWM:\s+(\d+)", text).group(1)) / 1024
+    rss = int(re.search(r"VmRSS:\s+(\d+)", text).group(1)) / 1024
+    return f"{hwm:.1f} (now {rss:.1f})"
 
 
 def main():
@@ -72,27 +127,31 @@ def main():
         stderr=subprocess.PIPE, text=True, env={**os.environ, "NO_COLOR": "1"},
     )
     try:
-        m = re.search(r"OTLP/HTTP on (\S+), API on (\S+)", proc.stderr.readline())
-        url = f"http://{m.group(1).rstrip(',')}/v1/traces"
+        m = re.search(r"OTLP/gRPC on (\S+), OTLP/HTTP on (\S+), API on (\S+)", proc.stderr.readline())
+        grpc_addr, http_addr, api_addr = m.group(1).rstrip(","), m.group(2).rstrip(","), m.group(3)
+        url = f"http://{http_addr}/v1/traces"
+        import threading
+        # Keep reading stderr (the final stats line at exit is long).
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
         print(f"{'phase':<62} {'answers':<14} peak RSS MiB")
-        print(f"{'idle':<62} {'-':<14} {peak(proc.pid):.1f}")
+        print(f"{'idle':<62} {'-':<14} {peak(proc.pid)}")
 
         empty_spans = request([], [b""] * ((4 * 1024 * 1024 - 64) // 2))
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(lambda _: post(url, empty_spans), range(8))))
-        print(f"{'1. 8 x 4 MiB of empty spans (protobuf)':<62} {str(codes):<14} {peak(proc.pid):.1f}")
+        print(f"{'1. 8 x 4 MiB of empty spans (protobuf)':<62} {str(codes):<14} {peak(proc.pid)}")
 
         limit = 500_000 - 10
         span = b"".join(field(9, b"") for _ in range(limit))
         body = request([], [span])
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(lambda _: post(url, body), range(8))))
-        print(f"{'2. 8 x one span with ' + str(limit) + ' empty attributes':<62} {str(codes):<14} {peak(proc.pid):.1f}")
+        print(f"{'2. 8 x one span with ' + str(limit) + ' empty attributes':<62} {str(codes):<14} {peak(proc.pid)}")
 
         js = b'{"resourceSpans":[{"scopeSpans":[{"spans":[' + b",".join([b"{}"] * 1_300_000) + b"]}]}]}"
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(lambda _: post(url, js, "application/json"), range(8))))
-        print(f"{'3. 8 x 4 MiB of {} spans (JSON)':<62} {str(codes):<14} {peak(proc.pid):.1f}")
+        print(f"{'3. 8 x 4 MiB of {} spans (JSON)':<62} {str(codes):<14} {peak(proc.pid)}")
 
         def gen(i):
             name = f"{i:05d}" + "n" * 251
@@ -101,17 +160,64 @@ def main():
             return post(url, request(attrs, [seq]))
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(gen, range(10_000))))
-        print(f"{'4. 10 000 generators, 256-byte names (tables full)':<62} {str(codes):<14} {peak(proc.pid):.1f}")
+        print(f"{'4. 10 000 generators, 256-byte names (tables full)':<62} {str(codes):<14} {peak(proc.pid)}")
 
         arr = b",".join([b"0"] * 2_000_000)
         js = (b'{"resourceSpans":[{"resource":{"attributes":[{"key":"k","value":{"intValue":['
               + arr + b']}}]}}]}')
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(lambda _: post(url, js, "application/json"), range(8))))
-        print(f"{'5. 8 x 4 MiB JSON, intValue = an array of 2M numbers':<62} {str(codes):<14} {peak(proc.pid):.1f}")
+        print(f"{'5. 8 x 4 MiB JSON, intValue = an array of 2M numbers':<62} {str(codes):<14} {peak(proc.pid)}")
+
+        def gaps(first):
+            resources = b""
+            for i in range(first, first + 10):
+                name = f"{i:05d}" + "n" * 251
+                attrs = [kv("k8s.node.name", name), kv("agent.node.name", name), kv("tracegen.generator.id", name)]
+                spans = [field(9, field(1, b"tracegen.seq") + field(2, bytes([3 << 3]) + varint(2 * k + 10)))
+                         for k in range(1100)]
+                rs = field(1, b"".join(field(1, a) for a in attrs)) + field(2, b"".join(field(2, s) for s in spans))
+                resources += field(1, rs)
+            return post(url, resources)
+        with cf.ThreadPoolExecutor(8) as ex:
+            codes = sorted(set(ex.map(gaps, range(0, 10_000, 10))))
+        print(f"{'6. the 10 000 generators, 1100 gaps each (gap tables full)':<62} {str(codes):<14} {peak(proc.pid)}")
+
+        readers = hold_connections(api_addr, 40, b"GET /stats HTTP/1.1\r\nHost: sink\r\n\r\n")
+        import time
+        time.sleep(8)
+        print(f"{'7. 40 x GET /stats never read':<62} {'-':<14} {peak(proc.pid)}")
+        for r in readers:
+            r.close()
+
+        conn, sent = stream_flood(grpc_addr, 200_000)
+        time.sleep(2)
+        print(f"{'8. 200 000 body-less HTTP/2 streams on one connection':<62} {str(sent) + ' sent':<14} {peak(proc.pid)}")
+        conn.close()
+
+        head = (b"POST /v1/traces HTTP/1.1\r\nHost: sink\r\nContent-Type: application/x-protobuf\r\n"
+                b"Content-Length: 4194304\r\n\r\n")
+        stalled = []
+        chunk = b"\n" * (4 * 1024 * 1024 - 1)
+
+        def stall(_):
+            host, port = http_addr.rsplit(":", 1)
+            s = socket.create_connection((host, int(port)))
+            s.settimeout(5)
+            try:
+                s.sendall(head + chunk)
+            except OSError:
+                pass
+            return s
+        with cf.ThreadPoolExecutor(16) as ex:
+            stalled = list(ex.map(stall, range(200)))
+        time.sleep(1)
+        print(f"{'9. 200 uploads of 4 MiB - 1 byte, then stalled':<62} {'-':<14} {peak(proc.pid)}")
+        for s in stalled:
+            s.close()
     finally:
         proc.terminate()
-        proc.wait(timeout=15)
+        proc.wait(timeout=20)
 
 
 if __name__ == "__main__":

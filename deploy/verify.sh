@@ -1,27 +1,38 @@
 #!/usr/bin/env bash
-# deploy/verify.sh: the node-local traffic verification on a real cluster.
+# deploy/verify.sh: the node-local traffic verification, on a real cluster or
+# on the lab's (deploy/lab runs exactly this script against its own cluster).
 #
-# Uses kubectl and its current context. Deploys the agent under test, the sink
-# and one generator per node (deploy/), then asserts with `trace-sink check`,
-# run inside the sink pod:
-#   1. every node's generator delivers, and all its spans came through the
-#      agent on its own node;
-#   2. the agent is removed from one node (the node is labelled
+# Uses kubectl and its current context (KUBECONFIG). Deploys the agent under
+# test, the sink and one generator per node (deploy/), then asserts with
+# `trace-sink check`, run as a pod next to the sink (its exit code and
+# termination message come back in the pod's status; no exec needed):
+#   1. all-up: every node's generator delivers, and all its spans came through
+#      the agent on its own node;
+#   2. agent-removed: the agent is removed from one node (the node is labelled
 #      trace-gen-sink/no-agent, which the agent DaemonSet's node affinity
 #      excludes: only that node's agent pod goes): that node's generator goes
 #      silent and reports failed exports, the other nodes stay local;
-#   3. the broken-agent overlay (a config the collector refuses; the agents
-#      crash-loop): nothing arrives at all;
-#   4. restored: every node delivers again, all local.
-# Prints a results table; exits 0 only when every step came out as expected.
-# Cleans up after itself: namespaces that existed before are not changed or
-# deleted, everything created is deleted (unless --keep), the node label is
-# removed. A deployment of ours that was already there is re-applied in this
-# run's variant (flags) and kept.
+#   3. crash-loop: the broken-agent overlay (a config the collector refuses;
+#      the agents crash-loop): nothing arrives at all;
+#   4. recovered: every node delivers again, all local;
+#   5. cluster-policy: the negative control, the cluster-policy overlay
+#      (internalTrafficPolicy: Cluster, generators reconnecting): remote spans
+#      appear and `check --expect-local` must FAIL, proving the check can fail;
+#   6. terminating: the agents get a preStop sleep (a long graceful shutdown)
+#      and one node's agent is removed: while its only local endpoint is
+#      terminating but still serving, that node's spans still reach only its
+#      own agent (kube-proxy falls back to local serving-terminating
+#      endpoints), never another node's.
+# Prints a results table (and with --results-json a JSON file); exits 0 only
+# when every step came out as expected. Cleans up after itself: namespaces that
+# existed before are not changed or deleted, everything created is deleted
+# (unless --keep), the node label is removed. A deployment of ours that was
+# already there is re-applied in this run's variant (flags) and kept.
 #
 # Talks to the cluster only through kubectl: the sink's and the generators'
 # HTTP APIs are reached through the API server's service/pod proxy, so no
-# port-forward and no local curl are needed.
+# port-forward and no local curl are needed. The permissions it needs are in
+# deploy/verify-rbac (a ClusterRole for a CI service account).
 set -euo pipefail
 
 usage() {
@@ -35,12 +46,17 @@ Usage: deploy/verify.sh [options]
                        ghcr.io/acme (images PREFIX/trace-gen, PREFIX/trace-sink)
   --tag TAG            image tag for trace-gen and trace-sink (default: the
                        kustomizations' own, "dev")
-  --within DURATION    time for the positive conditions of each check (default 90s)
-  --hold DURATION      how long the negative conditions must keep holding (default 30s)
+  --within DURATION    time for the positive conditions of each check
+                       (default 90s; N, Ns, Nm)
+  --hold DURATION      how long the negative conditions must keep holding
+                       (default 30s)
   --settle SECONDS     wait after the agents changed, before the sink is reset,
                        for kube-proxy / Envoy to catch up (default 10)
   --timeout SECONDS    limit for each rollout or wait (default 600; the agent
                        DaemonSet rolls one node at a time)
+  --results-json FILE  also write the results as JSON to FILE
+  --step-hook CMD      run `CMD STEP-KEY check` while each step's check runs
+                       (the lab saves every node's kube-proxy rules with it)
   --keep               keep the deployment at the end, as the last step left it
   --dry-run            print the kubectl commands instead of running them
                        (rendering the manifests still runs, locally)
@@ -61,6 +77,8 @@ settle=10
 timeout=600
 keep=0
 dry_run=0
+results_json=""
+step_hook=""
 
 while (($#)); do
   case "$1" in
@@ -72,6 +90,8 @@ while (($#)); do
     --hold) hold="${2:?--hold needs a value}"; shift ;;
     --settle) settle="${2:?--settle needs a value}"; shift ;;
     --timeout) timeout="${2:?--timeout needs a value}"; shift ;;
+    --results-json) results_json="${2:?--results-json needs a file}"; shift ;;
+    --step-hook) step_hook="${2:?--step-hook needs a command}"; shift ;;
     --keep) keep=1 ;;
     --dry-run) dry_run=1 ;;
     -h | --help) usage; exit 0 ;;
@@ -81,6 +101,21 @@ while (($#)); do
 done
 [[ "$settle" =~ ^[0-9]+$ ]] || { echo "verify.sh: --settle takes whole seconds" >&2; exit 2; }
 [[ "$timeout" =~ ^[0-9]+$ ]] || { echo "verify.sh: --timeout takes whole seconds" >&2; exit 2; }
+# DURATION -> whole seconds (N, Ns, Nm)
+seconds_of() {
+  case "$1" in
+    *[!0-9sm]* | "" | s | m) return 1 ;;
+    *m) echo $((${1%m} * 60)) ;;
+    *s) echo "${1%s}" ;;
+    *) echo "$1" ;;
+  esac
+}
+within_s="$(seconds_of "$within")" || { echo "verify.sh: --within takes a duration like 90s or 2m (got '$within')" >&2; exit 2; }
+hold_s="$(seconds_of "$hold")" || { echo "verify.sh: --hold takes a duration like 30s or 1m (got '$hold')" >&2; exit 2; }
+within="${within_s}s"
+hold="${hold_s}s"
+# Step 6: the agent's graceful shutdown must outlast the whole check.
+drain_s=$((settle + within_s + hold_s + 15))
 
 if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 4))); then
   echo "verify.sh: needs bash >= 4.4 (this is $BASH_VERSION; on macOS: brew install bash)" >&2
@@ -89,6 +124,7 @@ fi
 
 # Results, filled by record(); read by cleanup() too, so set before any trap.
 rows=()
+json_rows=()
 table_printed=0
 all_ok=1
 
@@ -201,10 +237,12 @@ work="$(mktemp -d "$repo/target/verify.XXXXXX")"
 trap 'rm -rf "$work"' EXIT # until cleanup() takes over, below
 base_yaml="$work/base.yaml"
 broken_yaml="$work/broken.yaml"
+cluster_yaml="$work/cluster.yaml"
+draining_yaml="$work/draining.yaml"
 preexisting_ns=()
 
-write_kustomization() { # DIR RESOURCE
-  local dir="$1" resource="$2" ns img
+write_kustomization() { # DIR RESOURCE [EXTRA-PATCH-FILE]
+  local dir="$1" resource="$2" extra="${3:-}" ns img
   mkdir -p "$dir"
   {
     echo "apiVersion: kustomize.config.k8s.io/v1beta1"
@@ -224,7 +262,7 @@ write_kustomization() { # DIR RESOURCE
         if [[ -n "$tag" ]]; then echo "    newTag: $tag"; fi
       done
     fi
-    if ((${#preexisting_ns[@]})); then
+    if ((${#preexisting_ns[@]})) || [[ -n "$extra" ]]; then
       echo "patches:"
       for ns in "${preexisting_ns[@]}"; do
         echo "  - patch: |-"
@@ -234,16 +272,51 @@ write_kustomization() { # DIR RESOURCE
         echo "      metadata:"
         echo "        name: $ns"
       done
+      if [[ -n "$extra" ]]; then cat "$extra"; fi
     fi
   } >"$dir/kustomization.yaml"
 }
 
+# Step 6's variant: the base, with a graceful shutdown that outlasts the check
+# (a preStop sleep, the grace period after it) and generators that open a new
+# connection every 2 s, so kube-proxy chooses an endpoint again and again while
+# the agent terminates.
+write_draining_patch() {
+  cat >"$work/draining-patch.yaml" <<EOF
+  - target:
+      kind: DaemonSet
+      name: trace-agent
+    patch: |-
+      - op: add
+        path: /spec/template/spec/containers/0/lifecycle
+        value:
+          preStop:
+            sleep:
+              seconds: $drain_s
+      - op: replace
+        path: /spec/template/spec/terminationGracePeriodSeconds
+        value: $((drain_s + 30))
+  - target:
+      kind: DaemonSet
+      name: trace-gen
+    patch: |-
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --reconnect-every=2s
+EOF
+}
+
 render() {
+  write_draining_patch
   write_kustomization "$work/base" base
   write_kustomization "$work/broken" overlays/broken-agent
+  write_kustomization "$work/cluster" overlays/cluster-policy
+  write_kustomization "$work/draining" base "$work/draining-patch.yaml"
   kubectl kustomize "$work/base" >"$base_yaml"
   kubectl kustomize "$work/broken" >"$broken_yaml"
-  log "rendered: $base_yaml (steps 1, 2, 4) and $broken_yaml (step 3)"
+  kubectl kustomize "$work/cluster" >"$cluster_yaml"
+  kubectl kustomize "$work/draining" >"$draining_yaml"
+  log "rendered: $base_yaml (steps 1, 2, 4), $broken_yaml (3), $cluster_yaml (5), $draining_yaml (6)"
 }
 
 render
@@ -251,6 +324,8 @@ agent_ns="$(ns_of DaemonSet trace-agent "$base_yaml")"
 sink_ns="$(ns_of Deployment trace-sink "$base_yaml")"
 gen_ns="$(ns_of DaemonSet trace-gen "$base_yaml")"
 [[ -n "$agent_ns" && -n "$sink_ns" && -n "$gen_ns" ]] || die "could not find the namespaces in the rendered manifests ($base_yaml)"
+sink_image="$(grep -oE 'image: [^ ]*trace-sink[^ ]*' "$base_yaml" | head -n1 | cut -d' ' -f2)"
+[[ -n "$sink_image" ]] || die "could not find the trace-sink image in $base_yaml"
 log "namespaces: agent $agent_ns, sink $sink_ns, generators $gen_ns"
 
 while read -r ns; do
@@ -283,6 +358,7 @@ fi
 # ---------------------------------------------------------------- cluster helpers
 sink_api="/api/v1/namespaces/$sink_ns/services/http:trace-sink:http-api/proxy"
 labelled_node=""
+check_pod=""
 
 sink_reset() {
   if ((dry_run)); then show kubectl create --raw "$sink_api/reset" -f /dev/null >&3; return 0; fi
@@ -292,17 +368,106 @@ sink_reset() {
 
 sink_stats() { kget get --raw "$sink_api/stats" || true; }
 
-# trace-sink check inside the sink pod (the image has no shell, but the binary
-# is on PATH). Prints its route table; returns its exit status.
-sink_check() {
-  local rc=0
+# `trace-sink check` as a pod beside the sink (image: the sink's), talking to
+# the sink's Service. Its verdict is the container's exit code in the pod's
+# status; its route table comes from `kubectl logs`, or from the termination
+# message (FallbackToLogsOnError) where logs cannot be read. Returns the exit
+# code; 2 and the run aborted if the pod did not run to its end in time.
+sink_check() { # STEP-KEY CHECK-ARGS...
+  local key="$1" rc="" phase="" start=$SECONDS limit hooked=0 a
+  shift
+  check_pod="trace-sink-check-$key"
+  limit=$((within_s + hold_s + 180))
+  {
+    cat <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $check_pod
+  namespace: $sink_ns
+  labels:
+    app.kubernetes.io/name: trace-sink-check
+    app.kubernetes.io/component: check
+    app.kubernetes.io/part-of: $part_of
+    sidecar.istio.io/inject: "false"
+spec:
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  enableServiceLinks: false
+  terminationGracePeriodSeconds: 5
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+    runAsGroup: 65532
+    seccompProfile:
+      type: RuntimeDefault
+EOF
+    if ((control_plane)); then
+      cat <<EOF
+  tolerations:
+    - key: node-role.kubernetes.io/control-plane
+      operator: Exists
+      effect: NoSchedule
+EOF
+    fi
+    cat <<EOF
+  containers:
+    - name: check
+      image: $sink_image
+      imagePullPolicy: IfNotPresent
+      terminationMessagePolicy: FallbackToLogsOnError
+      args:
+        - check
+        - --url=http://trace-sink.$sink_ns.svc:8080
+EOF
+    for a in "$@"; do printf '        - "%s"\n' "$a"; done
+    cat <<EOF
+      resources:
+        requests:
+          cpu: 10m
+          memory: 16Mi
+        limits:
+          cpu: 200m
+          memory: 64Mi
+      securityContext:
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        runAsNonRoot: true
+        capabilities:
+          drop:
+            - ALL
+EOF
+  } >"$work/check-$key.yaml"
+  kdo create -f "$work/check-$key.yaml" >/dev/null
   if ((dry_run)); then
-    show kubectl exec -n "$sink_ns" deploy/trace-sink -c trace-sink -- trace-sink check --url http://127.0.0.1:8080 "$@" >&3
+    show kubectl logs -n "$sink_ns" "$check_pod" >&3
+    kdo delete pod -n "$sink_ns" "$check_pod" --wait=false >/dev/null
+    check_pod=""
     return 0
   fi
-  kubectl exec -n "$sink_ns" deploy/trace-sink -c trace-sink -- \
-    trace-sink check --url http://127.0.0.1:8080 "$@" 2>&1 | sed 's/^/    /' >&2 || rc=$?
-  # pipefail: rc is kubectl's (= trace-sink check's) status unless sed failed
+  while :; do
+    phase="$(kubectl get pod -n "$sink_ns" "$check_pod" -o 'jsonpath={.status.phase}' 2>/dev/null || true)"
+    if [[ -n "$step_hook" && $hooked == 0 && ("$phase" == Running || "$phase" == Succeeded || "$phase" == Failed) ]]; then
+      hooked=1
+      # shellcheck disable=SC2086 # a command line, split on purpose
+      $step_hook "$key" check || log "the step hook failed (ignored)"
+    fi
+    [[ "$phase" == Succeeded || "$phase" == Failed ]] && break
+    if ((SECONDS - start > limit)); then
+      log "the check pod $sink_ns/$check_pod did not finish within ${limit}s (phase '${phase:-unknown}')"
+      kubectl describe pod -n "$sink_ns" "$check_pod" 2>/dev/null | tail -n 15 | sed 's/^/    /' >&2 || true
+      return 2
+    fi
+    sleep 2
+  done
+  rc="$(kubectl get pod -n "$sink_ns" "$check_pod" -o 'jsonpath={.status.containerStatuses[0].state.terminated.exitCode}')"
+  if ! kubectl logs -n "$sink_ns" "$check_pod" 2>/dev/null | sed 's/^/    /' >&2; then
+    kubectl get pod -n "$sink_ns" "$check_pod" -o 'jsonpath={.status.containerStatuses[0].state.terminated.message}' |
+      sed 's/^/    /' >&2 || true
+  fi
+  kubectl delete pod -n "$sink_ns" "$check_pod" --wait=false >/dev/null 2>&1 || true
+  check_pod=""
+  [[ "$rc" =~ ^[0-9]+$ ]] || { log "the check pod's exit code could not be read"; return 2; }
   return "$rc"
 }
 
@@ -319,7 +484,7 @@ pods_nodes() { # NAMESPACE APP -> node names, one a line, sorted
 gen_pod_on() { # NODE -> name of the generator pod there
   if ((dry_run)); then echo "trace-gen-POD-ON-$1"; return 0; fi
   kubectl get pods -n "$gen_ns" -l app.kubernetes.io/name=trace-gen \
-    --field-selector "spec.nodeName=$1" -o 'jsonpath={.items[0].metadata.name}' 2>/dev/null || true
+    --field-selector "spec.nodeName=$1,status.phase=Running" -o 'jsonpath={.items[0].metadata.name}' 2>/dev/null || true
 }
 
 gen_stats_on() { # NODE -> trace-gen /stats JSON of the generator there (empty if unreadable)
@@ -359,6 +524,20 @@ all_agents_broken() {
   [[ -n "$gen" && "$gen" == "$obs" && "${desired:-0}" -gt 0 && "${updated:-0}" == "$desired" && "${ready:-0}" == 0 ]]
 }
 
+# "NODE ready serving terminating" for each endpoint of the agent Service
+agent_endpoints() {
+  kget get endpointslices -n "$agent_ns" -l kubernetes.io/service-name=telemetry-otlp-traces-local \
+    -o 'jsonpath={range .items[*].endpoints[*]}{.nodeName} {.conditions.ready} {.conditions.serving} {.conditions.terminating}{"\n"}{end}' 2>/dev/null || true
+}
+
+# The agent on NODE is terminating and still serving, and it is the only endpoint there.
+# shellcheck disable=SC2317,SC2329 # called through wait_until
+only_terminating_serving_on() {
+  local eps
+  eps="$(agent_endpoints | awk -v n="$1" '$1 == n')"
+  [[ "$eps" == "$1 false true true" ]]
+}
+
 settle_down() {
   log "letting the routing settle for ${settle}s"
   pause "$settle"
@@ -380,6 +559,10 @@ cleanup() {
       print_table
     fi
     ((rc == 0 || rc == 1)) && rc=2
+    write_json "aborted (status $rc)"
+  fi
+  if [[ -n "$check_pod" ]] && ((!dry_run)); then
+    kubectl delete pod -n "$sink_ns" "$check_pod" --wait=false >/dev/null 2>&1
   fi
   if [[ -n "$labelled_node" ]]; then
     kdo label node "$labelled_node" trace-gen-sink/no-agent- >/dev/null
@@ -401,10 +584,33 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- results
-# One row per step, as the lab prints it (rows, all_ok: see the top).
-record() { # STEP SCENARIO SAME_NODE_ONLY NOTHING_WHEN_DOWN RECEIVED GEN_FAILED VERDICT
-  rows+=("$(printf '%s\t' "$@")")
-  [[ "$7" == PASS || "$7" == "dry-run" ]] || all_ok=0
+json_str() { # a JSON string literal
+  local s="$1"
+  s="${s//\\/\\\\}"
+  s="${s//\"/\\\"}"
+  s="${s//$'\t'/ }"
+  s="${s//$'\n'/ }"
+  printf '"%s"' "$s"
+}
+
+# One row per step (rows, json_rows, all_ok: see the top).
+record() { # STEP KEY SCENARIO SAME_NODE_ONLY NOTHING_WHEN_DOWN RECEIVED GEN_FAILED VERDICT [EXPLANATION]
+  local step="$1" key="$2" pass=false
+  shift 2
+  rows+=("$(printf '%s\t' "$step" "$1" "$2" "$3" "$4" "$5" "$6")")
+  [[ "$6" == PASS* || "$6" == "dry-run" ]] && pass=true
+  [[ "$pass" == true ]] || all_ok=0
+  local explanation="${7:-}"
+  [[ "$pass" == true || -z "$explanation" ]] || explanation="NOT as expected; expected: $explanation"
+  json_rows+=("{\"step\": $step, \"key\": $(json_str "$key"), \"title\": $(json_str "$1"), \"pass\": $pass, \"verdict\": $(json_str "$6"), \"same_node_agent_only\": $(json_str "$2"), \"nothing_when_local_agent_down\": $(json_str "$3"), \"spans_received\": $(json_str "$4"), \"generator_failed_exports\": $(json_str "$5"), \"explanation\": $(json_str "$explanation"), \"attribution\": null}")
+}
+
+write_json() { # RESULT
+  [[ -n "$results_json" ]] || return 0
+  local IFS=,
+  printf '{"schema": "trace-gen-sink/verify/v1", "context": %s, "istio": %s, "result": %s, "pass": %s, "steps": [%s]}\n' \
+    "$(json_str "${context:-dry-run}")" "$( ((istio)) && echo true || echo false)" "$(json_str "$1")" \
+    "$( ((all_ok)) && [[ "$1" == complete ]] && echo true || echo false)" "${json_rows[*]}" >"$results_json"
 }
 
 # "1234 (local 1234, remote 0, unattributed 0)" from the sink's /stats
@@ -432,6 +638,10 @@ verdict() { # CHECK_RC [EXTRA_CONDITION_OK]
   if ((dry_run)); then echo "dry-run"; elif (($1 == 0)) && [[ "${2:-1}" == 1 ]]; then echo PASS; else echo FAIL; fi
 }
 
+check_or_abort() { # RC: a check pod that could not run is a setup problem
+  (($1 != 2)) || die "a trace-sink check could not run to its end (see above)"
+}
+
 # ---------------------------------------------------------------- deploy
 log "deploying (istio=$istio, control-plane=$control_plane)"
 kdo apply -f "$base_yaml"
@@ -446,22 +656,6 @@ for n in "${gen_nodes[@]}"; do
   [[ " ${agent_nodes[*]} " == *" $n "* ]] || log "warning: no agent on $n: its generator cannot deliver and step 1 will fail"
 done
 all_nodes="$(join_by , "${gen_nodes[@]}")"
-
-# ---------------------------------------------------------------- step 1
-# Steps 1 and 4: every node delivers, and only through the agent of its own node.
-all_local_step() {
-  local step="$1" name="$2" rc=0 s
-  settle_down
-  sink_reset
-  sink_check --expect-local --from-nodes "$all_nodes" --within "$within" --hold "$hold" || rc=$?
-  s="$(sink_stats)"
-  record "$step" "$name" "$( ((rc == 0)) && echo yes || echo no)" "-" "$(received "$s")" "-" "$(verdict "$rc")"
-}
-
-log "step 1: all agents up: every node delivers, only through its own agent"
-all_local_step 1 "all agents up"
-
-# ---------------------------------------------------------------- step 2
 victim=""
 for n in "${gen_nodes[@]}"; do
   if [[ " ${agent_nodes[*]} " == *" $n "* ]]; then victim="$n"; break; fi
@@ -469,8 +663,25 @@ done
 others=()
 for n in "${gen_nodes[@]}"; do [[ "$n" == "$victim" ]] || others+=("$n"); done
 
+# ---------------------------------------------------------------- steps 1 and 4
+# Every node delivers, and only through the agent of its own node.
+all_local_step() { # STEP KEY TITLE
+  local rc=0 s
+  settle_down
+  sink_reset
+  sink_check "$2" --expect-local --from-nodes "$all_nodes" --within "$within" --hold "$hold" || rc=$?
+  check_or_abort "$rc"
+  s="$(sink_stats)"
+  record "$1" "$2" "$3" "$( ((rc == 0)) && echo yes || echo no)" "-" "$(received "$s")" "-" "$(verdict "$rc")" \
+    "every generator's spans arrived, each only through the agent on its own node (kube-proxy: local endpoint for internalTrafficPolicy Local)"
+}
+
+log "step 1: all agents up: every node delivers, only through its own agent"
+all_local_step 1 all-up "all agents up"
+
+# ---------------------------------------------------------------- step 2
 if [[ -z "$victim" ]]; then
-  record 2 "agent removed from a node" "-" "-" "n/a" "n/a" "FAIL (no node with both a generator and an agent)"
+  record 2 agent-removed "agent removed from a node" "-" "-" "n/a" "n/a" "FAIL (no node with both a generator and an agent)"
 else
   log "step 2: the agent is removed from $victim; its generator must go silent, the others stay local"
   before="$(json_num spans_failed "$(gen_stats_on "$victim")")"
@@ -484,7 +695,8 @@ else
   rc=0
   args=(--expect-local --silent-nodes "$victim" --within "$within" --hold "$hold")
   if ((${#others[@]})); then args+=(--from-nodes "$(join_by , "${others[@]}")"); else args+=(--min-spans 0); fi
-  sink_check "${args[@]}" || rc=$?
+  sink_check agent-removed "${args[@]}" || rc=$?
+  check_or_abort "$rc"
   s="$(sink_stats)"
   g="$(gen_stats_on "$victim")"
   after="$(json_num spans_failed "$g")"
@@ -494,8 +706,9 @@ else
     failed="$victim +$((after - before)) (since start: $(json_reasons "$g"))"
     ((after > before)) && failed_ok=1
   fi
-  record 2 "agent removed from $victim" "$( ((rc == 0)) && echo yes || echo no)" \
-    "$( ((rc == 0)) && echo yes || echo no)" "$(received "$s")" "$failed" "$(verdict "$rc" "$failed_ok")"
+  record 2 agent-removed "agent removed from $victim" "$( ((rc == 0)) && echo yes || echo no)" \
+    "$( ((rc == 0)) && echo yes || echo no)" "$(received "$s")" "$failed" "$(verdict "$rc" "$failed_ok")" \
+    "$victim has no local endpoint while the others have theirs: kube-proxy drops its new connections (no fallback to other nodes), so its exports fail and nothing of it arrives"
 
   log "step 2: giving $victim its agent back"
   kdo label node "$victim" trace-gen-sink/no-agent-
@@ -513,7 +726,8 @@ wait_until "every agent runs the broken configuration and none is ready" all_age
 settle_down
 sink_reset
 if ((rc == 0)); then
-  sink_check --min-spans 0 --silent-nodes "$all_nodes" --within 10s --hold "$hold" || rc=$?
+  sink_check crash-loop --min-spans 0 --silent-nodes "$all_nodes" --within 10s --hold "$hold" || rc=$?
+  check_or_abort "$rc"
 fi
 s="$(sink_stats)"
 total="$(json_num spans_total "$s")"
@@ -532,15 +746,78 @@ for n in "${gen_nodes[@]}"; do
     all_failed_ok=0
   fi
 done
-((dry_run)) && nothing_ok=1
-record 3 "broken agent config (crash loop)" "-" "$( ((rc == 0 && nothing_ok)) && echo yes || echo no)" \
-  "$(received "$s")" "$(join_by ';' "${failed_parts[@]}" | sed 's/;/; /g')" "$(verdict "$rc" "$((nothing_ok && all_failed_ok))")"
+# The agents really crash-looped: every one restarted at least once, none ready.
+loops="$(kget get pods -n "$agent_ns" -l app.kubernetes.io/name=trace-agent \
+  -o 'jsonpath={range .items[*]}{.spec.nodeName}={.status.containerStatuses[0].restartCount}/{.status.containerStatuses[0].ready}/{.status.containerStatuses[0].state.waiting.reason}{" "}{end}' || true)"
+loops_ok=1
+[[ -n "$loops" ]] || loops_ok=0
+for l in $loops; do
+  IFS=/ read -r nr ready _ <<<"$l"
+  [[ "${nr#*=}" =~ ^[1-9][0-9]*$ && "$ready" == false ]] || loops_ok=0
+done
+((dry_run)) && nothing_ok=1 && loops_ok=1
+log "agents (node=restarts/ready/waiting reason): ${loops:-none}"
+record 3 crash-loop "broken agent config (crash loop)" "-" "$( ((rc == 0 && nothing_ok)) && echo yes || echo no)" \
+  "$(received "$s")" "$(join_by ';' "${failed_parts[@]}" | sed 's/;/; /g')" "$(verdict "$rc" "$((nothing_ok && all_failed_ok && loops_ok))")" \
+  "every agent crash-loops (node=restarts/ready/reason: ${loops% }), none is ready: the Service has no ready endpoint anywhere, kube-proxy rejects new connections, nothing arrives"
 
 # ---------------------------------------------------------------- step 4
 log "step 4: restored: every node delivers again, all local"
 kdo apply -f "$base_yaml"
 wait_rollouts
-all_local_step 4 "restored"
+all_local_step 4 recovered "restored"
+
+# ---------------------------------------------------------------- step 5
+log "step 5: negative control: internalTrafficPolicy Cluster, generators reconnecting: the local-only check must FAIL"
+kdo apply -f "$cluster_yaml"
+wait_rollouts
+settle_down
+sink_reset
+rc=0
+if ((${#gen_nodes[@]} < 2)); then
+  record 5 cluster-policy "Cluster policy (negative control)" "n/a" "-" "n/a" "-" "FAIL (needs two nodes)"
+else
+  sink_check cluster-policy --expect-local --from-nodes "$all_nodes" --within "$within" --hold "$hold" || rc=$?
+  check_or_abort "$rc"
+  s="$(sink_stats)"
+  remote="$(json_num remote_spans "$s")"
+  ok=0
+  ((rc == 1)) && [[ "${remote:-0}" -gt 0 ]] && ok=1
+  ((dry_run)) && ok=1
+  v=FAIL
+  if ((dry_run)); then v=dry-run; elif ((ok)); then v="PASS (check failed, as expected)"; fi
+  record 5 cluster-policy "Cluster policy (negative control)" "$( ((rc == 0)) && echo "yes (unexpected)" || echo "no: ${remote:-?} spans remote (expected)")" \
+    "-" "$(received "$s")" "-" "$v" \
+    "with internalTrafficPolicy Cluster kube-proxy picks any node's agent for each new connection: remote spans arrive and --expect-local fails, so the check can fail"
+fi
+
+# ---------------------------------------------------------------- step 6
+if [[ -z "$victim" ]]; then
+  record 6 terminating "local agent terminating" "-" "-" "n/a" "n/a" "FAIL (no node with both a generator and an agent)"
+else
+  log "step 6: the agents get a ${drain_s}s graceful shutdown; the one on $victim is removed: while it terminates but still serves, $victim's spans must reach only it"
+  kdo apply -f "$draining_yaml"
+  wait_rollouts
+  labelled_node="$victim"
+  kdo label node "$victim" trace-gen-sink/no-agent=true --overwrite
+  rc=0
+  wait_until "the only endpoint on $victim is terminating and still serving" only_terminating_serving_on "$victim" || rc=1
+  settle_down
+  sink_reset
+  if ((rc == 0)); then
+    sink_check terminating --expect-local --from-nodes "$all_nodes" --within "$within" --hold "$hold" || rc=$?
+    check_or_abort "$rc"
+  fi
+  s="$(sink_stats)"
+  still=1
+  ((dry_run)) || only_terminating_serving_on "$victim" || still=0
+  eps="$(agent_endpoints | awk -v n="$victim" '$1 == n' | tr '\n' ';')"
+  record 6 terminating "local agent terminating on $victim" "$( ((rc == 0)) && echo "yes (incl. $victim)" || echo no)" \
+    "-" "$(received "$s")" "-" "$(verdict "$rc" "$still")" \
+    "the only endpoint on $victim was ready=false serving=true terminating=true (${eps:-?}) for the whole check: kube-proxy falls back to the local serving-terminating endpoint, so $victim kept delivering, only to its own agent"
+  kdo label node "$victim" trace-gen-sink/no-agent-
+  labelled_node=""
+fi
 
 # ---------------------------------------------------------------- report
 echo
@@ -548,6 +825,12 @@ echo "Node-local verification, context ${context:-(dry run)}, istio=$istio"
 print_table
 table_printed=1
 echo
+if ((dry_run)); then
+  write_json "dry run"
+  echo "RESULT: dry run: nothing was run against the cluster and nothing was verified (the kubectl commands above are what a run would do)"
+  exit 0
+fi
+write_json complete
 if ((all_ok)); then
   echo "RESULT: every step came out as expected"
   exit 0

@@ -2,6 +2,8 @@
 # Build the OpenTelemetry Collector distribution in builder-config.yaml with the
 # official builder, once: the binary is cached under deploy/collector/build/ and
 # rebuilt only when the manifest changes. Prints the binary's path on stdout.
+# The binary is static (CGO_ENABLED=0: Go's own resolver and user lookup), so it
+# runs the same on any Linux and from a `scratch` image (deploy/images).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 builder_version=v0.165.0
@@ -15,7 +17,9 @@ if ! command -v go >/dev/null 2>&1; then
   exit 1
 fi
 want="$(sha256sum "$manifest" | cut -d' ' -f1)"
-if [[ -x "$bin" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+# A binary built before the build was static (cgo) is rebuilt once.
+if [[ -x "$bin" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]] \
+  && go version -m "$bin" 2>/dev/null | grep -q 'CGO_ENABLED=0'; then
   echo "$bin"
   exit 0
 fi
@@ -25,6 +29,6 @@ if [[ ! -x "$gobin/builder" ]] || ! "$gobin/builder" version 2>&1 | grep -q "${b
   go install "go.opentelemetry.io/collector/cmd/builder@$builder_version" >&2
 fi
 echo "build.sh: building the collector (about 2 minutes the first time)" >&2
-(cd "$here" && "$gobin/builder" --config "$manifest" >&2)
+(cd "$here" && CGO_ENABLED=0 "$gobin/builder" --config "$manifest" >&2)
 echo "$want" >"$stamp"
 echo "$bin"

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Build the real Kubernetes components the lab runs, from their official Go
 # modules, once: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# kube-proxy and CoreDNS. Binaries are cached under deploy/kube/build/bin and
-# rebuilt only when versions.env or this script changes. Prints the bin
-# directory on stdout; progress goes to stderr.
+# kube-proxy, kubectl and CoreDNS. Binaries are cached under deploy/kube/build/bin,
+# each with a stamp: a binary is rebuilt only when versions.env or `recipe`
+# below changes (bump it when a build command here changes), and a binary that
+# is missing is built alone. Prints the bin directory on stdout; progress goes
+# to stderr.
+#
+# kubectl is built here too (same release as the API server) because it is not
+# a Debian package and CI machines may not have it.
 #
 # Why a wrapper module: k8s.io/kubernetes replaces every k8s.io/<staging>
 # module with ./staging/..., so `go install k8s.io/kubernetes/cmd/...@v` is
@@ -12,25 +17,26 @@
 # First build: about 10-15 minutes on 2 cores with cold Go caches.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source-path=SCRIPTDIR source=versions.env
+# shellcheck source=SCRIPTDIR/versions.env
 source "$here/versions.env"
 out="$here/build"
 bin="$out/bin"
-stamp="$out/.stamp"
-want="$(cat "$here/versions.env" "$here/build.sh" | sha256sum | cut -d' ' -f1)"
-tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy coredns)
+recipe=2
+want="$( (cat "$here/versions.env"; echo "recipe=$recipe") | sha256sum | cut -d' ' -f1)"
+tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl coredns)
+k8s_tools=(kube-proxy kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
 if ! command -v go >/dev/null 2>&1; then
   echo "kube/build.sh: Go is required (https://go.dev/doc/install)" >&2
   exit 1
 fi
-complete=1
-for t in "${tools[@]}"; do [[ -x "$bin/$t" ]] || complete=0; done
-if [[ $complete == 1 && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+fresh() { [[ -x "$bin/$1" && -f "$bin/.$1.stamp" && "$(cat "$bin/.$1.stamp")" == "$want" ]]; }
+need() { local t; for t in "$@"; do fresh "$t" || return 0; done; return 1; }
+stamp() { echo "$want" >"$bin/.$1.stamp"; }
+if ! need "${tools[@]}"; then
   echo "$bin"
   exit 0
 fi
-rm -f "$stamp"
 mkdir -p "$bin" "$out/src"
 export GOFLAGS="-trimpath" CGO_ENABLED=0
 
@@ -38,6 +44,7 @@ kv="$KUBERNETES_VERSION"          # v1.34.2
 sv="v0.${kv#v1.}"                 # v0.34.2: the staging modules' tag of the same release
 k8s="$out/src/kubernetes"
 mkdir -p "$k8s"
+if need "${k8s_tools[@]}"; then
 echo "kube/build.sh: Kubernetes $kv (staging modules $sv), about 10 minutes the first time" >&2
 (
   cd "$k8s"
@@ -65,19 +72,24 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-proxy"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
   go mod tidy >&2
   pkg=k8s.io/component-base/version
   ldflags="-s -w -X $pkg.gitVersion=$kv -X $pkg.gitMajor=1 -X $pkg.gitMinor=$(echo "$kv" | cut -d. -f2) -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-  for t in kube-proxy kube-apiserver kube-controller-manager kube-scheduler; do
+  for t in "${k8s_tools[@]}"; do
+    fresh "$t" && continue
     echo "kube/build.sh: go build $t" >&2
     go build -ldflags "$ldflags" -o "$bin/$t" "k8s.io/kubernetes/cmd/$t"
+    stamp "$t"
   done
 )
+fi
 
 etcd="$out/src/etcd"
 mkdir -p "$etcd"
+if ! fresh etcd; then
 echo "kube/build.sh: etcd $ETCD_VERSION" >&2
 (
   cd "$etcd"
@@ -103,12 +115,16 @@ GO
   go mod tidy >&2
   go build -ldflags "-s -w" -o "$bin/etcd" .
 )
+stamp etcd
+fi
 
-echo "kube/build.sh: CoreDNS $COREDNS_VERSION" >&2
-GOBIN="$bin" go install -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+if ! fresh coredns; then
+  echo "kube/build.sh: CoreDNS $COREDNS_VERSION" >&2
+  GOBIN="$bin" go install -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+  stamp coredns
+fi
 
 for t in "${tools[@]}"; do
-  [[ -x "$bin/$t" ]] || { echo "kube/build.sh: $t was not built" >&2; exit 1; }
+  fresh "$t" || { echo "kube/build.sh: $t was not built" >&2; exit 1; }
 done
-echo "$want" >"$stamp"
 echo "$bin"

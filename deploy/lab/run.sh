@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The lab: verify node-local trace routing on this Linux machine, in one command.
+# The lab: the project's verification (deploy/verify.sh) against a three-node
+# Kubernetes cluster of real components on this Linux machine, in one command.
 #
-#   sudo deploy/lab/run.sh [--out DIR] [lab.py options...]   (deploy/lab/lab.py --help lists them)
+#   sudo deploy/lab/run.sh [lab.py options...]   (deploy/lab/lab.py --help lists them)
 #
-# Checks the prerequisites (installs missing Debian packages with apt-get), builds
-# trace-gen, trace-sink and the collector (cached: a second run builds nothing),
-# then runs deploy/lab/lab.py: network namespaces, kube-proxy-like nftables rules,
-# real agents, the five scenarios, a results table under target/lab/, and cleanup.
+# Refuses at once while another lab run is active. Checks the prerequisites
+# (installs missing Debian packages with apt-get), builds trace-gen, trace-sink,
+# the collector and the Kubernetes components (cached: a second run builds
+# nothing), then runs deploy/lab/lab.py: namespaces, control plane, kube-proxy,
+# node agents, CoreDNS, deploy/verify.sh, results under target/lab/, cleanup.
 # Exit code: 0 every scenario as expected, 1 a scenario failed, 2 missing
-# prerequisite or build failure, 130 interrupted.
+# prerequisite, build failure or another run active, 130 interrupted.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,15 +23,29 @@ die() {
 }
 
 if [[ "$(id -u)" -ne 0 ]]; then
-  die "must run as root (it creates network namespaces and nftables rules): sudo $0 $*"
+  die "must run as root (it creates network namespaces and runs kube-proxy): sudo $0 $*"
 fi
 
+# One lab at a time (the namespaces and addresses are fixed): the lock is held
+# by this process and its children until the lab has cleaned up.
+lock=/run/trace-gen-sink-lab.lock
+exec 9>>"$lock"
+if ! flock -n 9; then
+  die "another lab run is active ($(cat "$lock" 2>/dev/null || echo unknown)); wait for it to end"
+fi
+: >"$lock"
+echo "pid $$, started $(date -u +%Y-%m-%dT%H:%M:%SZ), by ${SUDO_USER:-root}, in $repo" >"$lock"
+export TRACE_LAB_LOCKED=1
+
 # command -> Debian package that provides it
-declare -A packages=([ip]=iproute2 [nft]=nftables [python3]=python3)
+declare -A packages=([ip]=iproute2 [nft]=nftables [iptables]=iptables [python3]=python3 [openssl]=openssl
+  [flock]=util-linux [column]=bsdextrautils)
 missing=()
-for cmd in ip nft python3; do
+for cmd in "${!packages[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${packages[$cmd]}")
 done
+[[ -x /usr/lib/cni/ptp && -x /usr/lib/cni/host-local && -x /usr/lib/cni/loopback ]] ||
+  missing+=(containernetworking-plugins)
 if ((${#missing[@]})); then
   command -v apt-get >/dev/null 2>&1 ||
     die "missing packages: ${missing[*]} (no apt-get here: install them with your package manager)"
@@ -61,7 +77,7 @@ python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
   die "python3 >= 3.11 is needed (found $(python3 --version 2>&1))"
 # Debian's Go and Rust are too old for the collector builder and the workspace.
 command -v go >/dev/null 2>&1 ||
-  die "Go is needed to build the OpenTelemetry Collector: install it from https://go.dev/doc/install"
+  die "Go is needed to build the OpenTelemetry Collector and Kubernetes: install it from https://go.dev/doc/install"
 command -v cargo >/dev/null 2>&1 ||
   die "cargo is needed to build trace-gen and trace-sink: install Rust with rustup (https://rustup.rs)"
 [[ -e /proc/self/ns/net ]] || die "this kernel has no network namespaces"
@@ -71,10 +87,21 @@ say "building trace-gen and trace-sink (cargo build --release --locked; cached)"
   die "cargo build failed"
 say "building the collector (deploy/collector/build.sh; cached)"
 collector="$(as_user bash "$repo/deploy/collector/build.sh")" || die "collector build failed"
+say "building the Kubernetes components (deploy/kube/build.sh; cached, about 15 minutes the first time)"
+kube_bin="$(as_user nice bash "$repo/deploy/kube/build.sh")" || die "Kubernetes build failed"
+
+# Files the lab writes as root under target/ are handed to the invoking user.
+out="$repo/target/lab"
+# shellcheck disable=SC2317,SC2329  # called from the trap
+give_back() {
+  if [[ -n "${SUDO_UID:-}" && "${SUDO_UID}" != 0 && -d "$out" ]]; then
+    chown -R "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" "$out" 2>/dev/null || true
+  fi
+}
 
 # lab.py cleans up after itself (try/finally, signal handlers) and its processes
 # die with it (parent-death signal). This trap is the last line: if lab.py itself
-# was killed, remove what it left behind (namespaces, their rules, hosts files).
+# was killed, remove what it left behind (processes, namespaces with their rules).
 lab_pid=""
 # shellcheck disable=SC2317,SC2329  # called from the trap
 cleanup() {
@@ -83,15 +110,18 @@ cleanup() {
     wait "$lab_pid" 2>/dev/null || true
   fi
   python3 "$here/lab.py" cleanup >/dev/null 2>&1 || true
+  give_back
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
 # In the background + wait, so a signal to this script reaches the trap at once.
 python3 "$here/lab.py" run \
+  --out "$out" \
   --trace-gen "$repo/target/release/trace-gen" \
   --trace-sink "$repo/target/release/trace-sink" \
   --collector "$collector" \
+  --kube-bin "$kube_bin" \
   "$@" &
 lab_pid=$!
 rc=0

@@ -82,37 +82,15 @@ pub const DEFAULT_HTTP_ENDPOINT: &str = "http://telemetry-otlp-traces-local:4318
 
 impl Endpoint {
     /// Parses `http://host[:port][/path]`. A bare `host:port` is taken as `http://host:port`.
+    /// The rules are [`trace_proto::cli::parse_http_url`]'s, shared with `trace-sink check --url`.
     pub fn parse(s: &str) -> Result<Self, ConfigError> {
-        let err = |m: &str| ConfigError::Endpoint(s.to_owned(), m.to_owned());
-        let with_scheme = if s.contains("://") {
-            s.to_owned()
-        } else {
-            format!("http://{s}")
-        };
-        let uri: http::Uri = with_scheme.parse().map_err(|e| err(&format!("{e}")))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(err(
-                    "https is not supported: trace-gen speaks plaintext OTLP (use http://)",
-                ));
-            }
-            _ => return Err(err("the scheme must be http://")),
-        }
-        let host = uri
-            .host()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| err("no host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(80);
-        let path = uri.path().to_owned();
+        let u = trace_proto::cli::parse_http_url(s)
+            .map_err(|m| ConfigError::Endpoint(s.to_owned(), m))?;
         Ok(Endpoint {
-            url: with_scheme,
-            host,
-            port,
-            path: if path.is_empty() { "/".into() } else { path },
+            url: u.url,
+            host: u.host,
+            port: u.port,
+            path: u.path,
         })
     }
 
@@ -381,6 +359,12 @@ mod tests {
         assert!(Endpoint::parse("ftp://x").is_err());
         assert!(Endpoint::parse("http://").is_err());
         assert!(Endpoint::parse("not a url").is_err());
+        let e = Endpoint::parse("http://127.0.0.1:65536").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid endpoint \"http://127.0.0.1:65536\": port 65536 is out of range; \
+             expected http://HOST:PORT with a port from 1 to 65535"
+        );
     }
 
     /// The contract's attributes win over extra ones.

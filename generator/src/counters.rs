@@ -75,7 +75,12 @@ impl Counters {
         self.in_flight.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn accepted(&self, n: u64, rejected: u64) {
+    /// An accepted request of `n` spans, `rejected` of which the endpoint
+    /// reported as rejected with `message` (partial success). True the first
+    /// time the endpoint reported rejected spans, or (with none rejected) a
+    /// warning message: log it.
+    pub(crate) fn accepted(&self, n: u64, rejected: u64, message: &str) -> bool {
+        let rejected = rejected.min(n);
         self.requests_ok.fetch_add(1, Ordering::Relaxed);
         self.spans_accepted
             .fetch_add(n - rejected, Ordering::Relaxed);
@@ -83,7 +88,24 @@ impl Counters {
         if rejected > 0 {
             self.spans_failed.fetch_add(rejected, Ordering::Relaxed);
             let mut f = self.lock();
-            *f.spans.entry(Reason::PartialRejected.label()).or_default() += rejected;
+            let label = Reason::PartialRejected.label();
+            *f.spans.entry(label.clone()).or_default() += rejected;
+            let detail = if message.is_empty() {
+                "(no error message)"
+            } else {
+                message
+            };
+            f.last = Some(LastError {
+                reason: label.clone(),
+                message: format!("{rejected} of {n} spans rejected: {detail}"),
+                time: rfc3339(SystemTime::now()),
+            });
+            f.seen.insert(label)
+        } else if !message.is_empty() {
+            // A warning with full success (the specification allows it).
+            self.lock().seen.insert("partial_success_warning".into())
+        } else {
+            false
         }
     }
 

@@ -3,6 +3,7 @@
 //! the `reason` label in `/metrics`, the log lines and the README table.
 
 use std::fmt;
+use std::time::Duration;
 
 /// A failure reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,6 +24,10 @@ pub enum Reason {
     Http(u16),
     /// The endpoint accepted the request but rejected some spans (partial success).
     PartialRejected,
+    /// A success status whose response body could not be read in full (cut
+    /// off, larger than the bound) or did not decode: whether, or how many,
+    /// spans were accepted is unknown, so none is counted as accepted.
+    BadResponse,
     /// Still in flight when the run stopped and the grace period ran out.
     Aborted,
     /// Anything else (the request could not be built).
@@ -32,13 +37,14 @@ pub enum Reason {
 impl Reason {
     /// The reasons with a fixed label, in the README's order (plus `grpc_<code>`
     /// and `http_<status>`).
-    pub const FIXED: [Reason; 8] = [
+    pub const FIXED: [Reason; 9] = [
         Reason::ConnectionRefused,
         Reason::ConnectTimeout,
         Reason::Dns,
         Reason::ExportTimeout,
         Reason::Transport,
         Reason::PartialRejected,
+        Reason::BadResponse,
         Reason::Aborted,
         Reason::Other,
     ];
@@ -53,6 +59,30 @@ impl Reason {
                 | Reason::Dns
                 | Reason::Transport
         )
+    }
+
+    /// True when the OTLP specification lets the request be sent again:
+    /// transport failures, the gRPC codes CANCELLED, DEADLINE_EXCEEDED,
+    /// ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS, and the HTTP statuses
+    /// 429, 502, 503, 504. RESOURCE_EXHAUSTED is retryable only when the
+    /// server sent `RetryInfo` ([`Failure::is_retryable`] knows that). Never
+    /// a partial success, nor a success answer that could not be read (the
+    /// spans may have been accepted: a retry could duplicate them).
+    pub fn is_retryable(self) -> bool {
+        use tonic::Code;
+        match self {
+            Reason::Grpc(code) => matches!(
+                code,
+                Code::Cancelled
+                    | Code::DeadlineExceeded
+                    | Code::Aborted
+                    | Code::OutOfRange
+                    | Code::Unavailable
+                    | Code::DataLoss
+            ),
+            Reason::Http(status) => matches!(status, 429 | 502 | 503 | 504),
+            r => r.is_transport(),
+        }
     }
 
     /// The label (what [`fmt::Display`] prints).
@@ -93,6 +123,7 @@ impl fmt::Display for Reason {
             Reason::ExportTimeout => "export_timeout",
             Reason::Transport => "transport",
             Reason::PartialRejected => "partial_rejected",
+            Reason::BadResponse => "bad_response",
             Reason::Aborted => "aborted",
             Reason::Other => "other",
             Reason::Grpc(code) => return write!(f, "grpc_{}", grpc_code_name(*code)),
@@ -109,6 +140,29 @@ pub struct Failure {
     pub reason: Reason,
     /// Human-readable detail.
     pub message: String,
+    /// How long the server asked the client to wait before trying again
+    /// (HTTP `Retry-After`, gRPC `google.rpc.RetryInfo`), if it did.
+    pub retry_after: Option<Duration>,
+}
+
+impl Failure {
+    /// A failure without a retry hint.
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Failure {
+            reason,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// True when the request may be sent again ([`Reason::is_retryable`];
+    /// RESOURCE_EXHAUSTED only with a `RetryInfo`, as the OTLP specification says).
+    pub fn is_retryable(&self) -> bool {
+        match self.reason {
+            Reason::Grpc(tonic::Code::ResourceExhausted) => self.retry_after.is_some(),
+            r => r.is_retryable(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -123,6 +177,65 @@ mod tests {
         );
         assert_eq!(Reason::Http(503).label(), "http_503");
         assert_eq!(Reason::Aborted.label(), "aborted");
+        assert_eq!(Reason::BadResponse.label(), "bad_response");
+    }
+
+    /// The OTLP specification's retryable codes, and nothing else.
+    #[test]
+    fn retryable_as_the_specification_says() {
+        use tonic::Code::*;
+        let retryable = [
+            Cancelled,
+            DeadlineExceeded,
+            Aborted,
+            OutOfRange,
+            Unavailable,
+            DataLoss,
+        ];
+        for code in [
+            Ok,
+            Cancelled,
+            Unknown,
+            InvalidArgument,
+            DeadlineExceeded,
+            NotFound,
+            AlreadyExists,
+            PermissionDenied,
+            ResourceExhausted,
+            FailedPrecondition,
+            Aborted,
+            OutOfRange,
+            Unimplemented,
+            Internal,
+            Unavailable,
+            DataLoss,
+            Unauthenticated,
+        ] {
+            let f = Failure::new(Reason::Grpc(code), "");
+            assert_eq!(f.is_retryable(), retryable.contains(&code), "{code:?}");
+        }
+        let mut exhausted = Failure::new(Reason::Grpc(ResourceExhausted), "");
+        assert!(!exhausted.is_retryable());
+        exhausted.retry_after = Some(Duration::from_secs(1));
+        assert!(
+            exhausted.is_retryable(),
+            "RESOURCE_EXHAUSTED with RetryInfo"
+        );
+        for status in 100..600 {
+            let f = Failure::new(Reason::Http(status), "");
+            assert_eq!(
+                f.is_retryable(),
+                [429, 502, 503, 504].contains(&status),
+                "{status}"
+            );
+        }
+        for r in Reason::FIXED {
+            let expected = !matches!(
+                r,
+                Reason::PartialRejected | Reason::BadResponse | Reason::Aborted | Reason::Other
+            );
+            assert_eq!(Failure::new(r, "").is_retryable(), expected, "{r}");
+        }
     }
 
     /// Every reason is in the README's table of failure reasons.

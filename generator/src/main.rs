@@ -203,13 +203,17 @@ async fn run(
             stop_stats.clone().cancelled_owned(),
         )));
     }
+    let pace = if config.rate == 0.0 {
+        "as fast as possible".to_owned()
+    } else {
+        format!("at {} spans/s", config.rate)
+    };
     tracing::info!(
-        "trace-gen {} on node {}: {} to {} at {} spans/s, batch {}, {} worker(s)",
+        "trace-gen {} on node {}: {} to {} {pace}, batch {}, {} worker(s)",
         generator.generator_id(),
         config.node_name,
         config.exporter.protocol.as_str(),
         config.exporter.endpoint.url,
-        config.rate,
         config.batch,
         config.workers
     );

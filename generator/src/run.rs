@@ -12,16 +12,18 @@
 //!   when the endpoint is slow or down: memory stays bounded.
 //! - A sequence number is never reused: a failed batch keeps its numbers and
 //!   the sink sees the gap.
-//! - After a failure the next request waits for a backoff (doubling, bounded);
-//!   a transport failure also drops the connection so the next one re-resolves
-//!   the name. `--reconnect-every` does the same on purpose.
+//! - After a failure the next request waits for a backoff (doubling, bounded,
+//!   with jitter), or the server's retry delay if longer (bounded by
+//!   [`MAX_RETRY_AFTER`]); a transport failure also drops the connection so the
+//!   next one re-resolves the name. `--reconnect-every` does the same on purpose.
+//! - Retries (`--retries`) only for what the OTLP specification calls
+//!   retryable ([`Failure::is_retryable`]).
 //! - Stop (count reached, duration over, or the shutdown future) ends
 //!   production, cancels pending retries and waits for in-flight requests up to
 //!   the export timeout.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -29,6 +31,7 @@ use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use trace_proto::otlp::KeyValue;
 use trace_proto::span::encode_request;
 use trace_proto::stats::GeneratorReport;
@@ -36,7 +39,13 @@ use trace_proto::stats::GeneratorReport;
 use crate::config::{ConfigError, ExporterSettings, GenConfig, Reconnect};
 use crate::counters::{Counters, by_reason};
 use crate::failure::{Failure, Reason};
-use crate::transport::{Connector, Exporter};
+use crate::transport::{Accepted, Connector, Exporter};
+
+/// The longest wait a server may ask for (HTTP `Retry-After`, gRPC
+/// `RetryInfo`) and still get a retry: a longer one ends the request's
+/// retries (its spans fail under the reason the server gave), and the next
+/// requests wait this long.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// One generator: configured, not yet running.
 pub struct Generator {
@@ -120,7 +129,11 @@ impl Connections {
         st.retry_at = None;
     }
 
-    fn failed(&self, epoch: u64, failure: &Failure) {
+    /// Records a failure; returns when the next attempt may go: the backoff
+    /// (doubling from `min_backoff` to `max_backoff`, with jitter: a uniform
+    /// draw from its upper half), or the server's retry delay if longer
+    /// (bounded by [`MAX_RETRY_AFTER`]). Every request waits for it.
+    fn failed(&self, epoch: u64, failure: &Failure) -> Instant {
         let mut st = self.lock();
         if failure.reason.is_transport() && epoch == st.epoch {
             st.broken = true;
@@ -130,7 +143,13 @@ impl Connections {
         } else {
             (st.backoff * 2).min(self.max_backoff)
         };
-        st.retry_at = Some(Instant::now() + st.backoff);
+        let jittered = st.backoff.mul_f64(rand::random_range(0.5..=1.0));
+        let wait = failure
+            .retry_after
+            .map_or(jittered, |hint| hint.min(MAX_RETRY_AFTER).max(jittered));
+        let at = Instant::now() + wait;
+        st.retry_at = Some(st.retry_at.map_or(at, |prev| prev.max(at)));
+        at
     }
 
     fn retry_at(&self) -> Option<Instant> {
@@ -178,7 +197,7 @@ impl Generator {
         let sender = Sender {
             conns: Arc::new(Connections::new(&cfg, counters.connections())),
             counters: counters.clone(),
-            stopping: Arc::new(AtomicBool::new(false)),
+            stopping: CancellationToken::new(),
             timeout: cfg.exporter.timeout,
             retries: cfg.retries,
         };
@@ -382,15 +401,17 @@ impl Pacer {
 struct Sender {
     conns: Arc<Connections>,
     counters: Arc<Counters>,
-    /// Set at an interrupting stop: no further retries.
-    stopping: Arc<AtomicBool>,
+    /// Cancelled at an interrupting stop: no further retries, and a pending
+    /// retry wait ends at once.
+    stopping: CancellationToken,
     timeout: Duration,
     retries: u32,
 }
 
 impl Sender {
-    /// Sends `req` (`n` spans), retrying up to `retries` times after the
-    /// backoff, and counts the outcome. Holds `permit` until done.
+    /// Sends `req` (`n` spans), retrying up to `retries` times the failures
+    /// the OTLP specification calls retryable, after the backoff or the
+    /// server's retry delay, and counts the outcome. Holds `permit` until done.
     async fn send(self, req: Bytes, n: u64, permit: OwnedSemaphorePermit) {
         let _permit = permit;
         let mut attempt = 0;
@@ -404,31 +425,55 @@ impl Sender {
                 req.clone().unwrap_or_default()
             };
             match exporter.export(attempt_req, self.timeout).await {
-                Ok(rejected) => {
+                Ok(Accepted { rejected, message }) => {
                     self.conns.succeeded();
-                    self.counters.accepted(n, rejected.min(n));
+                    if self.counters.accepted(n, rejected, &message) {
+                        if rejected > 0 {
+                            tracing::warn!(reason = %Reason::PartialRejected, "the endpoint rejected {rejected} of {n} spans: {message} (further partial successes are summed up in the progress lines)");
+                        } else {
+                            tracing::warn!(
+                                "the endpoint accepted every span with a warning: {message}"
+                            );
+                        }
+                    }
                     return;
                 }
                 Err(f) => {
-                    self.failed_attempt(epoch, &f);
-                    if attempt >= self.retries || self.stopping.load(Ordering::Relaxed) {
+                    let retry_at = self.failed_attempt(epoch, &f);
+                    let too_long = f.retry_after.filter(|&d| d > MAX_RETRY_AFTER);
+                    if let Some(d) = too_long
+                        && attempt < self.retries
+                    {
+                        tracing::debug!(
+                            "not retrying: the server asked to wait {d:?}, more than {MAX_RETRY_AFTER:?}"
+                        );
+                    }
+                    if attempt >= self.retries
+                        || !f.is_retryable()
+                        || too_long.is_some()
+                        || self.stopping.is_cancelled()
+                    {
                         self.counters.spans_failed(f.reason, n);
                         return;
                     }
                     attempt += 1;
-                    if let Some(at) = self.conns.retry_at() {
-                        tokio::time::sleep_until(at).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(retry_at) => {}
+                        _ = self.stopping.cancelled() => {
+                            self.counters.spans_failed(f.reason, n);
+                            return;
+                        }
                     }
                 }
             }
         }
     }
 
-    fn failed_attempt(&self, epoch: u64, f: &Failure) {
+    fn failed_attempt(&self, epoch: u64, f: &Failure) -> Instant {
         if self.counters.attempt_failed(f) {
             tracing::warn!(reason = %f.reason, "export failed: {} (further failures of this kind are summed up in the progress lines)", f.message);
         }
-        self.conns.failed(epoch, f);
+        self.conns.failed(epoch, f)
     }
 }
 
@@ -441,7 +486,7 @@ async fn drain<S: Future<Output = ()>>(
     stop: Stop,
     shutdown: Pin<&mut S>,
     grace: Duration,
-    stopping: &AtomicBool,
+    stopping: &CancellationToken,
     counters: &Counters,
 ) {
     let drained = {
@@ -449,14 +494,14 @@ async fn drain<S: Future<Output = ()>>(
         tokio::pin!(drain);
         match stop {
             Stop::Interrupted => {
-                stopping.store(true, Ordering::Relaxed);
+                stopping.cancel();
                 tokio::time::timeout(grace, &mut drain).await
             }
             Stop::Done => {
                 tokio::select! {
                     _ = &mut drain => Ok(()),
                     _ = shutdown => {
-                        stopping.store(true, Ordering::Relaxed);
+                        stopping.cancel();
                         tokio::time::timeout(grace, &mut drain).await
                     }
                 }
@@ -495,5 +540,64 @@ async fn report_progress(counters: Arc<Counters>, every: Duration) {
             counters.in_flight(),
             r.connections_opened
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connections() -> Connections {
+        let mut cfg = GenConfig::new("n");
+        cfg.min_backoff = Duration::from_millis(100);
+        cfg.max_backoff = Duration::from_secs(2);
+        Connections::new(&cfg, Default::default())
+    }
+
+    /// Exponential backoff with jitter: each wait is drawn from the upper
+    /// half of a backoff doubling from 100 ms to 2 s.
+    #[tokio::test]
+    async fn backoff_doubles_with_jitter() {
+        let c = connections();
+        let f = Failure::new(Reason::Http(503), "");
+        let mut waits = Vec::new();
+        for i in 0..40u32 {
+            let now = Instant::now();
+            let wait = c.failed(0, &f) - now;
+            let backoff =
+                Duration::from_millis(100 * 2u64.pow(i.min(10))).min(Duration::from_secs(2));
+            assert!(
+                wait >= backoff / 2 && wait <= backoff + Duration::from_millis(5),
+                "{i}: {wait:?}"
+            );
+            waits.push(wait);
+        }
+        waits.sort();
+        waits.dedup();
+        assert!(waits.len() > 20, "jittered, not fixed: {waits:?}");
+        c.succeeded();
+        assert_eq!(c.retry_at(), None);
+    }
+
+    /// The server's delay wins over a shorter backoff, bounded by MAX_RETRY_AFTER.
+    #[tokio::test]
+    async fn server_delay_honoured_with_a_bound() {
+        let c = connections();
+        let mut f = Failure::new(Reason::Grpc(tonic::Code::ResourceExhausted), "");
+        f.retry_after = Some(Duration::from_secs(5));
+        let now = Instant::now();
+        let wait = c.failed(0, &f) - now;
+        assert!(
+            wait >= Duration::from_secs(5) && wait < Duration::from_secs(6),
+            "{wait:?}"
+        );
+        f.retry_after = Some(Duration::from_secs(3600));
+        let now = Instant::now();
+        let wait = c.failed(0, &f) - now;
+        assert!(
+            wait <= MAX_RETRY_AFTER + Duration::from_millis(50),
+            "{wait:?}"
+        );
+        assert!(c.retry_at().unwrap() <= Instant::now() + MAX_RETRY_AFTER);
     }
 }

@@ -175,30 +175,171 @@ fn find_connect_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a Connect
 /// Classifies a transport-level error (no answer from the endpoint).
 fn transport_failure(e: &(dyn StdError + 'static)) -> Failure {
     match find_connect_error(e) {
-        Some(ce) => Failure {
-            reason: ce.reason(),
-            message: ce.to_string(),
-        },
-        None => Failure {
-            reason: Reason::Transport,
-            message: trace_proto::error::chain(e),
-        },
+        Some(ce) => Failure::new(ce.reason(), ce.to_string()),
+        None => Failure::new(Reason::Transport, trace_proto::error::chain(e)),
     }
 }
 
-fn status_failure(status: &tonic::Status) -> Failure {
+fn status_failure(status: &tonic::Status, answer: &GrpcAnswer) -> Failure {
     // A status tonic made from a transport error carries it as its source;
     // one the server sent has none.
     if let Some(src) = StdError::source(status) {
-        let f = transport_failure(src);
+        let mut f = transport_failure(src);
         if f.reason != Reason::Transport || status.code() != tonic::Code::Unknown {
+            if f.reason == Reason::Transport && answered_http1(&f.message) {
+                f.message = not_grpc("HTTP/1.1", &f.message);
+            }
             return f;
         }
     }
-    Failure {
-        reason: Reason::Grpc(status.code()),
-        message: format!("gRPC {:?}: {}", status.code(), status.message()),
+    let code = status.code();
+    if !answer.server_sent(code) {
+        if let Some(src) = StdError::source(status) {
+            return transport_failure(src);
+        }
+        // tonic made this status itself while reading the answer (message
+        // too large, cut off, undecodable, missing): the server said nothing
+        // we could read, so whether the spans were taken is unknown.
+        return Failure::new(
+            Reason::BadResponse,
+            format!("unreadable gRPC response: {}", status.message()),
+        );
     }
+    let detail = format!("gRPC {code:?}: {}", status.message());
+    let mut f = Failure::new(
+        Reason::Grpc(code),
+        match plain_http_status(status.message()) {
+            Some(code) => not_grpc(&format!("HTTP {code} without gRPC framing"), &detail),
+            None => detail,
+        },
+    );
+    // google.rpc.RetryInfo in grpc-status-details-bin (tonic-types decodes it).
+    use tonic_types::StatusExt;
+    f.retry_after = status.get_details_retry_info().and_then(|i| i.retry_delay);
+    f
+}
+
+/// What the gRPC server itself sent on one call: the HTTP status and the
+/// `grpc-status` value (from the headers of a trailers-only answer, or from
+/// the trailers). tonic turns its own reading errors (a message over the size
+/// limit, a cut or undecodable message, no message) into statuses too; only a
+/// status whose code the server sent (or inferred from a non-200 HTTP status,
+/// as gRPC maps them) is the server's answer.
+#[derive(Clone, Default)]
+struct GrpcAnswer(Arc<std::sync::Mutex<(Option<u16>, Option<i32>)>>);
+
+impl GrpcAnswer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<u16>, Option<i32>)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record(&self, http: Option<http::StatusCode>, headers: &http::HeaderMap) {
+        let mut a = self.lock();
+        if let Some(s) = http {
+            a.0 = Some(s.as_u16());
+        }
+        if let Some(code) = headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<i32>().ok())
+        {
+            a.1 = Some(code);
+        }
+    }
+
+    fn server_sent(&self, code: tonic::Code) -> bool {
+        match *self.lock() {
+            (_, Some(sent)) => sent == code as i32,
+            (Some(http), None) => http != 200,
+            (None, None) => false,
+        }
+    }
+}
+
+/// A layer over the gRPC channel that records, per call, what the server
+/// sent into the call's [`GrpcAnswer`] (carried in the request extensions).
+#[derive(Clone)]
+struct Observed<S>(S);
+
+type ObservedBody = http_body_util::combinators::UnsyncBoxBody<Bytes, tonic::Status>;
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for Observed<S>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<ObservedBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let answer = req.extensions().get::<GrpcAnswer>().cloned();
+        let call = self.0.call(req);
+        Box::pin(async move {
+            let resp = call.await?;
+            let Some(answer) = answer else {
+                return Ok(resp.map(BodyExt::boxed_unsync));
+            };
+            answer.record(Some(resp.status()), resp.headers());
+            Ok(resp.map(|body| {
+                body.map_frame(move |frame| {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        answer.record(None, trailers);
+                    }
+                    frame
+                })
+                .boxed_unsync()
+            }))
+        })
+    }
+}
+
+/// The wording when the peer of a gRPC export answered in plain HTTP: most likely the
+/// OTLP/HTTP port (4318) of a receiver whose gRPC port is 4317.
+fn not_grpc(answer: &str, detail: &str) -> String {
+    format!(
+        "the endpoint answered plain HTTP ({answer}), not gRPC: it looks like an OTLP/HTTP \
+         port; use --protocol http/protobuf for it (port 4318), or the gRPC port (4317) \
+         [{detail}]"
+    )
+}
+
+/// The HTTP status of a response that carried no gRPC framing: tonic reports it as a
+/// body it cannot decode (`invalid compression flag` while receiving a `404`) or as a
+/// missing `grpc-status` mapped from the HTTP status. Tonic has no typed error for
+/// this, so its messages are matched (tests/wrong_protocol.rs pins them).
+fn plain_http_status(message: &str) -> Option<String> {
+    let after = |marker: &str| {
+        message
+            .split_once(marker)
+            .map(|(_, rest)| {
+                rest.trim()
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit())
+                    .collect::<String>()
+            })
+            .filter(|code| code.len() == 3 && !code.starts_with('2'))
+    };
+    after("while receiving response with status:")
+        .or_else(|| after("mapped from HTTP status code"))
+        .or_else(|| {
+            message
+                .contains("invalid compression flag")
+                .then(|| "response".to_owned())
+        })
+}
+
+/// An HTTP/2 client (gRPC) reading an HTTP/1.1 answer: `HTTP/1.1 400 ...` read as a
+/// frame header is a frame far over the size limit.
+fn answered_http1(message: &str) -> bool {
+    message.contains("frame with invalid size") || message.contains("invalid preface")
 }
 
 /// gRPC path of OTLP trace export.
@@ -207,7 +348,7 @@ const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/
 /// What the generated `TraceServiceClient::export` does, with the request sent
 /// as the protobuf bytes it already is instead of being encoded from the types.
 async fn grpc_export(
-    mut client: tonic::client::Grpc<Channel>,
+    mut client: tonic::client::Grpc<Observed<Channel>>,
     mut request: tonic::Request<Bytes>,
 ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
     client
@@ -280,7 +421,7 @@ enum Kind {
     Grpc {
         /// The tonic client (lazy channel: connects on first use), sending
         /// requests already encoded ([`EncodedCodec`]).
-        client: tonic::client::Grpc<Channel>,
+        client: tonic::client::Grpc<Observed<Channel>>,
         /// Metadata added to every request.
         metadata: tonic::metadata::MetadataMap,
     },
@@ -299,8 +440,18 @@ enum Kind {
     },
 }
 
-/// Largest response body read (the response is tiny; this bounds a hostile one).
-const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Largest response body read (the response is tiny; this bounds a hostile
+/// one). A success answer larger than this is a [`Reason::BadResponse`].
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// What the endpoint said about an accepted request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// Spans it reported as rejected (`partial_success.rejected_spans`).
+    pub rejected: u64,
+    /// `partial_success.error_message` (empty when none).
+    pub message: String,
+}
 
 impl Exporter {
     /// A new exporter; no connection is opened until the first export.
@@ -320,8 +471,8 @@ impl Exporter {
                 let channel = tonic::transport::Endpoint::from_shared(origin)
                     .map_err(|e| bad(e.to_string()))?
                     .connect_with_connector_lazy(connector);
-                let mut client =
-                    tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
+                let mut client = tonic::client::Grpc::new(Observed(channel))
+                    .max_decoding_message_size(MAX_RESPONSE_BYTES);
                 if compression == Compression::Gzip {
                     client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
                 }
@@ -371,27 +522,29 @@ impl Exporter {
     }
 
     /// Sends one request, an `ExportTraceServiceRequest` already encoded as
-    /// protobuf (as [`trace_proto::span::encode_request`] writes it). `Ok(rejected)`
-    /// when the endpoint accepted it, with the number of spans it reported as
-    /// rejected (partial success).
-    pub async fn export(&self, req: Bytes, timeout: Duration) -> Result<u64, Failure> {
+    /// protobuf (as [`trace_proto::span::encode_request`] writes it). `Ok` when
+    /// the endpoint accepted it, with what it reported as rejected (partial
+    /// success).
+    pub async fn export(&self, req: Bytes, timeout: Duration) -> Result<Accepted, Failure> {
         match tokio::time::timeout(timeout, self.export_inner(req)).await {
             Ok(r) => r,
-            Err(_) => Err(Failure {
-                reason: Reason::ExportTimeout,
-                message: format!("no answer within {timeout:?}"),
-            }),
+            Err(_) => Err(Failure::new(
+                Reason::ExportTimeout,
+                format!("no answer within {timeout:?}"),
+            )),
         }
     }
 
-    async fn export_inner(&self, req: Bytes) -> Result<u64, Failure> {
+    async fn export_inner(&self, req: Bytes) -> Result<Accepted, Failure> {
         match &*self.kind {
             Kind::Grpc { client, metadata } => {
                 let mut request = tonic::Request::new(req);
                 *request.metadata_mut() = metadata.clone();
+                let answer = GrpcAnswer::default();
+                request.extensions_mut().insert(answer.clone());
                 match grpc_export(client.clone(), request).await {
-                    Ok(resp) => Ok(rejected(&resp.into_inner())),
-                    Err(status) => Err(status_failure(&status)),
+                    Ok(resp) => accepted(resp.into_inner()),
+                    Err(status) => Err(status_failure(&status, &answer)),
                 }
             }
             Kind::Http {
@@ -407,9 +560,8 @@ impl Exporter {
                     ExportTraceServiceRequest::decode(req)
                         .map_err(|e| e.to_string())
                         .and_then(|r| serde_json::to_vec(&r).map_err(|e| e.to_string()))
-                        .map_err(|e| Failure {
-                            reason: Reason::Other,
-                            message: format!("cannot encode JSON: {e}"),
+                        .map_err(|e| {
+                            Failure::new(Reason::Other, format!("cannot encode JSON: {e}"))
                         })?
                         .into()
                 } else {
@@ -427,44 +579,208 @@ impl Exporter {
                     body = gzip_bytes(&body).into();
                     builder = builder.header(http::header::CONTENT_ENCODING, "gzip");
                 }
-                let mut request = builder.body(Full::new(body)).map_err(|e| Failure {
-                    reason: Reason::Other,
-                    message: e.to_string(),
-                })?;
+                let mut request = builder
+                    .body(Full::new(body))
+                    .map_err(|e| Failure::new(Reason::Other, e.to_string()))?;
                 request.headers_mut().extend(headers.clone());
-                let resp = client
-                    .request(request)
-                    .await
-                    .map_err(|e| transport_failure(&e))?;
+                let resp = client.request(request).await.map_err(|e| {
+                    let mut f = transport_failure(&e);
+                    if answered_http2(&e) {
+                        f.message = format!(
+                            "the endpoint answered HTTP/2, not HTTP/1.1: it looks like a gRPC \
+                             port; use --protocol grpc for it (port 4317), or the OTLP/HTTP port \
+                             (4318) [{}]",
+                            f.message
+                        );
+                    }
+                    f
+                })?;
                 let status = resp.status();
-                let bytes = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+                let retry_after = retry_after(resp.headers(), std::time::SystemTime::now());
+                let content_type = resp
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let read = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
                     .collect()
                     .await
-                    .map(|c| c.to_bytes())
-                    .unwrap_or_default();
+                    .map(|c| c.to_bytes());
                 if !status.is_success() {
+                    let bytes = read.unwrap_or_default();
                     let detail =
                         String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
-                    return Err(Failure {
-                        reason: Reason::Http(status.as_u16()),
-                        message: format!("HTTP {status}: {}", detail.trim()),
-                    });
+                    let mut message = format!("HTTP {status}: {}", detail.trim());
+                    if let Some(hint) = http_hint(status, &content_type, uri.path(), *json) {
+                        message = format!("{hint} [{message}]");
+                    }
+                    let mut f = Failure::new(Reason::Http(status.as_u16()), message);
+                    f.retry_after = retry_after;
+                    return Err(f);
                 }
-                let parsed = if *json {
-                    serde_json::from_slice::<ExportTraceServiceResponse>(&bytes).ok()
+                let bytes = read.map_err(|e| {
+                    let why = if e
+                        .downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
+                        format!("larger than {MAX_RESPONSE_BYTES} bytes")
+                    } else {
+                        format!("cut off: {}", trace_proto::error::chain(&*e))
+                    };
+                    Failure::new(
+                        Reason::BadResponse,
+                        format!("HTTP {status} with an unreadable body: {why}"),
+                    )
+                })?;
+                let decoded = if bytes.is_empty() {
+                    // An empty body is the empty protobuf message; the
+                    // OpenTelemetry Collector's exporter reads it as full
+                    // success in JSON too.
+                    Ok(Accepted::default())
+                } else if *json {
+                    json_response(&bytes)
                 } else {
-                    ExportTraceServiceResponse::decode(bytes).ok()
+                    ExportTraceServiceResponse::decode(bytes)
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| accepted(r).map_err(|f| f.message))
                 };
-                Ok(parsed.as_ref().map_or(0, rejected))
+                decoded.map_err(|e| {
+                    Failure::new(
+                        Reason::BadResponse,
+                        format!("HTTP {status} with an undecodable body: {e}"),
+                    )
+                })
             }
         }
     }
 }
 
-fn rejected(resp: &ExportTraceServiceResponse) -> u64 {
-    resp.partial_success
-        .as_ref()
-        .map_or(0, |p| u64::try_from(p.rejected_spans).unwrap_or(0))
+/// The partial success of a decoded response.
+fn accepted(resp: ExportTraceServiceResponse) -> Result<Accepted, Failure> {
+    let Some(p) = resp.partial_success else {
+        return Ok(Accepted::default());
+    };
+    let rejected = u64::try_from(p.rejected_spans).map_err(|_| {
+        Failure::new(
+            Reason::BadResponse,
+            format!("negative rejected_spans {}", p.rejected_spans),
+        )
+    })?;
+    Ok(Accepted {
+        rejected,
+        message: p.error_message,
+    })
+}
+
+/// Reads an OTLP/JSON `ExportTraceServiceResponse` as proto3 JSON does:
+/// `rejectedSpans` (or `rejected_spans`) is an int64, written as a string or
+/// a number; `null` means unset; unknown fields are ignored. (The serde
+/// derive of `opentelemetry-proto` takes numbers only, so a string, which is
+/// how OTLP/JSON writes int64, would be lost.)
+fn json_response(bytes: &[u8]) -> Result<Accepted, String> {
+    use serde_json::Value;
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    let field = |o: &serde_json::Map<String, Value>, camel: &str, snake: &str| {
+        o.get(camel)
+            .or_else(|| o.get(snake))
+            .filter(|v| !v.is_null())
+            .cloned()
+    };
+    let Value::Object(top) = v else {
+        return Err("not a JSON object".into());
+    };
+    let partial = match field(&top, "partialSuccess", "partial_success") {
+        None => return Ok(Accepted::default()),
+        Some(Value::Object(p)) => p,
+        Some(other) => return Err(format!("partialSuccess is not an object: {other}")),
+    };
+    let rejected = match field(&partial, "rejectedSpans", "rejected_spans") {
+        None => 0,
+        Some(v) => json_int64(&v).ok_or_else(|| format!("rejectedSpans is not an int64: {v}"))?,
+    };
+    let message = match field(&partial, "errorMessage", "error_message") {
+        None => String::new(),
+        Some(Value::String(s)) => s,
+        Some(other) => return Err(format!("errorMessage is not a string: {other}")),
+    };
+    let rejected =
+        u64::try_from(rejected).map_err(|_| format!("negative rejectedSpans {rejected}"))?;
+    Ok(Accepted { rejected, message })
+}
+
+/// A proto3 JSON int64: a number or a decimal string, integral (`"5"`, `5`,
+/// `5.0`, `"5e0"`), in range.
+fn json_int64(v: &serde_json::Value) -> Option<i64> {
+    let integral = |f: f64| {
+        (f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64).then_some(f as i64)
+    };
+    match v {
+        serde_json::Value::Number(n) => n.as_i64().or_else(|| n.as_f64().and_then(integral)),
+        serde_json::Value::String(s) => s.parse::<i64>().ok().or_else(|| {
+            s.parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .and_then(integral)
+        }),
+        _ => None,
+    }
+}
+
+/// An HTTP/1.1 client reading an HTTP/2 server's first frames (a gRPC port answering
+/// an OTLP/HTTP request): hyper's parse error on the version. hyper is not a direct
+/// dependency, so its message is matched (tests/wrong_protocol.rs pins it).
+fn answered_http2(e: &(dyn StdError + 'static)) -> bool {
+    trace_proto::error::chain(e).contains("invalid HTTP version parsed")
+}
+
+/// Plain words for the answers that mean "not an OTLP/HTTP traces endpoint": a 404
+/// (wrong path or port) and a 415 (wrong encoding), most often as an HTML or text page.
+fn http_hint(
+    status: http::StatusCode,
+    content_type: &str,
+    path: &str,
+    json: bool,
+) -> Option<String> {
+    let page = if content_type.starts_with("text/html") {
+        " with an HTML page"
+    } else {
+        ""
+    };
+    match status.as_u16() {
+        404 => Some(format!(
+            "the endpoint answered 404 Not Found{page} for POST {path}: nothing takes OTLP/HTTP \
+             traces there; OTLP/HTTP receivers take POST /v1/traces on port 4318 (give the \
+             full URL, or a URL without a path), and a gRPC port (4317) needs --protocol grpc"
+        )),
+        415 => Some(format!(
+            "the endpoint answered 415 Unsupported Media Type{page}: it does not take {}; try \
+             --protocol {}, or check that it is an OTLP/HTTP traces endpoint (port 4318, \
+             POST /v1/traces)",
+            if json {
+                "application/json"
+            } else {
+                "application/x-protobuf"
+            },
+            if json { "http/protobuf" } else { "http/json" },
+        )),
+        _ => None,
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP-date (RFC 9110), relative to
+/// `now`; a date in the past is no wait.
+fn retry_after(headers: &http::HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
+    let v = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 fn bracket(host: &str) -> String {
@@ -481,4 +797,67 @@ fn gzip_bytes(data: &[u8]) -> Vec<u8> {
     // Writing into a Vec cannot fail.
     let _ = e.write_all(data);
     e.finish().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    #[test]
+    fn json_partial_success_in_every_proto3_form() {
+        let ok = |s: &str| json_response(s.as_bytes()).unwrap();
+        assert_eq!(ok("{}"), Accepted::default());
+        assert_eq!(ok(r#"{"partialSuccess":null}"#), Accepted::default());
+        assert_eq!(ok(r#"{"partialSuccess":{}}"#), Accepted::default());
+        for form in [r#""7""#, "7", "7.0", r#""7e0""#] {
+            let body =
+                format!(r#"{{"partialSuccess":{{"rejectedSpans":{form},"errorMessage":"m"}}}}"#);
+            assert_eq!(
+                ok(&body),
+                Accepted {
+                    rejected: 7,
+                    message: "m".into()
+                },
+                "{form}"
+            );
+        }
+        assert_eq!(
+            ok(r#"{"partial_success":{"rejected_spans":"9223372036854775807"},"extra":[1]}"#)
+                .rejected,
+            i64::MAX as u64
+        );
+        for bad in [
+            "",
+            "[]",
+            "<html>",
+            r#"{"partialSuccess":5}"#,
+            r#"{"partialSuccess":{"rejectedSpans":"x"}}"#,
+            r#"{"partialSuccess":{"rejectedSpans":"1.5"}}"#,
+            r#"{"partialSuccess":{"rejectedSpans":"-2"}}"#,
+            r#"{"partialSuccess":{"rejectedSpans":"9223372036854775808"}}"#,
+            r#"{"partialSuccess":{"rejectedSpans":true}}"#,
+            r#"{"partialSuccess":{"errorMessage":3}}"#,
+        ] {
+            assert!(json_response(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn retry_after_seconds_or_http_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let header = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::RETRY_AFTER, v.parse().unwrap());
+            retry_after(&h, now)
+        };
+        assert_eq!(header("120"), Some(Duration::from_secs(120)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        assert_eq!(header(&later), Some(Duration::from_secs(90)));
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(90));
+        assert_eq!(header(&earlier), Some(Duration::ZERO));
+        assert_eq!(header("soon"), None);
+        assert_eq!(header("-1"), None);
+        assert_eq!(retry_after(&http::HeaderMap::new(), now), None);
+    }
 }

@@ -167,6 +167,31 @@ fn usage_errors() {
             "cannot be used with",
         ),
         (vec!["--no-such-flag"], "unexpected argument"),
+        (
+            vec!["--endpoint", "http://127.0.0.1:65536"],
+            "port 65536 is out of range; expected http://HOST:PORT with a port from 1 to 65535",
+        ),
+        (
+            vec!["--endpoint", "http://127.0.0.1:99999"],
+            "port 99999 is out of range",
+        ),
+        (
+            vec!["--endpoint", "127.0.0.1:abc"],
+            "port \"abc\" is not a number",
+        ),
+        (
+            vec!["--endpoint", "http://127.0.0.1:"],
+            "the port after ':' is empty",
+        ),
+        (
+            vec![
+                "--protocol",
+                "http/protobuf",
+                "--endpoint",
+                "http://[::1]:70000/v1/traces",
+            ],
+            "port 70000 is out of range",
+        ),
     ] {
         let out = gen_cmd()
             .arg("--node-name")
@@ -178,6 +203,11 @@ fn usage_errors() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(expect), "{args:?}: {err}");
         assert!(out.stdout.is_empty());
+        // Our own checks say it in one line; clap's (bad flag syntax) keep clap's format.
+        if !err.starts_with("error: ") {
+            assert!(err.starts_with("trace-gen: "), "{args:?}: {err}");
+            assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        }
     }
     let out = Command::new(BIN)
         .args(["--node-name", "n", "--stats-listen", "nowhere"])
@@ -192,6 +222,33 @@ fn usage_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("OTEL_EXPORTER_OTLP_TIMEOUT"));
+    let out = gen_cmd()
+        .args(["--node-name", "n"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:65536")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("port 65536 is out of range"));
+}
+
+/// A --stats-listen address already taken is a setup error: exit 2 in one line,
+/// as a taken listen address is for trace-sink.
+#[test]
+fn stats_port_taken_exits_2() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .env("RUST_LOG", "warn")
+        .args(["--node-name", "n", "--count", "1", "--stats-listen", &addr])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on --stats-listen {addr}")),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
 /// SIGTERM stops sending, waits for in-flight requests and exits 0 with a summary;
@@ -341,4 +398,44 @@ async fn progress_lines() {
         "{last}"
     );
     assert!(last.contains("connection_refused="), "{last}");
+}
+
+/// The start line says what --rate 0 means ("as fast as possible"), not "at 0 spans/s".
+#[test]
+fn rate_zero_is_logged_in_words() {
+    let start_line = |rate: &str| {
+        let out = Command::new(BIN)
+            .env("RUST_LOG", "info")
+            .args([
+                "--node-name",
+                "n",
+                "--stats-listen",
+                "off",
+                "--report-interval",
+                "0s",
+            ])
+            .args([
+                "--endpoint",
+                "http://127.0.0.1:1",
+                "--count",
+                "1",
+                "--rate",
+                rate,
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        err.lines()
+            .find(|l| l.contains(" on node n: grpc to "))
+            .unwrap_or_else(|| panic!("no start line: {err}"))
+            .to_owned()
+    };
+    let line = start_line("0");
+    assert!(
+        line.contains("http://127.0.0.1:1 as fast as possible, batch 10"),
+        "{line}"
+    );
+    assert!(!line.contains("spans/s"), "{line}");
+    let line = start_line("2.5");
+    assert!(line.contains("at 2.5 spans/s, batch 10"), "{line}");
 }

@@ -2,6 +2,12 @@
 //! [`SinkStats`] snapshot. Positive conditions (enough spans, every listed node
 //! delivered) must *become* true; negative ones (local only, silent nodes) must
 //! *stay* true. The polling command uses that distinction.
+//!
+//! A condition passes only on what the sink could see. Once the route table
+//! is full (`overflow_spans` > 0), spans of new routes are counted in the
+//! totals but not per node, so "node X sent nothing" cannot be proved and
+//! `silent_nodes` fails with that reason. `expect_local` stays exact: the
+//! local, remote and unattributed totals count every span, overflowed or not.
 
 use serde::{Deserialize, Serialize};
 
@@ -94,9 +100,17 @@ pub fn evaluate(stats: &SinkStats, cond: &Conditions) -> CheckReport {
     }
     for node in &cond.from_nodes {
         if spans_from(stats, node) == 0 {
+            let hidden = if stats.overflow_spans > 0 {
+                format!(
+                    " among the routes tracked ({} spans overflowed the route table, --max-series; theirs may be among them)",
+                    stats.overflow_spans
+                )
+            } else {
+                String::new()
+            };
             fail(
                 Polarity::Positive,
-                format!("no spans from generator node {node}"),
+                format!("no spans from generator node {node}{hidden}"),
             );
         }
     }
@@ -138,6 +152,15 @@ pub fn evaluate(stats: &SinkStats, cond: &Conditions) -> CheckReport {
     }
     for node in &cond.silent_nodes {
         let n = spans_from(stats, node);
+        if n == 0 && stats.overflow_spans > 0 {
+            fail(
+                Polarity::Negative,
+                format!(
+                    "cannot prove generator node {node} silent: {} spans overflowed the route table (--max-series) and are not broken down by node",
+                    stats.overflow_spans
+                ),
+            );
+        }
         if n > 0 {
             let via: Vec<String> = stats
                 .routes
@@ -255,6 +278,36 @@ mod tests {
         assert!(r.failures.iter().all(|f| f.polarity == Polarity::Negative));
         let r = evaluate(&s, &cond(false, 0, &[], &["a"]));
         assert!(r.failures[0].message.contains("3 via b"));
+    }
+
+    /// With spans in overflow, a silent node cannot be proved silent: FAIL
+    /// with that reason, never PASS; `expect_local` still judges the exact
+    /// totals, which count overflowed spans too.
+    #[test]
+    fn overflow_never_proves_silence() {
+        let mut s = stats(&[(Some("a"), Some("a"), 5)]);
+        s.overflow_spans = 3;
+        s.spans_total += 3;
+        s.local_spans += 3;
+        let r = evaluate(&s, &cond(true, 0, &[], &["b"]));
+        assert!(!r.pass);
+        assert_eq!(r.failures.len(), 1, "{:?}", r.failures);
+        assert_eq!(r.failures[0].polarity, Polarity::Negative);
+        assert!(
+            r.failures[0]
+                .message
+                .contains("cannot prove generator node b silent: 3 spans overflowed"),
+            "{}",
+            r.failures[0].message
+        );
+        let r = evaluate(&s, &cond(false, 0, &["b"], &[]));
+        assert!(r.failures[0].message.contains("3 spans overflowed"));
+        // Only-local is judged on the totals, which include the overflow.
+        assert!(evaluate(&s, &cond(true, 0, &["a"], &[])).pass);
+        s.remote_spans += 1;
+        s.spans_total += 1;
+        s.overflow_spans += 1;
+        assert!(!evaluate(&s, &cond(true, 0, &[], &[])).pass);
     }
 
     /// Node lists tolerate spaces and empty items.

@@ -1,5 +1,5 @@
 //! What both binaries do the same way around their library call (feature `cli`):
-//! logging to stderr and waiting for SIGTERM or Ctrl-C.
+//! logging to stderr, waiting for SIGTERM or Ctrl-C, and reading an `http://` URL flag.
 
 /// Logs to stderr, level from `RUST_LOG` (default `info`), colours only on a terminal.
 pub fn init_logging() {
@@ -26,4 +26,145 @@ pub async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// A plaintext `http://` URL given on the command line or in the environment,
+/// read the same way by `trace-gen --endpoint` and `trace-sink check --url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    /// The URL with its scheme (`http://` added to a bare `host:port`).
+    pub url: String,
+    /// Host name or address, IPv6 without brackets.
+    pub host: String,
+    /// Port (80 when the URL names none).
+    pub port: u16,
+    /// Path, `/` when none was given.
+    pub path: String,
+}
+
+/// Reads `http://host[:port][/path]`; a bare `host[:port][/path]` is taken as
+/// `http://...`. The error is one line saying what is wrong and what is expected.
+///
+/// The syntax is `http::Uri`'s (RFC 3986). Its port accessor turns a port it cannot
+/// read (`:65536`, `:abc`, an empty `:`) into "no port", which would silently mean
+/// port 80, so the port text is checked here. (The `url` crate has the same gap
+/// for an empty port, and would add IDNA tables for host names we never see.)
+pub fn parse_http_url(s: &str) -> Result<HttpUrl, String> {
+    const EXPECTED: &str = "expected http://HOST:PORT with a port from 1 to 65535";
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(format!("the URL is empty; {EXPECTED}"));
+    }
+    let url = if s.contains("://") {
+        s.to_owned()
+    } else {
+        format!("http://{s}")
+    };
+    let uri: http::Uri = url.parse().map_err(|e| format!("{e}; {EXPECTED}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(
+                "https is not supported (plaintext OTLP and API only); use http://HOST:PORT".into(),
+            );
+        }
+        Some(other) => return Err(format!("scheme {other}:// is not supported; {EXPECTED}")),
+        None => return Err(EXPECTED.into()),
+    }
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    // After an IPv6 literal's `]`, or anywhere in a name or IPv4 address.
+    let after_host = match host_port.rfind(']') {
+        Some(i) => &host_port[i + 1..],
+        None => host_port,
+    };
+    let port_text = after_host.rsplit_once(':').map(|(_, p)| p);
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("no host; {EXPECTED}"));
+    }
+    let port = match port_text {
+        None => 80,
+        Some("") => return Err(format!("the port after ':' is empty; {EXPECTED}")),
+        Some(p) => match p.parse::<u32>() {
+            Ok(n @ 1..=65535) => n as u16,
+            Ok(n) => return Err(format!("port {n} is out of range; {EXPECTED}")),
+            Err(_) => return Err(format!("port {p:?} is not a number; {EXPECTED}")),
+        },
+    };
+    let path = match uri.path() {
+        "" => "/".to_owned(),
+        p => p.to_owned(),
+    };
+    Ok(HttpUrl {
+        url,
+        host: host.to_owned(),
+        port,
+        path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scheme optional, port and path kept, IPv6 literals unbracketed, port 80 by default.
+    #[test]
+    fn accepted_urls() {
+        let u = parse_http_url("http://agent:4317").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("agent", 4317, "/")
+        );
+        let u = parse_http_url("127.0.0.1:4318/v1/traces").unwrap();
+        assert_eq!(u.url, "http://127.0.0.1:4318/v1/traces");
+        assert_eq!((u.port, u.path.as_str()), (4318, "/v1/traces"));
+        let u = parse_http_url("http://[::1]:9/custom").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 9));
+        assert_eq!(parse_http_url("http://[::1]").unwrap().port, 80);
+        assert_eq!(parse_http_url("sink").unwrap().port, 80);
+        assert_eq!(parse_http_url("http://sink:65535").unwrap().port, 65535);
+    }
+
+    /// Every port `http::Uri` would read as "none" is refused, in words.
+    #[test]
+    fn bad_ports_are_refused() {
+        for (url, says) in [
+            ("http://127.0.0.1:65536", "port 65536 is out of range"),
+            ("http://127.0.0.1:99999", "port 99999 is out of range"),
+            ("127.0.0.1:0", "port 0 is out of range"),
+            ("http://127.0.0.1:abc", "port \"abc\" is not a number"),
+            ("http://127.0.0.1:", "the port after ':' is empty"),
+            ("http://[::1]:", "the port after ':' is empty"),
+            ("http://[::1]:70000/x", "port 70000 is out of range"),
+        ] {
+            let e = parse_http_url(url).unwrap_err();
+            assert!(e.contains(says), "{url}: {e}");
+            assert!(e.contains("expected http://HOST:PORT"), "{url}: {e}");
+            assert!(!e.contains('\n'));
+        }
+    }
+
+    /// Other schemes, no host, empty and garbage input: refused with what is expected.
+    #[test]
+    fn bad_urls_are_refused() {
+        assert!(
+            parse_http_url("https://x:1")
+                .unwrap_err()
+                .contains("https is not supported")
+        );
+        assert!(
+            parse_http_url("ftp://x")
+                .unwrap_err()
+                .contains("scheme ftp://")
+        );
+        for url in ["http://", "", "   ", "not a url", "http://:4317"] {
+            let e = parse_http_url(url).unwrap_err();
+            assert!(e.contains("expected http://HOST:PORT"), "{url:?}: {e}");
+        }
+    }
 }

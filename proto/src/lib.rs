@@ -12,7 +12,7 @@
 //! - [`stats`]: the versioned `/stats` JSON of trace-sink and trace-gen.
 //! - [`check`]: the conditions behind `/check` and `trace-sink check`.
 //! - [`error`]: printing an error with its causes, one way for both crates.
-//! - `cli` (feature `cli`): logging and the shutdown signal of both binaries.
+//! - `cli` (feature `cli`): logging, the shutdown signal and URL flags of both binaries.
 //!
 //! What only the sink reads (lean decoding, attribution, sequence sets) lives in
 //! trace-sink's `ingest` module, not here.

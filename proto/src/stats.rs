@@ -134,6 +134,12 @@ pub struct GeneratorStats {
     pub duplicates: u64,
     /// Sequence numbers between `min_seq` and `max_seq` that never arrived.
     pub missing: u64,
+    /// Spans whose sequence number arrived below the frozen part of the gap
+    /// table (`--max-gaps` / 1024 per generator): whether each was late or a
+    /// duplicate cannot be told, so they fill no gap (`missing` stays
+    /// conservative) and count as no duplicate.
+    #[serde(default)]
+    pub untracked: u64,
     /// Smallest sequence number since the last reset.
     pub min_seq: Option<u64>,
     /// Largest sequence number since the last reset.

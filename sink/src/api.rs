@@ -1,9 +1,23 @@
 //! The HTTP API a test suite asserts with: `GET /stats`, `POST /reset`,
 //! `GET /check`, `GET /metrics`, `GET /healthz`, `GET /readyz`.
+//!
+//! Answers that grow with the tables (`/stats` is about 15 MB with 10,000
+//! series) cannot pile up for slow readers: at most
+//! [`API_ANSWERS`] are built or being written at
+//! once (a further request waits up to [`API_WAIT`]
+//! or `--request-timeout` if shorter, so its silent connection is not taken
+//! for idle, then gets 503 with `Retry-After`), each is sent in 64 KiB chunks copied
+//! out of it, and one not written within `--api-write-timeout`, or whose
+//! reader takes no chunk for [`API_STALL`], is dropped, its slot freed and
+//! its connection closed ([`DeadlineBody`]). So N readers that never read
+//! delay a good one by about N / 2 x [`API_STALL`], and hold no memory.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -13,7 +27,167 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use trace_proto::check::{Conditions, evaluate, parse_node_list};
 
-use crate::state::Shared;
+use bytes::Bytes;
+use http_body::Frame;
+use tokio::sync::OwnedSemaphorePermit;
+
+#[cfg(doc)]
+use crate::state::API_ANSWERS;
+use crate::state::{API_WAIT, Shared};
+
+/// Bytes of an answer handed to hyper at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// A reader that takes no chunk of an answer for this long loses it.
+pub const API_STALL: Duration = Duration::from_secs(2);
+
+/// An answer's bytes with the slot it holds.
+struct Pending {
+    data: Bytes,
+    sent: usize,
+    last_pull: tokio::time::Instant,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// A response body sent in 64 KiB chunks, each a copy (so hyper holds no
+/// reference to the whole), that gives up its data and slot when `timeout`
+/// passes or no chunk was taken for [`API_STALL`], whether or not hyper is
+/// still polling it: a reader that stops reading holds at most the chunks
+/// already handed to hyper.
+pub struct DeadlineBody {
+    pending: Arc<Mutex<Option<Pending>>>,
+    done: bool,
+    timeout: Duration,
+    timer: tokio::task::JoinHandle<()>,
+}
+
+impl DeadlineBody {
+    fn new(data: Vec<u8>, slot: OwnedSemaphorePermit, timeout: Duration) -> Self {
+        let start = tokio::time::Instant::now();
+        let pending = Arc::new(Mutex::new(Some(Pending {
+            data: data.into(),
+            sent: 0,
+            last_pull: start,
+            _slot: slot,
+        })));
+        let expire = pending.clone();
+        let timer = tokio::spawn(async move {
+            let deadline = start + timeout;
+            let mut check = (start + API_STALL).min(deadline);
+            loop {
+                tokio::time::sleep_until(check).await;
+                let mut guard = expire.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(p) = guard.as_ref() else { return };
+                let stall_end = p.last_pull + API_STALL;
+                let now = tokio::time::Instant::now();
+                if now >= deadline || now >= stall_end {
+                    guard.take();
+                    return;
+                }
+                check = stall_end.min(deadline);
+            }
+        });
+        DeadlineBody {
+            pending,
+            done: false,
+            timeout,
+            timer,
+        }
+    }
+}
+
+impl Drop for DeadlineBody {
+    fn drop(&mut self) {
+        self.timer.abort();
+    }
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let mut guard = this.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(p) = guard.as_mut() else {
+            this.done = true;
+            return Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "answer not read within {:?} (--api-write-timeout)",
+                    this.timeout
+                ),
+            ))));
+        };
+        let end = (p.sent + CHUNK).min(p.data.len());
+        let chunk = Bytes::copy_from_slice(&p.data[p.sent..end]);
+        p.sent = end;
+        p.last_pull = tokio::time::Instant::now();
+        if end == p.data.len() {
+            guard.take();
+            this.done = true;
+        }
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
+/// Waits for an API answer slot: at most [`API_WAIT`] or `--request-timeout`
+/// if shorter (which is below `--idle-timeout`, so the waiting connection,
+/// silent meanwhile, is not closed as idle).
+async fn answer_slot(shared: &Shared) -> Option<OwnedSemaphorePermit> {
+    let wait = API_WAIT.min(shared.config.request_timeout);
+    tokio::time::timeout(wait, shared.api_slots.clone().acquire_owned())
+        .await
+        .ok()?
+        .ok()
+}
+
+/// 503: no API answer slot freed in time.
+fn slots_busy() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        Json(serde_json::json!({
+            "error": "every API answer slot is busy with slow readers; retry later"
+        })),
+    )
+        .into_response()
+}
+
+/// Builds a large answer under one of the API answer slots and sends it as a
+/// [`DeadlineBody`]; 503 if no slot frees within [`API_WAIT`].
+async fn large_answer(
+    shared: &Shared,
+    status: StatusCode,
+    content_type: &'static str,
+    build: impl FnOnce() -> Vec<u8>,
+) -> Response {
+    let Some(slot) = answer_slot(shared).await else {
+        return slots_busy();
+    };
+    let body = DeadlineBody::new(build(), slot, shared.config.transport.api_write_timeout);
+    (
+        status,
+        [(header::CONTENT_TYPE, content_type)],
+        axum::body::Body::new(body),
+    )
+        .into_response()
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these types cannot fail (string keys only).
+    serde_json::to_vec(value).unwrap_or_default()
+}
 
 /// `GET /stats[?summary=true]`: the whole document, or (`summary=true`) the
 /// totals without the per-series tables, for pollers that need no more. An
@@ -38,11 +212,11 @@ async fn stats(
             return bad_request("parameter \"summary\" given more than once".into());
         }
     }
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        shared.ingest.stats_json(summary.unwrap_or(false)),
-    )
-        .into_response()
+    let summary = summary.unwrap_or(false);
+    large_answer(&shared, StatusCode::OK, "application/json", || {
+        shared.ingest.stats_json(summary)
+    })
+    .await
 }
 
 fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
@@ -78,7 +252,10 @@ async fn reset(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respons
         )
             .into_response();
     }
-    Json(shared.ingest.reset()).into_response()
+    large_answer(&shared, StatusCode::OK, "application/json", || {
+        to_json(&shared.ingest.reset())
+    })
+    .await
 }
 
 fn bad_request(message: String) -> Response {
@@ -139,6 +316,10 @@ async fn check(
         Ok(c) => c,
         Err(e) => return bad_request(e.to_string()),
     };
+    // The snapshot is as large as /stats while it is evaluated: take a slot.
+    let Some(_slot) = answer_slot(&shared).await else {
+        return slots_busy();
+    };
     let report = evaluate(&shared.ingest.snapshot(), &cond);
     let status = if report.pass {
         StatusCode::OK
@@ -149,14 +330,13 @@ async fn check(
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        shared.metrics.encode(),
+    large_answer(
+        &shared,
+        StatusCode::OK,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        || shared.metrics.encode().into_bytes(),
     )
-        .into_response()
+    .await
 }
 
 async fn healthz() -> &'static str {

@@ -100,17 +100,17 @@ pub enum FetchError {
 }
 
 /// Checks that `url` is a usable `http://` base URL and returns its `/stats` URI.
+/// The rules are [`trace_proto::cli::parse_http_url`]'s, shared with `trace-gen
+/// --endpoint`: a bare `HOST:PORT` is taken as `http://HOST:PORT`.
 pub fn validate_url(url: &str) -> Result<hyper::Uri, FetchError> {
     let invalid = |reason: String| FetchError::InvalidUrl {
         url: url.to_owned(),
         reason,
     };
-    let full = format!("{}/stats", url.trim_end_matches('/'));
-    let uri: hyper::Uri = full.parse().map_err(|e| invalid(format!("{e}")))?;
-    if uri.scheme_str() != Some("http") || uri.host().is_none() {
-        return Err(invalid("use http://HOST:PORT".into()));
-    }
-    Ok(uri)
+    let base = trace_proto::cli::parse_http_url(url).map_err(invalid)?;
+    format!("{}/stats", base.url.trim_end_matches('/'))
+        .parse()
+        .map_err(|e| invalid(format!("{e}")))
 }
 
 /// Fetches `GET {url}/stats`.

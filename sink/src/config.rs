@@ -17,6 +17,56 @@ pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::fr
 /// Default `--max-series`.
 pub const DEFAULT_MAX_SERIES: usize = 10_000;
 
+/// Default `--max-gaps`: sequence gaps tracked across all generators.
+pub const DEFAULT_MAX_GAPS: usize = 262_144;
+
+/// Gaps tracked per generator before its oldest are frozen.
+pub const DEFAULT_MAX_GAPS_PER_GENERATOR: usize = 1024;
+
+/// Default `--max-connections` (per listener).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
+
+/// Default `--max-streams` (HTTP/2 streams per connection).
+pub const DEFAULT_MAX_STREAMS: u32 = 16;
+
+/// Default `--max-buffered-bytes`: 32 MiB.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 32 * 1024 * 1024;
+
+/// Transport limits: connections, HTTP/2 streams, timeouts, memory held for
+/// requests and answers (`--max-connections` and the flags next to it).
+#[derive(Debug, Clone)]
+pub struct TransportLimits {
+    /// Connections open at once on each listener; more are closed at once.
+    pub max_connections: usize,
+    /// HTTP/2 streams open at once on one connection (`MAX_CONCURRENT_STREAMS`).
+    pub max_streams: u32,
+    /// A connection with no byte read or written for this long is closed.
+    pub idle_timeout: std::time::Duration,
+    /// HTTP/1: the request head must arrive within this long (also the
+    /// keep-alive idle time between requests).
+    pub header_read_timeout: std::time::Duration,
+    /// Bytes of export request bodies held at once (received, not yet counted),
+    /// both receivers together; a request that would exceed it is answered
+    /// 503 / `UNAVAILABLE` (retryable).
+    pub max_buffered_bytes: usize,
+    /// An API answer not written within this long is dropped and its
+    /// connection closed.
+    pub api_write_timeout: std::time::Duration,
+}
+
+impl Default for TransportLimits {
+    fn default() -> Self {
+        TransportLimits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_streams: DEFAULT_MAX_STREAMS,
+            idle_timeout: std::time::Duration::from_secs(60),
+            header_read_timeout: std::time::Duration::from_secs(10),
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            api_write_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
 /// Settings of one sink.
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
@@ -38,6 +88,11 @@ pub struct SinkConfig {
     pub api_token: Option<String>,
     /// Gaps tracked per generator before the oldest are frozen (memory bound).
     pub max_gaps_per_generator: usize,
+    /// Gaps tracked across all generators (`--max-gaps`); past it the
+    /// generators holding the most are frozen down to a fair share.
+    pub max_gaps: usize,
+    /// Connections, streams, timeouts and buffered bytes.
+    pub transport: TransportLimits,
 }
 
 impl Default for SinkConfig {
@@ -50,7 +105,9 @@ impl Default for SinkConfig {
             max_series: DEFAULT_MAX_SERIES,
             keys: AttributionKeys::default(),
             api_token: None,
-            max_gaps_per_generator: 1024,
+            max_gaps_per_generator: DEFAULT_MAX_GAPS_PER_GENERATOR,
+            max_gaps: DEFAULT_MAX_GAPS,
+            transport: TransportLimits::default(),
         }
     }
 }

@@ -12,7 +12,11 @@
 //!   sequence sets ([`ingest::seqset`]) and the accounting
 //!   ([`ingest::accounting`], one lock taken once per request).
 //! - [`config`]: the sink's settings (limits, attribute keys, API token).
+//! - [`budget`]: the byte budget of request bodies held in memory, charged as
+//!   bytes arrive.
 //! - [`state`]: [`state::Shared`], what the receivers and the API share.
+//! - [`net`]: accepting connections under a cap (`TCP_NODELAY`, idle
+//!   timeout) and serving them with bounded HTTP/1 heads and HTTP/2 streams.
 //! - [`receiver`]: transport adapters, OTLP/gRPC ([`receiver::grpc`]) and
 //!   OTLP/HTTP ([`receiver::http`]): undo framing, call ingest, map the result.
 //! - [`api`]: the HTTP API: `/stats`, `/reset`, `/check`, `/metrics`, `/healthz`, `/readyz`.
@@ -38,10 +42,12 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod budget;
 pub mod check;
 pub mod config;
 pub mod ingest;
 pub mod metrics;
+pub mod net;
 pub mod outcome;
 pub mod receiver;
 pub mod server;

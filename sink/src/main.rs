@@ -1,5 +1,6 @@
 //! The trace-sink binary: flags -> [`trace_sink::SinkConfig`] -> [`trace_sink::SinkBuilder`],
-//! or `trace-sink check` -> [`trace_sink::check::run`].
+//! or `trace-sink check` -> [`trace_sink::check::run`]. Exit 2 for a usage or setup
+//! error (bad flag, bad URL, an address already taken), as in trace-gen.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use trace_proto::check::{Conditions, parse_node_list};
 use trace_sink::check::{CheckOptions, render, render_verdict};
+use trace_sink::config::TransportLimits;
 use trace_sink::ingest::attribution::AttributionKeys;
 use trace_sink::{SinkBuilder, SinkConfig};
 
@@ -74,6 +76,41 @@ struct ServeArgs {
     /// If set, POST /reset requires `Authorization: Bearer <token>`.
     #[arg(long, env = "SINK_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Transport and memory limits (README: "Limits and memory budget").
+#[derive(Args, Debug)]
+struct LimitArgs {
+    /// Connections open at once on each listener; more are closed at once.
+    #[arg(long, env = "SINK_MAX_CONNECTIONS", default_value_t = trace_sink::config::DEFAULT_MAX_CONNECTIONS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=65536))]
+    max_connections: u64,
+    /// HTTP/2 streams open at once on one connection (MAX_CONCURRENT_STREAMS).
+    #[arg(long, env = "SINK_MAX_STREAMS", default_value_t = trace_sink::config::DEFAULT_MAX_STREAMS,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    max_streams: u32,
+    /// A connection with no byte read or written for this long is closed (must exceed --request-timeout).
+    #[arg(long, env = "SINK_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
+    idle_timeout: Duration,
+    /// HTTP/1: the request head must arrive within this long (also the keep-alive idle time).
+    #[arg(long, env = "SINK_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    header_read_timeout: Duration,
+    /// Bytes of export request bodies held at once, both receivers; more answer 503 / UNAVAILABLE.
+    #[arg(long, env = "SINK_MAX_BUFFERED_BYTES", default_value_t = trace_sink::config::DEFAULT_MAX_BUFFERED_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(1..=(1u64 << 40)))]
+    max_buffered_bytes: u64,
+    /// An API answer not read within this long is dropped and its connection closed.
+    #[arg(long, env = "SINK_API_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
+    api_write_timeout: Duration,
+    /// Sequence gaps tracked across all generators; past it the largest tables are frozen.
+    #[arg(long, env = "SINK_MAX_GAPS", default_value_t = trace_sink::config::DEFAULT_MAX_GAPS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=(1u64 << 32)))]
+    max_gaps: u64,
+    /// At exit, write the final /stats JSON here (it is always logged on stderr too).
+    #[arg(long, env = "SINK_FINAL_STATS", value_name = "PATH")]
+    final_stats: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -105,6 +142,10 @@ struct CheckArgs {
     /// Print the final report and stats as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    parse_request_timeout(s)
 }
 
 fn parse_request_timeout(s: &str) -> Result<Duration, String> {
@@ -139,7 +180,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("trace-sink: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
     };
     match cli.command {
@@ -156,7 +197,27 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, String> {
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
+    let l = &args.limits;
+    if l.idle_timeout <= args.request_timeout {
+        eprintln!(
+            "trace-sink: --idle-timeout ({}) must exceed --request-timeout ({}): a request waiting for a decode slot sends no bytes",
+            humantime::format_duration(l.idle_timeout),
+            humantime::format_duration(args.request_timeout)
+        );
+        return ExitCode::from(2);
+    }
+    let transport = TransportLimits {
+        max_connections: l.max_connections as usize,
+        max_streams: l.max_streams,
+        idle_timeout: l.idle_timeout,
+        header_read_timeout: l.header_read_timeout,
+        max_buffered_bytes: usize::try_from(l.max_buffered_bytes).unwrap_or(usize::MAX),
+        api_write_timeout: l.api_write_timeout,
+    };
+    let final_stats = args.limits.final_stats.clone();
     let config = SinkConfig {
+        max_gaps: usize::try_from(args.limits.max_gaps).unwrap_or(usize::MAX),
+        transport,
         max_request_bytes: args.max_request_bytes,
         max_request_elements: args.max_request_elements,
         max_concurrent_requests: args.max_concurrent_requests as usize,
@@ -179,8 +240,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let (grpc, http, api) = match listeners.await {
         Ok(l) => l,
         Err(e) => {
+            // A taken or unusable address is a setup error: 2, as in trace-gen.
             eprintln!("trace-sink: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
     };
     let sink = match SinkBuilder::new(config)
@@ -192,7 +254,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("trace-sink: cannot start: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
     };
     tracing::info!(
@@ -203,7 +265,20 @@ async fn serve(args: ServeArgs) -> ExitCode {
     );
     trace_proto::cli::shutdown_signal().await;
     tracing::info!("shutting down");
-    sink.shutdown().await;
+    let last = sink.shutdown().await;
+    // Spans acknowledged while draining are in no /stats a client could still
+    // fetch: the final numbers go to stderr (one JSON line) and to --final-stats.
+    let json = serde_json::to_string(&last).unwrap_or_default();
+    eprintln!("trace-sink: final stats {json}");
+    if let Some(path) = final_stats
+        && let Err(e) = std::fs::write(&path, json + "\n")
+    {
+        eprintln!(
+            "trace-sink: cannot write --final-stats {}: {e}",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
 }
 

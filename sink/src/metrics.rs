@@ -23,6 +23,11 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     protocol: String,
     outcome: String,
@@ -35,6 +40,7 @@ pub struct Metrics {
     spans: Family<RouteLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     overflow: Counter,
+    refused: Family<ListenerLabels, Counter>,
     known_routes: Mutex<HashSet<(Option<String>, Option<String>)>>,
     max_series: usize,
 }
@@ -61,8 +67,15 @@ impl Metrics {
             "Spans of routes beyond --max-series, not broken down by route",
             overflow.clone(),
         );
+        let refused = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because the listener had --max-connections open",
+            refused.clone(),
+        );
         Metrics {
             registry,
+            refused,
             spans,
             requests,
             overflow,
@@ -104,6 +117,13 @@ impl Metrics {
     /// Counts spans that are not broken down by route.
     pub(crate) fn count_overflow(&self, n: u64) {
         self.overflow.inc_by(n);
+    }
+
+    /// Counts a connection closed because its listener was full.
+    pub(crate) fn count_refused_connection(&self, listener: &'static str) {
+        self.refused
+            .get_or_create(&ListenerLabels { listener })
+            .inc();
     }
 
     /// Counts one request.

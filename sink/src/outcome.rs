@@ -54,13 +54,16 @@ pub enum Outcome {
     /// The request did not arrive within `--request-timeout` (HTTP 408, gRPC
     /// DEADLINE_EXCEEDED/CANCELLED).
     Timeout,
+    /// The sink held `--max-buffered-bytes` of request bodies already (HTTP
+    /// 503 with `Retry-After`, gRPC UNAVAILABLE; both retryable).
+    Busy,
     /// Any other gRPC error.
     Error,
 }
 
 impl Outcome {
     /// Every outcome, in the order the README lists them.
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::Ok,
         Outcome::BadRequest,
         Outcome::TooLarge,
@@ -69,6 +72,7 @@ impl Outcome {
         Outcome::NotFound,
         Outcome::Unimplemented,
         Outcome::Timeout,
+        Outcome::Busy,
         Outcome::Error,
     ];
 
@@ -83,6 +87,7 @@ impl Outcome {
             Outcome::NotFound => "not_found",
             Outcome::Unimplemented => "unimplemented",
             Outcome::Timeout => "timeout",
+            Outcome::Busy => "busy",
             Outcome::Error => "error",
         }
     }

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use trace_proto::stats::SinkStats;
 
 use crate::config::SinkConfig;
+use crate::net::{Acceptor, serve_http};
 use crate::state::Shared;
 
 /// Builds a sink from a config and up to three listeners.
@@ -61,10 +61,14 @@ impl SinkBuilder {
         let addr = |l: &Option<TcpListener>| l.as_ref().map(TcpListener::local_addr).transpose();
         let (grpc_addr, http_addr, api_addr) =
             (addr(&self.grpc)?, addr(&self.http)?, addr(&self.api)?);
+        let limits = shared.config.transport.clone();
+        let acceptor =
+            |l: TcpListener, name| Acceptor::new(l, &limits, shared.metrics.clone(), name);
         if let Some(l) = self.grpc {
-            let (shared, cancel) = (shared.clone(), cancel.clone());
+            let (acceptor, shared, cancel) = (acceptor(l, "grpc"), shared.clone(), cancel.clone());
             tasks.spawn(async move {
-                if let Err(e) = crate::receiver::grpc::serve(l, shared.clone(), cancel).await {
+                if let Err(e) = crate::receiver::grpc::serve(acceptor, shared.clone(), cancel).await
+                {
                     tracing::error!("OTLP/gRPC receiver stopped: {e}");
                     shared.ready.store(false, Ordering::Relaxed);
                 }
@@ -72,11 +76,21 @@ impl SinkBuilder {
         }
         if let Some(l) = self.http {
             let app = crate::receiver::http::router(shared.clone());
-            tasks.spawn(serve_axum(l, app, cancel.clone(), "OTLP/HTTP receiver"));
+            tasks.spawn(serve_http(
+                acceptor(l, "http"),
+                app,
+                limits.clone(),
+                cancel.clone(),
+            ));
         }
         if let Some(l) = self.api {
             let app = crate::api::router(shared.clone());
-            tasks.spawn(serve_axum(l, app, cancel.clone(), "API"));
+            tasks.spawn(serve_http(
+                acceptor(l, "api"),
+                app,
+                limits.clone(),
+                cancel.clone(),
+            ));
         }
         shared.ready.store(true, Ordering::Relaxed);
         Ok(SinkHandle {
@@ -87,26 +101,6 @@ impl SinkBuilder {
             cancel,
             tasks,
         })
-    }
-}
-
-async fn serve_axum(
-    l: TcpListener,
-    app: axum::Router,
-    cancel: CancellationToken,
-    what: &'static str,
-) {
-    let svc = app.into_make_service_with_connect_info::<SocketAddr>();
-    // TCP_NODELAY on every accepted connection, as on the gRPC port: an answer
-    // written in parts must not wait for the client's delayed ACK.
-    let l = l.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    if let Err(e) = axum::serve(l, svc)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
-    {
-        tracing::error!("{what} stopped: {e}");
     }
 }
 
@@ -151,19 +145,23 @@ impl SinkHandle {
         self.shared.metrics.encode()
     }
 
-    /// Stops accepting, lets open requests finish (at most `grace`), then returns.
-    pub async fn shutdown_within(mut self, grace: Duration) {
+    /// Stops accepting, lets open requests finish (at most `grace`), and
+    /// returns the final numbers: every span acknowledged before or during
+    /// the drain is in them.
+    pub async fn shutdown_within(mut self, grace: Duration) -> SinkStats {
         self.shared.ready.store(false, Ordering::Relaxed);
         self.cancel.cancel();
         let drain = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(grace, drain).await.is_err() {
             tracing::warn!("connections still open after {grace:?}; closing them");
             self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
         }
+        self.shared.ingest.snapshot()
     }
 
     /// [`SinkHandle::shutdown_within`] with a 10 s grace period.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(self) -> SinkStats {
         self.shutdown_within(Duration::from_secs(10)).await
     }
 }

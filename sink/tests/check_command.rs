@@ -183,7 +183,8 @@ async fn binary_exit_codes() {
     sink.shutdown().await;
 }
 
-/// The server binary: a bad flag is a usage error (exit 2); a taken port fails with a clear message.
+/// The server binary: a bad flag and a taken port are both setup errors (exit 2, as in
+/// trace-gen), each reported in one line.
 #[test]
 fn serve_usage_errors() {
     let bin = env!("CARGO_BIN_EXE_trace-sink");
@@ -205,12 +206,58 @@ fn serve_usage_errors() {
         ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!("cannot listen for OTLP/gRPC on {addr}")),
         "{err}"
     );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// `check --url` reads URLs as `trace-gen --endpoint` does: a bare HOST:PORT is
+/// taken as http://HOST:PORT; a port that cannot be used is refused (exit 2) in one
+/// line saying what is expected, never silently turned into port 80.
+#[tokio::test]
+async fn check_url_like_trace_gen_endpoint() {
+    let sink = start_default().await;
+    grpc_client(&sink)
+        .await
+        .export(request(Some("a"), Some("a"), "g", 1..=3))
+        .await
+        .unwrap();
+    let bare = base(&sink).trim_start_matches("http://").to_owned();
+    let bin = env!("CARGO_BIN_EXE_trace-sink");
+    let run = |url: String| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(bin)
+                .args(["check", "--url", &url, "--within", "2s"])
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(bare.clone()).await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{bare}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (url, says) in [
+        ("http://127.0.0.1:65536", "port 65536 is out of range"),
+        ("127.0.0.1:99999", "port 99999 is out of range"),
+        ("http://127.0.0.1:abc", "port \"abc\" is not a number"),
+        ("http://127.0.0.1:", "the port after ':' is empty"),
+        ("https://127.0.0.1:8080", "https is not supported"),
+    ] {
+        let out = run(url.to_owned()).await.unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{url}: {err}");
+        assert!(err.contains(says), "{url}: {err}");
+        assert!(err.contains(&format!("invalid --url {url:?}")), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    sink.shutdown().await;
 }
 
 /// `--worker-threads` / `SINK_WORKER_THREADS`: the one-thread default and a

@@ -13,8 +13,9 @@ What is proven here:
   follow a change of namespace;
 - every container command line in the manifests, and every `trace-sink check`
   command line deploy/verify.sh runs, is accepted by the built binaries;
-- the Dockerfile builds with the same command as CI, and its entrypoints are
-  the binaries;
+- the Dockerfile builds with the same command as CI (static), its runtime is
+  scratch and its entrypoints are the binaries (tests/images builds and runs
+  the images);
 - deploy/verify.sh passes shellcheck, its --dry-run plan uses only flags
   kubectl accepts, and against a stand-in kubectl it runs the four steps,
   reports PASS/FAIL correctly and cleans up.
@@ -68,6 +69,7 @@ KUSTOMIZATIONS = [
     "deploy/overlays/broken-agent",
     "deploy/overlays/cluster-policy",
     "deploy/overlays/control-plane",
+    "deploy/verify-rbac",
 ]
 WHOLE = [k for k in KUSTOMIZATIONS if k == "deploy" or k == "deploy/base" or "/overlays/" in k]
 
@@ -579,13 +581,16 @@ def test_dockerfile_build_command_is_the_ci_command():
 
 
 def test_dockerfile_images():
-    """Two runtime targets named after the binaries, each on the pinned
-    distroless base, non-root, with OCI labels, the ports the manifests use,
-    and the binary as ENTRYPOINT; the build image is pinned to a full version."""
+    """Two runtime targets named after the binaries, each on scratch (the
+    binaries are linked static), non-root, with OCI labels, the ports the
+    manifests use, and the binary as ENTRYPOINT; the build image is pinned to a
+    full version."""
     stages = dockerfile_stages()
     docker = (REPO / "Dockerfile").read_text()
     assert re.search(r"^ARG RUST_IMAGE=rust:\d+\.\d+\.\d+-bookworm$", docker, re.M)
-    assert re.search(r"^ARG RUNTIME_IMAGE=gcr\.io/distroless/cc-debian12:nonroot$", docker, re.M)
+    assert re.search(r"^ARG RUNTIME_IMAGE=scratch$", docker, re.M)
+    build_run = next(line for line in stages["build"] if line.startswith("RUN"))
+    assert 'RUSTFLAGS="-C target-feature=+crt-static"' in build_run and "--target" in build_run
     objs = render("deploy")
     ports = {
         "trace-gen": {p["containerPort"] for p in container(find(objs, "DaemonSet", "trace-gen"), "trace-gen")["ports"]},
@@ -730,10 +735,13 @@ def verify_env(extra_path: Path | None = None) -> dict[str, str]:
     return env
 
 
+STEP_KEYS = ["all-up", "agent-removed", "crash-loop", "recovered", "cluster-policy", "terminating"]
+
+
 @functools.lru_cache(maxsize=None)
 def dry_run(*flags: str) -> tuple[subprocess.CompletedProcess, dict[str, list[dict]]]:
-    """verify.sh --dry-run, and the manifests it rendered (its work directory,
-    kept by a dry run for inspection, is removed here)."""
+    """verify.sh --dry-run, and the manifests it rendered, including the check
+    pods (its work directory, kept by a dry run for inspection, is removed here)."""
     result = subprocess.run(
         ["bash", str(DEPLOY / "verify.sh"), "--dry-run", *flags],
         capture_output=True,
@@ -748,8 +756,10 @@ def dry_run(*flags: str) -> tuple[subprocess.CompletedProcess, dict[str, list[di
     try:
         rendered = {
             name: [d for d in yaml.safe_load_all((workdir / f"{name}.yaml").read_text()) if d]
-            for name in ("base", "broken")
+            for name in ("base", "broken", "cluster", "draining")
         }
+        for key in STEP_KEYS:
+            rendered[f"check-{key}"] = [d for d in yaml.safe_load_all((workdir / f"check-{key}.yaml").read_text()) if d]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return result, rendered
@@ -761,37 +771,52 @@ def planned_commands(result: subprocess.CompletedProcess) -> list[list[str]]:
 
 @pytest.mark.parametrize("flags", [(), ("--istio", "--control-plane", "--registry", "ghcr.io/acme", "--tag", "v1")])
 def test_verify_dry_run_plan_uses_valid_kubectl_flags(flags):
-    """verify.sh --dry-run prints its whole plan (apply, rollouts, the four
-    checks, the agent removal, the broken overlay, clean-up); kubectl accepts
+    """verify.sh --dry-run prints its whole plan (apply, rollouts, the six
+    check pods, the agent removal, the overlays, clean-up); kubectl accepts
     every flag of every planned command (`--help` placed before any `--`)."""
-    commands = planned_commands(dry_run(*flags)[0])
+    result = dry_run(*flags)[0]
+    commands = planned_commands(result)
     joined = "\n".join(shlex.join(c) for c in commands)
-    assert sum(1 for c in commands if "trace-sink" in c and "check" in c) == 4
-    assert "label node" in joined and "trace-gen-sink/no-agent=true" in joined
-    assert "trace-gen-sink/no-agent-" in joined, "step 2 gives the node its agent back"
-    assert any(c[:2] == ["kubectl", "apply"] and c[-1].endswith("broken.yaml") for c in commands)
+    creates = [c for c in commands if c[:2] == ["kubectl", "create"] and "-f" in c and "--raw" not in c]
+    assert [Path(c[c.index("-f") + 1]).name for c in creates] == [f"check-{k}.yaml" for k in STEP_KEYS]
+    assert joined.count("trace-gen-sink/no-agent=true") == 2 and joined.count("trace-gen-sink/no-agent-") == 2
+    applied = [Path(c[c.index("-f") + 1]).name for c in commands if c[:2] == ["kubectl", "apply"]]
+    assert applied == ["base.yaml", "broken.yaml", "base.yaml", "cluster.yaml", "draining.yaml"]
     assert [c[1] for c in commands[-2:]] == ["delete", "delete"]
+    assert "RESULT: dry run: nothing was run against the cluster and nothing was verified" in result.stdout
+    assert "every step came out as expected" not in result.stdout
     for c in commands:
         args = c[1:]
         cut = args.index("--") if "--" in args else len(args)
-        result = subprocess.run([kubectl(), *args[:cut], "--help"], capture_output=True, text=True, timeout=30)
-        assert result.returncode == 0, f"kubectl rejects: {shlex.join(c)}\n{result.stderr}"
+        res = subprocess.run([kubectl(), *args[:cut], "--help"], capture_output=True, text=True, timeout=30)
+        assert res.returncode == 0, f"kubectl rejects: {shlex.join(c)}\n{res.stderr}"
 
 
-def test_verify_check_command_lines_match_the_binary(binaries):
-    """Every `trace-sink check` verify.sh runs in the sink pod is accepted by
-    the built trace-sink."""
-    for c in planned_commands(dry_run()[0]):
-        if "--" in c and c[c.index("--") + 1] == "trace-sink":
-            args = c[c.index("--") + 2 :]
-            assert args[0] == "check"
-            assert_accepted(binaries["trace-sink"], args, "verify.sh")
+def test_verify_check_pods_run_commands_the_binary_accepts(binaries):
+    """Every check pod verify.sh creates is a valid Pod (strict schema), runs
+    the sink's image with `check` args the built trace-sink accepts, needs no
+    API access and reports through FallbackToLogsOnError."""
+    _, rendered = dry_run()
+    sink_image = container(find(rendered["base"], "Deployment", "trace-sink"), "trace-sink")["image"]
+    for key in STEP_KEYS:
+        (pod,) = rendered[f"check-{key}"]
+        kubernetes_validate.validate(pod, K8S_VERSIONS[0], strict=True)
+        assert pod["metadata"]["name"] == f"trace-sink-check-{key}"
+        assert pod["metadata"]["labels"]["app.kubernetes.io/part-of"] == PART_OF
+        spec = pod["spec"]
+        assert spec["restartPolicy"] == "Never" and spec["automountServiceAccountToken"] is False
+        (c,) = spec["containers"]
+        assert c["image"] == sink_image and "command" not in c
+        assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+        assert c["args"][0] == "check" and c["args"][1] == "--url=http://trace-sink.trace-sink.svc:8080"
+        assert_accepted(binaries["trace-sink"], c["args"], f"verify.sh check pod {key}")
 
 
 def test_verify_dry_run_renders_the_requested_variant():
-    """--registry/--tag/--istio reach the manifests verify.sh applies."""
+    """--registry/--tag/--istio reach the manifests verify.sh applies; step 6's
+    variant gives the agents a preStop sleep that outlasts the check."""
     _, rendered = dry_run("--istio", "--control-plane", "--registry", "ghcr.io/acme", "--tag", "v1")
-    for name in ("base", "broken"):
+    for name in ("base", "broken", "cluster", "draining"):
         objs = rendered[name]
         images = {c["image"] for w in workloads(objs) for c in w["spec"]["template"]["spec"]["containers"]}
         assert {"ghcr.io/acme/trace-gen:v1", "ghcr.io/acme/trace-sink:v1"} <= images
@@ -799,14 +824,23 @@ def test_verify_dry_run_renders_the_requested_variant():
         assert "tolerations" in find(objs, "DaemonSet", "trace-agent")["spec"]["template"]["spec"]
     broken_config = find_prefix(rendered["broken"], "ConfigMap", "trace-agent-config")["data"]["config.yaml"]
     assert broken_config == (DEPLOY / "overlays/broken-agent/config.yaml").read_text()
+    assert find(rendered["cluster"], "Service", "telemetry-otlp-traces-local")["spec"]["internalTrafficPolicy"] == "Cluster"
+    agent = find(rendered["draining"], "DaemonSet", "trace-agent")["spec"]["template"]["spec"]
+    sleep = container({"spec": {"template": {"spec": agent}}, "kind": "DaemonSet", "metadata": {"name": "a"}},
+                      "otel-collector")["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert sleep == 10 + 90 + 30 + 15, "settle + within + hold + 15 s by default"
+    assert agent["terminationGracePeriodSeconds"] > sleep
+    assert find(rendered["draining"], "Service", "telemetry-otlp-traces-local")["spec"]["internalTrafficPolicy"] == "Local"
+    assert rendered["check-all-up"][0]["spec"]["tolerations"][0]["key"] == "node-role.kubernetes.io/control-plane"
 
 
 FAKE_KUBECTL = textwrap.dedent(
-    r'''
+    r"""
     #!{python}
-    """A stand-in kubectl for testing deploy/verify.sh's logic: a 3-node cluster
-    whose every call is logged. `kubectl kustomize` runs the real kubectl."""
+    # A stand-in kubectl for testing deploy/verify.sh's logic: a 3-node cluster
+    # whose every call is logged. `kubectl kustomize` runs the real kubectl.
     import json, os, shutil, sys
+    import yaml
     REAL = {real!r}
     state = os.environ["FAKE_KUBE_DIR"]
     args = sys.argv[1:]
@@ -815,10 +849,12 @@ FAKE_KUBECTL = textwrap.dedent(
     with open(os.path.join(state, "calls.jsonl"), "a") as f:
         f.write(json.dumps(args) + "\n")
 
-    def counter(name):
+    def counter(name, bump=True):
         path = os.path.join(state, name)
-        n = int(open(path).read()) + 1 if os.path.exists(path) else 1
-        open(path, "w").write(str(n))
+        n = int(open(path).read()) if os.path.exists(path) else 0
+        if bump:
+            n += 1
+            open(path, "w").write(str(n))
         return n
 
     def phase(value=None):
@@ -829,6 +865,13 @@ FAKE_KUBECTL = textwrap.dedent(
 
     def opt(name):
         return args[args.index(name) + 1] if name in args else None
+
+    def check_failed():
+        n = counter("checks", bump=False)
+        if str(n) == os.environ.get("FAKE_FAIL_CHECK"):
+            return True
+        # remote spans under Cluster policy: --expect-local fails (unless told otherwise)
+        return phase() == "cluster" and not os.environ.get("FAKE_CLUSTER_PASSES")
 
     nodes = ["node-b", "node-a", "node-c", "node-a"]  # unsorted, repeated: the script sorts
     if args[:2] == ["config", "current-context"]:
@@ -844,14 +887,34 @@ FAKE_KUBECTL = textwrap.dedent(
     elif args[:1] == ["apply"]:
         n = counter("applies")
         shutil.copy(opt("-f"), os.path.join(state, "applied-%d.yaml" % n))
-        phase("broken" if opt("-f").endswith("broken.yaml") else "base")
+        phase(os.path.basename(opt("-f")).split(".")[0])
+    elif args[:1] == ["create"] and "-f" in args and "--raw" not in args:
+        n = counter("checks")
+        pod = yaml.safe_load(open(opt("-f")))
+        with open(os.path.join(state, "checks.jsonl"), "a") as f:
+            f.write(json.dumps(pod["spec"]["containers"][0]["args"]) + "\n")
+        print("pod/" + pod["metadata"]["name"] + " created")
+    elif args[:2] == ["get", "pod"]:
+        out = opt("-o")
+        if "phase" in out:
+            print("Failed" if check_failed() else "Succeeded", end="")
+        elif "exitCode" in out:
+            print("1" if check_failed() else "0", end="")
+    elif args[:1] == ["logs"]:
+        print("GENERATOR NODE  AGENT NODE  SPANS")
+        print("FAIL" if check_failed() else "PASS")
+    elif args[:2] == ["get", "endpointslices"]:
+        print("node-a false true true\nnode-b true true false\nnode-c true true false")
+    elif args[:2] == ["get", "pods"] and "restartCount" in opt("-o"):
+        loop = os.environ.get("FAKE_NO_CRASHLOOP") and "node-b=0/true/ " or "node-b=1/false/CrashLoopBackOff "
+        print("node-a=2/false/CrashLoopBackOff " + loop + "node-c=1/false/", end="")
     elif args[:2] == ["get", "pods"]:
         selector = opt("-l")
         field = opt("--field-selector")
         if field is None:
             print("\n".join(nodes))
         elif selector.endswith("trace-gen"):
-            print("trace-gen-" + field.split("=")[1], end="")
+            print("trace-gen-" + field.split(",")[0].split("=")[1], end="")
         # agents: none left on the node asked about
     elif args[:2] == ["get", "daemonset"]:
         print("2 2 3 3 0", end="")
@@ -861,8 +924,9 @@ FAKE_KUBECTL = textwrap.dedent(
         path = args[2]
         if "/services/" in path:
             total = 0 if phase() == "broken" else 300
-            print(json.dumps({{"schema": "trace-sink/stats/v1", "spans_total": total, "local_spans": total,
-                              "remote_spans": 0, "unattributed_spans": 0}}))
+            remote = 120 if phase() == "cluster" and not os.environ.get("FAKE_CLUSTER_PASSES") else 0
+            print(json.dumps({{"schema": "trace-sink/stats/v1", "spans_total": total, "local_spans": total - remote,
+                              "remote_spans": remote, "unattributed_spans": 0}}))
         else:
             n = counter("genstats-" + path.split("/pods/")[1].split(":")[0]) * 10
             print(json.dumps({{"schema": "trace-gen/stats/v1", "spans_failed": n,
@@ -871,17 +935,11 @@ FAKE_KUBECTL = textwrap.dedent(
         if str(counter("rollouts")) == os.environ.get("FAKE_FAIL_ROLLOUT"):
             print("error: timed out waiting for the condition", file=sys.stderr)
             sys.exit(1)
-    elif args[:1] == ["exec"]:
-        n = counter("checks")
-        print("generator node -> agent node: spans")
-        if str(n) == os.environ.get("FAKE_FAIL_CHECK"):
-            print("FAIL: remote spans")
-            sys.exit(1)
-    '''
+    """
 ).lstrip()
 
 
-def run_verify_with_fake_kubectl(tmp_path: Path, **env_extra: str) -> tuple[subprocess.CompletedProcess, list[list[str]], Path]:
+def run_verify_with_fake_kubectl(tmp_path: Path, *flags: str, **env_extra: str) -> tuple[subprocess.CompletedProcess, list[list[str]], Path]:
     bindir, state = tmp_path / "bin", tmp_path / "state"
     bindir.mkdir()
     state.mkdir()
@@ -892,7 +950,7 @@ def run_verify_with_fake_kubectl(tmp_path: Path, **env_extra: str) -> tuple[subp
     env.update(FAKE_KUBE_DIR=str(state), **env_extra)
     before = set((REPO / "target").glob("verify.*"))
     result = subprocess.run(
-        ["bash", str(DEPLOY / "verify.sh"), "--settle", "0", "--timeout", "5"],
+        ["bash", str(DEPLOY / "verify.sh"), "--settle", "0", "--timeout", "5", *flags],
         capture_output=True,
         text=True,
         timeout=120,
@@ -905,47 +963,94 @@ def run_verify_with_fake_kubectl(tmp_path: Path, **env_extra: str) -> tuple[subp
 
 
 def table_rows(stdout: str) -> dict[str, str]:
-    return {line.split()[0]: line for line in stdout.splitlines() if re.match(r"^[1-4]\s", line)}
+    return {line.split()[0]: line for line in stdout.splitlines() if re.match(r"^[1-6]\s", line)}
 
 
-def test_verify_runs_the_four_steps_and_cleans_up(tmp_path):
-    """Against a stand-in 3-node cluster where everything behaves: four PASS
-    rows with the sink's and the generators' numbers, the agent removed from
-    the first node and given back, the broken config applied then restored,
-    everything deleted at the end; exit 0."""
-    result, calls, _ = run_verify_with_fake_kubectl(tmp_path)
+def check_args(state: Path) -> list[list[str]]:
+    return [json.loads(line) for line in (state / "checks.jsonl").read_text().splitlines()]
+
+
+def test_verify_runs_the_six_steps_and_cleans_up(tmp_path):
+    """Against a stand-in 3-node cluster where everything behaves: six PASS
+    rows (the Cluster-policy one because its check failed, as it must) with the
+    sink's and the generators' numbers, the agent removed from the first node
+    and given back (twice), the overlays applied in order, the step hook called
+    for every check, a JSON result, everything deleted at the end; exit 0."""
+    hook_log = tmp_path / "hook.log"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f'#!/bin/sh\necho "$@" >>{hook_log}\n')
+    hook.chmod(0o755)
+    out = tmp_path / "verify.json"
+    result, calls, state = run_verify_with_fake_kubectl(tmp_path, "--results-json", str(out), "--step-hook", str(hook))
     assert result.returncode == 0, result.stdout + result.stderr
     rows = table_rows(result.stdout)
-    assert sorted(rows) == ["1", "2", "3", "4"]
-    assert all(row.rstrip().endswith("PASS") for row in rows.values()), result.stdout
+    assert sorted(rows) == ["1", "2", "3", "4", "5", "6"]
+    assert all("PASS" in row for row in rows.values()), result.stdout
+    assert "PASS (check failed, as expected)" in rows["5"] and "120 spans remote" in rows["5"]
     assert "300 (local 300, remote 0, unattributed 0)" in rows["1"]
     assert "agent removed from node-a" in rows["2"] and "node-a +10 (since start: connect_timeout=20)" in rows["2"]
     assert rows["3"].split("PASS")[0].count("connect_timeout=") == 3 and " 0 (local 0" in rows["3"]
-    checks = [c[c.index("--") + 1 :] for c in calls if c[0] == "exec"]
+    assert "local agent terminating on node-a" in rows["6"]
+    checks = check_args(state)
+    assert len(checks) == 6
     assert checks[0][checks[0].index("--from-nodes") + 1] == "node-a,node-b,node-c"
     assert checks[1][checks[1].index("--silent-nodes") + 1] == "node-a"
     assert checks[1][checks[1].index("--from-nodes") + 1] == "node-b,node-c"
     assert "--min-spans" in checks[2] and checks[2][checks[2].index("--silent-nodes") + 1] == "node-a,node-b,node-c"
-    verbs = [c[0] for c in calls if c[0] in ("apply", "patch", "label", "delete")]
-    assert verbs == ["apply", "label", "label", "apply", "apply", "delete", "delete"]
+    assert "--expect-local" in checks[4] and "--expect-local" in checks[5]
+    verbs = [c[0] for c in calls if c[0] in ("apply", "patch", "label") or c[:2] == ["delete", "-f"]]
+    assert verbs == ["apply", "label", "label", "apply", "apply", "apply", "apply", "label", "label", "delete", "delete"]
     labels = [c for c in calls if c[0] == "label"]
-    assert labels[0][1:4] == ["node", labels[0][2], "trace-gen-sink/no-agent=true"]
-    assert labels[1][1:4] == ["node", labels[0][2], "trace-gen-sink/no-agent-"], "the same node gets its agent back"
+    assert all(lab[2] == labels[0][2] for lab in labels), "the same node each time"
+    assert [lab[3] for lab in labels] == ["trace-gen-sink/no-agent=true", "trace-gen-sink/no-agent-"] * 2
     applied = [c[c.index("-f") + 1] for c in calls if c[0] == "apply"]
-    assert [Path(p).name for p in applied] == ["base.yaml", "broken.yaml", "base.yaml"]
+    assert [Path(p).name for p in applied] == ["base.yaml", "broken.yaml", "base.yaml", "cluster.yaml", "draining.yaml"]
     resets = [c for c in calls if c[:2] == ["create", "--raw"]]
-    assert len(resets) == 4 and all(c[2].endswith("/services/http:trace-sink:http-api/proxy/reset") for c in resets)
+    assert len(resets) == 6 and all(c[2].endswith("/services/http:trace-sink:http-api/proxy/reset") for c in resets)
+    assert hook_log.read_text().split("\n")[:-1] == [f"{k} check" for k in STEP_KEYS]
+    res = json.loads(out.read_text())
+    assert res["pass"] is True and res["result"] == "complete"
+    assert [s["key"] for s in res["steps"]] == STEP_KEYS
+    assert all(s["pass"] is True and s["verdict"].startswith("PASS") and s["title"] and s["explanation"]
+               for s in res["steps"])
+    assert "node-a=2/false/CrashLoopBackOff" in res["steps"][2]["explanation"]
+    assert all("attribution" in s for s in res["steps"])
 
 
 def test_verify_reports_a_failed_step_and_still_cleans_up(tmp_path):
     """When step 2's check fails, that row says FAIL, the others still run, the
     cluster is still cleaned up, and the exit status is 1."""
-    result, calls, _ = run_verify_with_fake_kubectl(tmp_path, FAKE_FAIL_CHECK="2")
+    out = tmp_path / "verify.json"
+    result, calls, _ = run_verify_with_fake_kubectl(tmp_path, "--results-json", str(out), FAKE_FAIL_CHECK="2")
     assert result.returncode == 1, result.stdout + result.stderr
     rows = table_rows(result.stdout)
     assert rows["2"].rstrip().endswith("FAIL")
-    assert all(rows[s].rstrip().endswith("PASS") for s in ("1", "3", "4"))
+    assert all("PASS" in rows[s] for s in ("1", "3", "4", "5", "6"))
     assert [c[0] for c in calls[-2:]] == ["delete", "delete"]
+    res = json.loads(out.read_text())
+    assert res["pass"] is False and [s["pass"] for s in res["steps"]] == [True, False, True, True, True, True]
+
+
+def test_verify_crash_loop_step_needs_every_agent_restarting(tmp_path):
+    """Step 3 passes only when every agent pod has restarted and is not ready (a
+    crash loop, read from the pods' status), not merely because nothing arrived."""
+    out = tmp_path / "verify.json"
+    result, _, _ = run_verify_with_fake_kubectl(tmp_path, "--results-json", str(out), FAKE_NO_CRASHLOOP="1")
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = table_rows(result.stdout)
+    assert rows["3"].rstrip().endswith("FAIL")
+    step = json.loads(out.read_text())["steps"][2]
+    assert step["key"] == "crash-loop" and "node-b=0/true/" in step["explanation"]
+
+
+def test_verify_negative_control_fails_when_the_check_passes(tmp_path):
+    """If the local-only check passed under Cluster policy (no remote span seen),
+    step 5 is a FAIL and the run exits 1: a check that cannot fail proves nothing."""
+    result, _, _ = run_verify_with_fake_kubectl(tmp_path, FAKE_CLUSTER_PASSES="1")
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = table_rows(result.stdout)
+    assert rows["5"].rstrip().endswith("FAIL") and "yes (unexpected)" in rows["5"]
+    assert all("PASS" in rows[s] for s in ("1", "2", "3", "4", "6"))
 
 
 def test_verify_leaves_existing_namespaces_alone(tmp_path):
@@ -964,11 +1069,14 @@ def test_verify_aborted_midway_prints_the_steps_so_far_and_cleans_up(tmp_path):
     """A rollout that times out (here the 4th: the agent coming back to the
     node step 2 took it from) aborts the run: non-zero exit, the rows so far
     are printed, and the clean-up still deletes what was created."""
-    result, calls, _ = run_verify_with_fake_kubectl(tmp_path, FAKE_FAIL_ROLLOUT="4")
+    out = tmp_path / "verify.json"
+    result, calls, _ = run_verify_with_fake_kubectl(tmp_path, "--results-json", str(out), FAKE_FAIL_ROLLOUT="4")
     assert result.returncode == 2, "an aborted run is a setup problem"
     assert "ABORTED" in result.stdout
     assert sorted(table_rows(result.stdout)) == ["1", "2"]
     assert [c[0] for c in calls[-2:]] == ["delete", "delete"]
+    res = json.loads(out.read_text())
+    assert res["pass"] is False and res["result"].startswith("aborted") and len(res["steps"]) == 2
 
 
 def test_verify_refuses_to_touch_foreign_objects(tmp_path):
@@ -978,4 +1086,27 @@ def test_verify_refuses_to_touch_foreign_objects(tmp_path):
     result, calls, _ = run_verify_with_fake_kubectl(tmp_path, FAKE_FOREIGN="Service/telemetry-otlp-traces-local")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "not part of trace-gen-sink" in result.stderr
-    assert not [c for c in calls if c[0] in ("apply", "patch", "delete", "create", "exec")]
+    assert not [c for c in calls if c[0] in ("apply", "patch", "delete", "create", "exec", "label")]
+
+
+def test_verify_rbac_grants_what_verify_needs_and_no_more():
+    """deploy/verify-rbac: one ServiceAccount bound to one ClusterRole; it can
+    do what verify.sh's plan does (namespaces, node labels, the workloads, the
+    check pods and their logs, the API proxy, EndpointSlices) but not exec,
+    secrets or RBAC. The lab runs verify.sh with exactly this account."""
+    objs = render("deploy/verify-rbac")
+    role = find(objs, "ClusterRole", "trace-gen-sink-verify")
+    binding = find(objs, "ClusterRoleBinding", "trace-gen-sink-verify")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "trace-gen-sink-verify",
+                                    "namespace": "trace-gen-sink-verify"}]
+    grants = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    for need in [("", "namespaces", "create"), ("", "namespaces", "delete"), ("", "namespaces", "watch"),
+                 ("", "configmaps", "watch"), ("apps", "daemonsets", "watch"), ("", "nodes", "patch"),
+                 ("apps", "daemonsets", "patch"), ("apps", "deployments", "create"), ("", "configmaps", "create"),
+                 ("", "services", "patch"), ("", "pods", "create"), ("", "pods", "delete"), ("", "pods/log", "get"),
+                 ("", "services/proxy", "create"), ("", "services/proxy", "get"), ("", "pods/proxy", "get"),
+                 ("discovery.k8s.io", "endpointslices", "list")]:
+        assert need in grants, need
+    resources = {r for _, r, _ in grants}
+    assert not resources & {"pods/exec", "secrets", "roles", "clusterroles", "rolebindings", "clusterrolebindings", "*"}
+    assert not any(v == "*" for _, _, v in grants)

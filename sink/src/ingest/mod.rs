@@ -38,13 +38,16 @@ use crate::metrics::Metrics;
 use crate::outcome::{Outcome, Via};
 use accounting::Accounting;
 use attribution::{AttributionKeys, RequestSummary};
-use wire::{TraceRequest, count_json_objects};
+use wire::{ScanError, TraceRequest, count_json_objects};
 
 /// One OTLP signal as the ingest path sees it.
 pub trait Signal {
     /// The lean request type: decodes from the signal's protobuf and OTLP/JSON,
     /// keeping only what attribution reads.
     type Request: Message + Default + serde::de::DeserializeOwned;
+    /// Counts the elements of a protobuf request, failing beyond `limit`,
+    /// without decoding it (the reference path, [`Ingest::decode`]).
+    fn count_elements(protobuf: &[u8], limit: u64) -> Result<u64, ScanError>;
     /// Counts the elements of a protobuf request, failing beyond `limit`,
     /// and groups its items by origin, in one pass and borrowing from it.
     fn scan<'a>(
@@ -62,6 +65,9 @@ pub enum Traces {}
 
 impl Signal for Traces {
     type Request = TraceRequest;
+    fn count_elements(protobuf: &[u8], limit: u64) -> Result<u64, ScanError> {
+        wire::count_elements(protobuf, limit)
+    }
     fn scan<'a>(
         protobuf: &'a [u8],
         keys: &AttributionKeys,
@@ -115,12 +121,13 @@ impl Ingest {
         max_elements: u64,
         max_series: usize,
         max_gaps: usize,
+        max_total_gaps: usize,
         metrics: std::sync::Arc<Metrics>,
     ) -> Self {
         Ingest {
             keys,
             max_elements,
-            accounting: Accounting::new(max_series, max_gaps, metrics),
+            accounting: Accounting::new(max_series, max_gaps, max_total_gaps, metrics),
         }
     }
 
@@ -136,13 +143,7 @@ impl Ingest {
     ) -> Result<Accepted, Rejected> {
         let json: S::Request;
         let summary = match protocol {
-            Protocol::Grpc | Protocol::HttpProtobuf => S::scan(body, &self.keys, self.max_elements)
-                .map_err(|r| match r {
-                    scan::Refused::TooMany => self.too_many(),
-                    scan::Refused::Malformed(why) => {
-                        Rejected::bad(format!("invalid OTLP protobuf message: {why}"))
-                    }
-                })?,
+            Protocol::Grpc | Protocol::HttpProtobuf => self.scan::<S>(body)?,
             Protocol::HttpJson => {
                 json = self.decode_json::<S>(body)?;
                 S::attribute(&json, &self.keys)
@@ -174,6 +175,51 @@ impl Ingest {
             serde_json::from_slice::<S::Request>(body)
                 .map_err(|e| Rejected::bad(format!("invalid OTLP/JSON body: {e}")))
         }
+    }
+
+    /// The count-then-decode path alone (element count, then the lean decode),
+    /// nothing counted. Public for the differential test and the fuzz targets,
+    /// which hold it to the reference decoders; protobuf requests are ingested
+    /// through [`Ingest::summarize`], which those hold to this.
+    pub fn decode<S: Signal>(
+        &self,
+        body: &[u8],
+        protocol: Protocol,
+    ) -> Result<S::Request, Rejected> {
+        match protocol {
+            Protocol::Grpc | Protocol::HttpProtobuf => {
+                match S::count_elements(body, self.max_elements) {
+                    Err(ScanError::TooMany) => return Err(self.too_many()),
+                    Err(ScanError::Malformed) => {
+                        return Err(Rejected::bad(
+                            "invalid OTLP protobuf message: malformed wire format",
+                        ));
+                    }
+                    Ok(_) => {}
+                }
+                S::Request::decode(body)
+                    .map_err(|e| Rejected::bad(format!("invalid OTLP protobuf message: {e}")))
+            }
+            Protocol::HttpJson => self.decode_json::<S>(body),
+        }
+    }
+
+    /// Steps 1 and 2 of [`Ingest::export`] for a protobuf body: the one-pass
+    /// scan, nothing counted. Public for the differential test and the fuzz
+    /// targets, which hold it to [`Ingest::decode`] + attribution.
+    pub fn scan<'a, S: Signal>(&self, body: &'a [u8]) -> Result<RequestSummary<'a>, Rejected> {
+        S::scan(body, &self.keys, self.max_elements).map_err(|r| match r {
+            scan::Refused::TooMany => self.too_many(),
+            scan::Refused::Malformed(why) => {
+                Rejected::bad(format!("invalid OTLP protobuf message: {why}"))
+            }
+        })
+    }
+
+    /// Attribution of a decoded request with this ingest's keys (what
+    /// [`Ingest::export`] does after decoding OTLP/JSON).
+    pub fn attribute<'a, S: Signal>(&self, req: &'a S::Request) -> RequestSummary<'a> {
+        S::attribute(req, &self.keys)
     }
 
     /// Counts a request a receiver refused (its own transport checks, or a

@@ -14,7 +14,9 @@
 //! lean [`TraceRequest`](super::wire::TraceRequest) with prost would
 //! (wire types of the fields it reads, UTF-8 of every attribute key and string
 //! value, varints, lengths, groups, tag 0), and reads the same values: the
-//! first attribute with a key, the last of its string or int values. The tests
+//! first attribute with a key, the last member of its value, of any kind
+//! (a later bool, double, array, kvlist or bytes member clears an earlier
+//! string or int, as in `wire::AnyValue`). The tests
 //! check that against prost on generated and mutated requests. Two
 //! differences, both in which error a doubly bad request gets: a request that
 //! is malformed *and* over the element limit is answered as whichever the
@@ -203,6 +205,32 @@ fn key_value<'a>(mut buf: &'a [u8]) -> Res<(&'a str, Option<Val<'a>>)> {
                                 return Err(Refused::Malformed("wrong wire type for intValue"));
                             }
                             v = Some(Val::Int(varint(&mut any)? as i64));
+                        }
+                        // The other members (bool, double, array, kvlist,
+                        // bytes, string index), checked as prost checks them
+                        // (`wire::AnyValue`): the last member of any kind wins,
+                        // so a later one of these clears an earlier string or int.
+                        2 | 8 => {
+                            if wt != WT_VARINT {
+                                return Err(Refused::Malformed(
+                                    "wrong wire type for an AnyValue member",
+                                ));
+                            }
+                            varint(&mut any)?;
+                            v = None;
+                        }
+                        4 => {
+                            if wt != WT_I64 {
+                                return Err(Refused::Malformed(
+                                    "wrong wire type for an AnyValue member",
+                                ));
+                            }
+                            take(&mut any, 8)?;
+                            v = None;
+                        }
+                        5..=7 => {
+                            len_delimited(&mut any, wt)?;
+                            v = None;
                         }
                         _ => skip(&mut any, tag, wt, RECURSION_LIMIT)?,
                     }
@@ -648,7 +676,74 @@ mod tests {
         ]
         .concat();
         out.push([field(1, &rs_bytes), vec![0x10, 0x01]].concat());
+        // A string or int followed by a member of another kind: the later
+        // member wins and the attribute reads as unusable (issue 9's rule).
+        for tail in LATER_MEMBERS {
+            out.push(any_value_case(tail));
+        }
         out
+    }
+
+    /// AnyValue members after a string or int: bool, double, array, kvlist,
+    /// bytes, string index, and an unknown member (skipped, so it clears nothing).
+    const LATER_MEMBERS: [&[u8]; 7] = [
+        &[0x10, 0x01],
+        &[0x21, 0, 0, 0, 0, 0, 0, 0xf8, 0x3f],
+        &[0x2a, 0x00],
+        &[0x32, 0x00],
+        &[0x3a, 0x01, 0xff],
+        &[0x40, 0x02],
+        &[0x48, 0x01],
+    ];
+
+    /// Members of another kind with a wrong wire type or cut short.
+    const BAD_MEMBERS: [&[u8]; 4] = [
+        &[0x12, 0x00],
+        &[0x21, 0, 0],
+        &[0x28, 0x01],
+        &[0x45, 0, 0, 0, 0],
+    ];
+
+    /// A request whose three resource keys and sequence number each have the
+    /// value "n9" (a string) followed by `tail`.
+    fn any_value_case(tail: &[u8]) -> Vec<u8> {
+        let kv = |k: &str, v: &[u8]| [field(1, k.as_bytes()), field(2, v)].concat();
+        let value = [field(1, b"9"), tail.to_vec()].concat();
+        let res = [
+            field(1, &kv(keys::GENERATOR_NODE, &value)),
+            field(1, &kv(keys::AGENT_NODE, &value)),
+            field(1, &kv(keys::GENERATOR_ID, &value)),
+        ]
+        .concat();
+        let sp = field(2, &field(9, &kv(keys::SEQUENCE, &value)));
+        field(1, &[field(1, &res), field(2, &sp)].concat())
+    }
+
+    /// A later member of another kind clears the string: no origin, no sequence
+    /// number (what `wire::AnyValue` reads); malformed members are refused.
+    #[test]
+    fn any_value_last_member_of_any_kind_wins() {
+        let keys = AttributionKeys::default();
+        for (i, tail) in LATER_MEMBERS.iter().enumerate() {
+            let bytes = any_value_case(tail);
+            assert!(agree(&bytes, &keys, 10_000));
+            let got = scan(&bytes, &keys, 10_000).unwrap();
+            let origin = got.origins.keys().next().unwrap();
+            if i < 6 {
+                assert_eq!(origin.generator_node, None, "{tail:02x?}");
+                assert_eq!(got.origins.values().next().unwrap().seqs, Vec::<u64>::new());
+            } else {
+                assert_eq!(origin.generator_node, Some("9"), "{tail:02x?}");
+            }
+        }
+        for tail in BAD_MEMBERS {
+            let bytes = any_value_case(tail);
+            assert!(!agree(&bytes, &keys, 10_000), "{tail:02x?}");
+            assert!(matches!(
+                scan(&bytes, &keys, 10_000),
+                Err(Refused::Malformed(_))
+            ));
+        }
     }
 
     fn field(tag: u8, payload: &[u8]) -> Vec<u8> {

@@ -147,6 +147,22 @@ impl SeqSet {
     pub fn intervals(&self) -> usize {
         self.ranges.len()
     }
+
+    /// Freezes the lowest intervals until at most `keep` (at least 1) remain,
+    /// as the cap does; returns how many were freed. Gaps below the new floor
+    /// stay counted as missing.
+    pub fn freeze_to(&mut self, keep: usize) -> usize {
+        let keep = keep.max(1);
+        let mut freed = 0;
+        while self.ranges.len() > keep {
+            let Some((_, end)) = self.ranges.pop_first() else {
+                break;
+            };
+            self.floor = end.saturating_add(1);
+            freed += 1;
+        }
+        freed
+    }
 }
 
 /// Sorts `seqs` and collapses it into runs of consecutive numbers; also returns
@@ -236,6 +252,25 @@ mod tests {
         }
         assert_eq!(s.missing(), 999);
         assert_eq!(s.untracked(), 501);
+    }
+
+    /// Freezing to a smaller share keeps the missing count and sends late
+    /// numbers below the floor to `untracked`, never to "seen".
+    #[test]
+    fn freeze_to_keeps_missing() {
+        let mut s = SeqSet::new(100);
+        for n in (0..50).map(|i| i * 3) {
+            s.insert(n);
+        }
+        let missing = s.missing();
+        assert_eq!(s.freeze_to(5), 45);
+        assert_eq!((s.intervals(), s.missing()), (5, missing));
+        assert_eq!(s.insert(1), Insert::Untracked);
+        assert_eq!(
+            s.missing(),
+            missing,
+            "a late number below the floor fills no gap"
+        );
     }
 
     /// Ranges count their overlap with what was there as duplicates and merge.

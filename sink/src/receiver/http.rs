@@ -5,9 +5,13 @@
 //! 200 with an `ExportTraceServiceResponse`; 400 (undecodable), 413 (over
 //! `--max-request-bytes`, checked on the wire and again while inflating, so a
 //! gzip bomb is cut off, not inflated), 415 (content type or encoding) and 405
-//! (method) with a `google.rpc.Status` carrying a one-line message.
+//! (method) and 503 with `Retry-After` (the byte budget `--max-buffered-bytes`
+//! was full) with a `google.rpc.Status` carrying a one-line message.
+//!
+//! Fairness: the body is read without a decode slot, charged to the byte
+//! budget as it arrives ([`crate::budget`]); the slot is taken once the whole
+//! body is in memory, for inflating and decoding.
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +28,8 @@ use prost::Message;
 use trace_proto::otlp::ExportTraceServiceResponse;
 use trace_proto::protocol::Protocol;
 
+use super::GunzipError;
+use crate::budget::{BodyError, Budget, BudgetBody, Held};
 use crate::ingest::{Rejected, Traces};
 use crate::outcome::{Outcome, Via};
 use crate::state::Shared;
@@ -121,22 +127,32 @@ fn reject(shared: &Shared, protocol: Protocol, enc: Encoding, r: Rejected) -> Re
             tonic::Code::InvalidArgument,
         ),
         Outcome::Timeout => (StatusCode::REQUEST_TIMEOUT, tonic::Code::DeadlineExceeded),
+        Outcome::Busy => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
         _ => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
     };
     shared.ingest.reject(protocol, r.outcome);
-    error(Some(enc), status, code, r.message)
+    let mut resp = error(Some(enc), status, code, r.message);
+    if r.outcome == Outcome::Busy {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    resp
 }
 
 fn rejected(outcome: Outcome, message: String) -> Rejected {
     Rejected { outcome, message }
 }
 
+/// Reads the whole body within `timeout` and `max` bytes, charging it to
+/// `budget` as it arrives.
 async fn read_body(
     body: Body,
-    headers: &HeaderMap,
     max: usize,
     timeout: Duration,
+    budget: Arc<Budget>,
+    held: Held,
 ) -> Result<Bytes, Rejected> {
+    let body = BudgetBody::new(body, budget, held);
     let read = tokio::time::timeout(timeout, Limited::new(body, max).collect());
     let Ok(collected) = read.await else {
         return Err(rejected(
@@ -144,41 +160,46 @@ async fn read_body(
             format!("request body not received within {timeout:?}"),
         ));
     };
-    let raw = match collected {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(rejected(
-                Outcome::TooLarge,
-                format!("request body exceeds the limit of {max} bytes"),
-            ));
-        }
-        Err(e) => {
-            return Err(rejected(
+    match collected {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(rejected(
+            Outcome::TooLarge,
+            format!("request body exceeds the limit of {max} bytes"),
+        )),
+        Err(e) => match e.downcast::<BodyError>() {
+            Ok(b) => match *b {
+                BodyError::Busy(busy) => Err(rejected(Outcome::Busy, busy.to_string())),
+                BodyError::Inner(e) => Err(rejected(
+                    Outcome::BadRequest,
+                    format!("could not read the request body: {e}"),
+                )),
+            },
+            Err(e) => Err(rejected(
                 Outcome::BadRequest,
                 format!("could not read the request body: {e}"),
-            ));
-        }
-    };
+            )),
+        },
+    }
+}
+
+/// Undoes `Content-Encoding`, bounded by `max` bytes of output.
+fn inflate(raw: Bytes, headers: &HeaderMap, max: usize) -> Result<Bytes, Rejected> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
     match encoding.as_deref() {
         None | Some("") | Some("identity") => Ok(raw),
-        Some("gzip") => {
-            let mut out = Vec::new();
-            let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
-            flate2::read::MultiGzDecoder::new(&raw[..])
-                .take(limit)
-                .read_to_end(&mut out)
-                .map_err(|e| rejected(Outcome::BadRequest, format!("invalid gzip body: {e}")))?;
-            if out.len() > max {
-                return Err(rejected(
-                    Outcome::TooLarge,
-                    format!("decompressed request body exceeds the limit of {max} bytes"),
-                ));
-            }
-            Ok(out.into())
-        }
+        Some("gzip") => match super::gunzip(&raw, max) {
+            Ok(out) => Ok(out.into()),
+            Err(GunzipError::Invalid(e)) => Err(rejected(
+                Outcome::BadRequest,
+                format!("invalid gzip body: {e}"),
+            )),
+            Err(GunzipError::TooLarge) => Err(rejected(
+                Outcome::TooLarge,
+                format!("decompressed request body exceeds the limit of {max} bytes"),
+            )),
+        },
         Some(other) => Err(rejected(
             Outcome::UnsupportedMediaType,
             format!("unsupported Content-Encoding {other:?}: use gzip or none"),
@@ -211,24 +232,43 @@ async fn export(
         );
     };
     let protocol = enc.protocol();
-    // Bounded decoding: at most --max-concurrent-requests requests (both
-    // receivers) are read and decoded at once; the others wait, unread.
-    // The semaphore is never closed, so acquiring cannot fail.
-    let _slot = shared.request_slots.clone().acquire_owned().await.ok();
-    let bytes = match read_body(
+    // The body is read without a slot, charged to the byte budget as it
+    // arrives; the charge is held until the answer.
+    let held = Held::default();
+    let max = shared.config.max_request_bytes;
+    let deadline = tokio::time::Instant::now() + shared.config.request_timeout;
+    let raw = match read_body(
         body,
-        &headers,
-        shared.config.max_request_bytes,
+        max,
         shared.config.request_timeout,
+        shared.budget.clone(),
+        held.clone(),
     )
     .await
     {
         Ok(b) => b,
         Err(r) => return reject(&shared, protocol, enc, r),
     };
+    // Bounded decoding: at most --max-concurrent-requests bodies (both
+    // receivers) are inflated and decoded at once; the others wait, whole.
+    // The semaphore is never closed, so acquiring cannot fail; the wait
+    // counts towards --request-timeout, as on the gRPC side.
+    let Ok(_slot) = tokio::time::timeout_at(deadline, shared.request_slots.acquire()).await else {
+        let timeout = shared.config.request_timeout;
+        let r = rejected(
+            Outcome::Timeout,
+            format!("request not counted within {timeout:?} (the sink is busy decoding)"),
+        );
+        return reject(&shared, protocol, enc, r);
+    };
+    let bytes = match inflate(raw, &headers, max) {
+        Ok(b) => b,
+        Err(r) => return reject(&shared, protocol, enc, r),
+    };
     if let Err(r) = shared.ingest.export::<Traces>(&bytes, protocol, Some(peer)) {
         return reject(&shared, protocol, enc, r);
     }
+    drop(held);
     let body = match enc {
         Encoding::Protobuf => ExportTraceServiceResponse::default().encode_to_vec(),
         Encoding::Json => b"{}".to_vec(),

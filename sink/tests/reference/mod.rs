@@ -1,0 +1,259 @@
+//! The reference comparison shared by the differential test
+//! (`sink/tests/differential.rs`) and the fuzz targets (`fuzz/`, which include
+//! this file by path): what the sink reads from a request, set against what the
+//! full `opentelemetry-proto` types read from it.
+#![allow(dead_code)]
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use trace_proto::{keys, otlp};
+use trace_sink::ingest::attribution::AttributionKeys;
+use trace_sink::ingest::wire::{self, TraceRequest, Value};
+
+/// Attribute keys the generators use: the ones the sink reads, and others.
+pub const KEYS: &[&str] = &[
+    keys::GENERATOR_NODE,
+    keys::AGENT_NODE,
+    keys::GENERATOR_ID,
+    keys::SEQUENCE,
+    "service.name",
+    "x",
+    "",
+];
+
+/// One attribute as the sink holds it: key and value (`None`: no value message).
+pub type Attr = (String, Option<Option<Value>>);
+/// Per resource spans: the resource's attributes (if present), then per scope
+/// spans, per span, its attributes.
+pub type Model = Vec<(Option<Vec<Attr>>, Vec<Vec<Vec<Attr>>>)>;
+
+pub fn lean_of(v: Option<&any_value::Value>) -> Option<Value> {
+    v.map(|v| match v {
+        any_value::Value::StringValue(s) => Value::StringValue(s.clone()),
+        any_value::Value::IntValue(i) => Value::IntValue(*i),
+        _ => Value::Other,
+    })
+}
+
+pub fn full_attrs(attrs: &[KeyValue]) -> Vec<Attr> {
+    attrs
+        .iter()
+        .map(|kv| {
+            let value = kv.value.as_ref().map(|v| lean_of(v.value.as_ref()));
+            (kv.key.clone(), value)
+        })
+        .collect()
+}
+
+pub fn lean_attrs(attrs: &[wire::KeyValue]) -> Vec<Attr> {
+    attrs
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.as_ref().map(|v| v.value.clone())))
+        .collect()
+}
+
+pub fn full_model(r: &ExportTraceServiceRequest) -> Model {
+    r.resource_spans
+        .iter()
+        .map(|rs| {
+            (
+                rs.resource.as_ref().map(|res| full_attrs(&res.attributes)),
+                rs.scope_spans
+                    .iter()
+                    .map(|ss| ss.spans.iter().map(|s| full_attrs(&s.attributes)).collect())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+pub fn lean_model(r: &TraceRequest) -> Model {
+    r.resource_spans
+        .iter()
+        .map(|rs| {
+            (
+                rs.resource.as_ref().map(|res| lean_attrs(&res.attributes)),
+                rs.scope_spans
+                    .iter()
+                    .map(|ss| ss.spans.iter().map(|s| lean_attrs(&s.attributes)).collect())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// The sink's readers agree with trace-proto's on the keys the sink reads.
+pub fn assert_reads_agree(full: &[KeyValue], lean: &[wire::KeyValue]) {
+    for key in KEYS {
+        assert_eq!(wire::get_str(lean, key), otlp::get_str(full, key), "{key}");
+        assert_eq!(wire::get_u64(lean, key), otlp::get_u64(full, key), "{key}");
+    }
+}
+
+pub fn assert_agree(full: &ExportTraceServiceRequest, lean: &TraceRequest) {
+    assert_eq!(lean_model(lean), full_model(full));
+    for (f, l) in full.resource_spans.iter().zip(&lean.resource_spans) {
+        if let (Some(f), Some(l)) = (&f.resource, &l.resource) {
+            assert_reads_agree(&f.attributes, &l.attributes);
+        }
+        let fs = f.scope_spans.iter().flat_map(|s| &s.spans);
+        let ls = l.scope_spans.iter().flat_map(|s| &s.spans);
+        for (f, l) in fs.zip(ls) {
+            assert_reads_agree(&f.attributes, &l.attributes);
+        }
+    }
+    // Attribution sees every span.
+    let summary = trace_sink::ingest::attribution::attribute(lean, &AttributionKeys::default());
+    let spans: usize = full
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum();
+    assert_eq!(summary.spans, spans as u64);
+}
+
+/// Elements the lean decode holds, which the element count must bound.
+pub fn held(lean: &TraceRequest) -> u64 {
+    let mut n = 0;
+    for rs in &lean.resource_spans {
+        n += 1;
+        if let Some(r) = &rs.resource {
+            n += 1 + r.attributes.len() as u64;
+        }
+        for ss in &rs.scope_spans {
+            n += 1;
+            for s in &ss.spans {
+                n += 1 + s.attributes.len() as u64;
+            }
+        }
+    }
+    n
+}
+
+/// Fields the sink reads (message.field, as prost names them in errors).
+pub const READ: &[&str] = &[
+    "ExportTraceServiceRequest.resource_spans",
+    "ResourceSpans.resource",
+    "ResourceSpans.scope_spans",
+    "Resource.attributes",
+    "ScopeSpans.spans",
+    "Span.attributes",
+    "KeyValue.key",
+    "KeyValue.value",
+    "AnyValue.value",
+];
+
+/// Whether a full decode error is for something the sink does not read: its
+/// path names a field the sink skips, or it is inside an array or kvlist value
+/// (an error at the top of one names `AnyValue.value` only, and is not about
+/// a string).
+pub fn unread(err: &prost::DecodeError) -> bool {
+    let text = err.to_string();
+    let rest = text
+        .strip_prefix("failed to decode Protobuf message: ")
+        .unwrap_or(&text);
+    let path: Vec<&str> = rest
+        .split(": ")
+        .take_while(|p| {
+            p.split_once('.').is_some_and(|(m, f)| {
+                !m.is_empty() && m.chars().all(char::is_alphanumeric) && !f.contains(' ')
+            })
+        })
+        .collect();
+    path.iter().any(|p| !READ.contains(p))
+        || (path.first() == Some(&"AnyValue.value") && !text.contains("UTF-8"))
+}
+
+/// Whether an OTLP/JSON document has something other than an object (or a
+/// `null` where proto3 JSON allows it) where the sink expects a message: the
+/// one documented reason the sink refuses what the full types read.
+pub fn json_has_non_object_message(doc: &serde_json::Value) -> bool {
+    use serde_json::Value as J;
+    fn list(v: Option<&J>, each: &dyn Fn(&J) -> bool) -> bool {
+        match v {
+            None | Some(J::Null) => false,
+            Some(J::Array(items)) => items.iter().any(|i| !i.is_object() || each(i)),
+            Some(_) => true,
+        }
+    }
+    fn attrs(v: Option<&J>) -> bool {
+        list(
+            v,
+            &|kv| matches!(kv.get("value"), Some(v) if !v.is_object() && !v.is_null()),
+        )
+    }
+    let J::Object(_) = doc else { return true };
+    list(doc.get("resourceSpans"), &|rs| {
+        let resource = match rs.get("resource") {
+            None | Some(J::Null) => false,
+            Some(J::Object(_)) => attrs(rs.get("resource").and_then(|r| r.get("attributes"))),
+            Some(_) => true,
+        };
+        resource
+            || list(rs.get("scopeSpans"), &|ss| {
+                list(ss.get("spans"), &|s| attrs(s.get("attributes")))
+            })
+    })
+}
+
+/// Whether an OTLP/JSON text names a field the sink reads by its proto name,
+/// which the sink reads (proto3 JSON) and the full types ignore.
+pub fn json_uses_proto_names(text: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(text);
+    ["resource_spans", "scope_spans", "string_value", "int_value"]
+        .iter()
+        .any(|n| text.contains(n))
+}
+
+/// Whether a documented difference explains why the sink refuses an OTLP/JSON
+/// text the full types read: a message that is not an object, or a field the
+/// sink reads by its proto name (which the full types skip unread).
+pub fn json_explains_refusal(text: &[u8]) -> bool {
+    json_uses_proto_names(text)
+        || serde_json::from_slice::<serde_json::Value>(text)
+            .is_ok_and(|doc| json_has_non_object_message(&doc))
+}
+
+/// An `Ingest` without an element limit, for comparing decodes.
+pub fn unbounded_ingest() -> &'static trace_sink::ingest::Ingest {
+    static INGEST: std::sync::OnceLock<trace_sink::ingest::Ingest> = std::sync::OnceLock::new();
+    INGEST.get_or_init(|| {
+        trace_sink::ingest::Ingest::new(
+            AttributionKeys::default(),
+            u64::MAX,
+            1000,
+            1024,
+            1 << 20,
+            std::sync::Arc::new(trace_sink::metrics::Metrics::new(1000)),
+        )
+    })
+}
+
+/// The path protobuf requests really take, the one-pass scan
+/// (`Ingest::scan`), against the count-then-decode path (`Ingest::decode`)
+/// that the rest of this module holds to the full types: the scan accepts
+/// exactly what that path accepts, refuses it with the same outcome, and
+/// attributes the same spans to the same origins with the same sequence
+/// numbers.
+pub fn assert_scan_agrees(
+    ingest: &trace_sink::ingest::Ingest,
+    input: &[u8],
+    lean: &Result<TraceRequest, trace_sink::ingest::Rejected>,
+) {
+    use trace_sink::ingest::Traces;
+    let scanned = ingest.scan::<Traces>(input);
+    match (lean, &scanned) {
+        (Ok(l), Ok(s)) => assert_eq!(
+            s,
+            &ingest.attribute::<Traces>(l),
+            "scan and decode + attribute differ on {input:02x?}"
+        ),
+        (Err(l), Err(s)) => assert_eq!(
+            l.outcome, s.outcome,
+            "scan refused {input:02x?} as {s:?}, decode as {l:?}"
+        ),
+        (Ok(_), Err(s)) => panic!("scan refuses what decode reads ({s:?}): {input:02x?}"),
+        (Err(l), Ok(_)) => panic!("scan reads what decode refuses ({l:?}): {input:02x?}"),
+    }
+}
