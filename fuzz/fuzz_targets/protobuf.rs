@@ -1,4 +1,5 @@
-//! Protobuf: the sink's decode (element count, then the lean types) against
+//! Protobuf: the sink's decode (element count, then the lean types) and its
+//! one-pass scan (what it really ingests with) against
 //! the full `opentelemetry-proto` types on any bytes. Whatever the full types
 //! read, the sink reads the same; what only the sink reads, the full types
 //! refuse for a field the sink does not read.
@@ -17,6 +18,8 @@ fuzz_target!(|data: &[u8]| {
     let ingest = reference::unbounded_ingest();
     let full = ExportTraceServiceRequest::decode(data);
     let lean = ingest.decode::<Traces>(data, Protocol::HttpProtobuf);
+    // What the sink really ingests protobuf with: the one-pass scan.
+    reference::assert_scan_agrees(ingest, data, &lean);
     match (&full, &lean) {
         (Ok(f), Ok(l)) => {
             reference::assert_agree(f, l);

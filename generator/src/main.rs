@@ -160,7 +160,14 @@ fn main() -> ExitCode {
             }
         },
     };
-    let rt = match tokio::runtime::Runtime::new() {
+    // One thread: sending needs less than a core even at full speed, and a
+    // multi-thread runtime spends more CPU waking its threads for each request
+    // than building and encoding the request costs (bench/run.sh: about half
+    // the CPU per span). DNS lookups still go to tokio's blocking pool.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("trace-gen: cannot start the runtime: {e}");

@@ -20,7 +20,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
 use tokio::net::TcpStream;
 use tonic::transport::Channel;
@@ -343,6 +342,71 @@ fn answered_http1(message: &str) -> bool {
     message.contains("frame with invalid size") || message.contains("invalid preface")
 }
 
+/// gRPC path of OTLP trace export.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// What the generated `TraceServiceClient::export` does, with the request sent
+/// as the protobuf bytes it already is instead of being encoded from the types.
+async fn grpc_export(
+    mut client: tonic::client::Grpc<Observed<Channel>>,
+    mut request: tonic::Request<Bytes>,
+) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+    client
+        .ready()
+        .await
+        .map_err(|e| tonic::Status::unknown(format!("Service was not ready: {e}")))?;
+    request.extensions_mut().insert(tonic::GrpcMethod::new(
+        "opentelemetry.proto.collector.trace.v1.TraceService",
+        "Export",
+    ));
+    let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
+    client.unary(request, path, EncodedCodec).await
+}
+
+/// Writes an already encoded request as it is; decodes the response with prost.
+#[derive(Debug, Clone, Copy, Default)]
+struct EncodedCodec;
+
+impl tonic::codec::Codec for EncodedCodec {
+    type Encode = Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = EncodedCodec;
+    type Decoder = EncodedCodec;
+    fn encoder(&mut self) -> EncodedCodec {
+        *self
+    }
+    fn decoder(&mut self) -> EncodedCodec {
+        *self
+    }
+}
+
+impl tonic::codec::Decoder for EncodedCodec {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<ExportTraceServiceResponse>, tonic::Status> {
+        // As tonic's ProstCodec: an undecodable answer is INTERNAL.
+        ExportTraceServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+impl tonic::codec::Encoder for EncodedCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put(dst, item);
+        Ok(())
+    }
+}
+
 /// A client for one connection epoch: dropping it (and every clone) closes its
 /// connections. Cloning is cheap (one `Arc`).
 #[derive(Clone)]
@@ -355,8 +419,9 @@ pub struct Exporter {
 enum Kind {
     /// OTLP/gRPC.
     Grpc {
-        /// The tonic client (lazy channel: connects on first use).
-        client: TraceServiceClient<Observed<Channel>>,
+        /// The tonic client (lazy channel: connects on first use), sending
+        /// requests already encoded ([`EncodedCodec`]).
+        client: tonic::client::Grpc<Observed<Channel>>,
         /// Metadata added to every request.
         metadata: tonic::metadata::MetadataMap,
     },
@@ -406,7 +471,7 @@ impl Exporter {
                 let channel = tonic::transport::Endpoint::from_shared(origin)
                     .map_err(|e| bad(e.to_string()))?
                     .connect_with_connector_lazy(connector);
-                let mut client = TraceServiceClient::new(Observed(channel))
+                let mut client = tonic::client::Grpc::new(Observed(channel))
                     .max_decoding_message_size(MAX_RESPONSE_BYTES);
                 if compression == Compression::Gzip {
                     client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
@@ -456,13 +521,11 @@ impl Exporter {
         }
     }
 
-    /// Sends one request. `Ok` when the endpoint accepted it, with what it
-    /// reported as rejected (partial success).
-    pub async fn export(
-        &self,
-        req: ExportTraceServiceRequest,
-        timeout: Duration,
-    ) -> Result<Accepted, Failure> {
+    /// Sends one request, an `ExportTraceServiceRequest` already encoded as
+    /// protobuf (as [`trace_proto::span::encode_request`] writes it). `Ok` when
+    /// the endpoint accepted it, with what it reported as rejected (partial
+    /// success).
+    pub async fn export(&self, req: Bytes, timeout: Duration) -> Result<Accepted, Failure> {
         match tokio::time::timeout(timeout, self.export_inner(req)).await {
             Ok(r) => r,
             Err(_) => Err(Failure::new(
@@ -472,14 +535,14 @@ impl Exporter {
         }
     }
 
-    async fn export_inner(&self, req: ExportTraceServiceRequest) -> Result<Accepted, Failure> {
+    async fn export_inner(&self, req: Bytes) -> Result<Accepted, Failure> {
         match &*self.kind {
             Kind::Grpc { client, metadata } => {
                 let mut request = tonic::Request::new(req);
                 *request.metadata_mut() = metadata.clone();
                 let answer = GrpcAnswer::default();
                 request.extensions_mut().insert(answer.clone());
-                match client.clone().export(request).await {
+                match grpc_export(client.clone(), request).await {
                     Ok(resp) => accepted(resp.into_inner()),
                     Err(status) => Err(status_failure(&status, &answer)),
                 }
@@ -491,12 +554,18 @@ impl Exporter {
                 gzip,
                 headers,
             } => {
-                let mut body = if *json {
-                    serde_json::to_vec(&req).map_err(|e| {
-                        Failure::new(Reason::Other, format!("cannot encode JSON: {e}"))
-                    })?
+                let mut body: Bytes = if *json {
+                    // JSON is the slow path anyway: read the bytes back into the
+                    // full types and write them as OTLP/JSON.
+                    ExportTraceServiceRequest::decode(req)
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| serde_json::to_vec(&r).map_err(|e| e.to_string()))
+                        .map_err(|e| {
+                            Failure::new(Reason::Other, format!("cannot encode JSON: {e}"))
+                        })?
+                        .into()
                 } else {
-                    req.encode_to_vec()
+                    req
                 };
                 let mut builder = http::Request::post(uri.clone()).header(
                     http::header::CONTENT_TYPE,
@@ -507,11 +576,11 @@ impl Exporter {
                     },
                 );
                 if *gzip {
-                    body = gzip_bytes(&body);
+                    body = gzip_bytes(&body).into();
                     builder = builder.header(http::header::CONTENT_ENCODING, "gzip");
                 }
                 let mut request = builder
-                    .body(Full::new(Bytes::from(body)))
+                    .body(Full::new(body))
                     .map_err(|e| Failure::new(Reason::Other, e.to_string()))?;
                 request.headers_mut().extend(headers.clone());
                 let resp = client.request(request).await.map_err(|e| {

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -77,6 +78,50 @@ async fn rate_holds() {
     assert_eq!(got, r.spans_accepted);
     assert!((980..=1020).contains(&got), "received {got}");
     sink.shutdown().await;
+}
+
+/// An answer late by several periods does not cost the rate: the ticks it
+/// held up are sent once it arrives (up to 1 s behind), so at --rate 100 for
+/// 2 s the endpoint gets 200 spans, give or take one batch, although one
+/// answer took 400 ms (skipping missed ticks would have lost 40).
+#[tokio::test]
+async fn late_answer_is_caught_up() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let spans = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(AtomicU64::new(0));
+    let (s, r) = (spans.clone(), requests.clone());
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let (s, r) = (s.clone(), r.clone());
+        async move {
+            use prost::Message;
+            let req = trace_proto::otlp::ExportTraceServiceRequest::decode(body).unwrap();
+            let n: usize = req.resource_spans[0]
+                .scope_spans
+                .iter()
+                .map(|ss| ss.spans.len())
+                .sum();
+            if r.fetch_add(1, Ordering::SeqCst) == 3 {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+            s.fetch_add(n as u64, Ordering::SeqCst);
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+                Vec::<u8>::new(),
+            )
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    let mut c = config("n", &url, Protocol::HttpProtobuf);
+    c.rate = 100.0;
+    c.batch = 5;
+    c.workers = 1;
+    c.duration = Some(Duration::from_secs(2));
+    let rep = Generator::new(c).unwrap().run(std::future::pending()).await;
+    let got = spans.load(Ordering::SeqCst);
+    assert_eq!(got, rep.spans_accepted);
+    assert!((195..=205).contains(&got), "received {got}");
 }
 
 /// With --reconnect-every 3 (requests) the sink sees several connections from one generator.

@@ -189,9 +189,32 @@ fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-async fn stats(State(shared): State<Arc<Shared>>) -> Response {
+/// `GET /stats[?summary=true]`: the whole document, or (`summary=true`) the
+/// totals without the per-series tables, for pollers that need no more. An
+/// unknown parameter or value, or one given twice, answers 400 (as `/check`).
+async fn stats(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
+    let mut summary = None;
+    for (k, v) in &q {
+        let value = match (k.as_str(), v.as_str()) {
+            ("summary", "true") => true,
+            ("summary", "false") => false,
+            ("summary", other) => {
+                return bad_request(format!("summary={other:?}: use true or false"));
+            }
+            (other, _) => {
+                return bad_request(format!("unknown parameter {other:?}: use summary"));
+            }
+        };
+        if summary.replace(value).is_some() {
+            return bad_request("parameter \"summary\" given more than once".into());
+        }
+    }
+    let summary = summary.unwrap_or(false);
     large_answer(&shared, StatusCode::OK, "application/json", || {
-        to_json(&shared.ingest.snapshot())
+        shared.ingest.stats_json(summary)
     })
     .await
 }

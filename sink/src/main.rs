@@ -58,6 +58,12 @@ struct ServeArgs {
           default_value_t = trace_sink::config::DEFAULT_MAX_CONCURRENT_REQUESTS as u64,
           value_parser = clap::value_parser!(u64).range(1..=4096))]
     max_concurrent_requests: u64,
+    /// Threads serving connections and decoding requests. 1 (the default): one
+    /// thread does everything, which costs the least CPU per span (no thread is
+    /// woken per request) and takes up to one core; more for more than that.
+    #[arg(long, env = "SINK_WORKER_THREADS", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    worker_threads: u64,
     /// Longest time one export request may take to arrive (a stalled client frees its slot then).
     #[arg(long, env = "SINK_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_request_timeout)]
     request_timeout: Duration,
@@ -212,7 +218,24 @@ fn parse_request_timeout(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     trace_proto::cli::init_logging();
-    let rt = match tokio::runtime::Runtime::new() {
+    let workers = match &cli.command {
+        Some(Command::Serve(a)) => a.worker_threads,
+        None => cli.serve.worker_threads,
+        Some(Command::Check(_)) => 1,
+    };
+    // One thread by default (see --worker-threads): at the rates a sink sees,
+    // waking a second thread for each request costs more CPU than it saves.
+    let built = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers as usize)
+            .enable_all()
+            .build()
+    };
+    let rt = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("trace-sink: cannot start the runtime: {e}");

@@ -31,6 +31,63 @@ async fn stats_json() {
     sink.shutdown().await;
 }
 
+/// /stats is written straight from the state: the same document as the typed
+/// snapshot, for every table and kind of value; ?summary=true leaves the
+/// tables out; bad parameters answer 400.
+#[tokio::test]
+async fn stats_written_directly_equals_the_snapshot() {
+    let sink = start_default().await;
+    let mut client = grpc_client(&sink).await;
+    client
+        .export(request(Some("n1"), Some("n1"), "g1", 1..=5))
+        .await
+        .unwrap();
+    client
+        .export(request(Some("n2"), Some("n1"), "g2", 3..=4))
+        .await
+        .unwrap();
+    client
+        .export(request(None, None, "g3", 7..=7))
+        .await
+        .unwrap();
+    let get = |path: &'static str| {
+        let url = api_url(&sink, path);
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, full) = get("/stats").await;
+    assert_eq!(status, 200);
+    assert_eq!(full, serde_json::to_value(sink.stats()).unwrap());
+    assert_eq!(full["routes"].as_array().unwrap().len(), 3);
+    assert_eq!(full["generators"][1]["missing"], 0);
+    assert!(
+        full["agents"][0]["peers"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert_eq!(get("/stats?summary=false").await.1, full);
+    let (status, summary) = get("/stats?summary=true").await;
+    assert_eq!(status, 200);
+    assert_eq!(summary["summary"], true);
+    assert_eq!(summary["spans_total"], 8);
+    assert_eq!(summary["requests"], full["requests"]);
+    for table in ["routes", "agents", "generators"] {
+        assert!(summary.get(table).is_none(), "{table} in the summary");
+    }
+    for bad in [
+        "/stats?summary=yes",
+        "/stats?routes=false",
+        "/stats?summary=true&summary=true",
+    ] {
+        assert_eq!(get(bad).await.0, 400, "{bad}");
+    }
+    sink.shutdown().await;
+}
+
 /// /reset zeroes everything and answers with the snapshot taken just before.
 #[tokio::test]
 async fn reset_returns_previous_snapshot() {

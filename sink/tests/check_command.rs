@@ -259,3 +259,49 @@ async fn check_url_like_trace_gen_endpoint() {
     }
     sink.shutdown().await;
 }
+
+/// `--worker-threads` / `SINK_WORKER_THREADS`: the one-thread default and a
+/// multi-thread runtime both serve; 0 is a usage error (exit 2).
+#[test]
+fn worker_threads_flag() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let bin = env!("CARGO_BIN_EXE_trace-sink");
+    let out = Command::new(bin)
+        .args(["--worker-threads", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    for threads in ["1", "3"] {
+        let mut child = Command::new(bin)
+            .args([
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--api-listen",
+                "127.0.0.1:0",
+            ])
+            .env("SINK_WORKER_THREADS", threads)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let line = lines
+            .find_map(|l| l.ok().filter(|l| l.contains("listening")))
+            .expect("start-up line");
+        let api = line.rsplit("API on ").next().unwrap().trim().to_owned();
+        let mut c = std::net::TcpStream::connect(&api).unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "{threads} thread(s): {answer}"
+        );
+    }
+}

@@ -10,7 +10,10 @@
 //! - what the sink accepts and the full types refuse is refused for a field or
 //!   value the sink does not read (protobuf: the decode error's path names one),
 //!   or is one of the documented OTLP/JSON differences (`documented_json_differences`);
-//! - the element count bounds what the lean decode holds.
+//! - the element count bounds what the lean decode holds;
+//! - protobuf: the one-pass scan the sink really ingests with (`Ingest::scan`)
+//!   accepts and refuses the same inputs as the count-then-decode path and
+//!   attributes them the same (`reference::assert_scan_agrees`).
 //!
 //! A seeded generator, so a failure is reproducible: it prints the seed and the input.
 
@@ -193,11 +196,13 @@ fn protobuf_agrees_with_opentelemetry_proto() {
             .unwrap_or_else(|e| panic!("case {case}: {e}"));
         assert_agree(&full, &lean);
         assert!(wire::count_elements(&bytes, u64::MAX).unwrap() >= held(&lean));
+        assert_scan_agrees(ingest, &bytes, &Ok(lean));
         for m in 0..20 {
             let mut input = bytes.clone();
             mutate(&mut rng, &mut input, &donor);
             let full = ExportTraceServiceRequest::decode(input.as_slice());
             let lean = ingest.decode::<Traces>(&input, Protocol::HttpProtobuf);
+            assert_scan_agrees(ingest, &input, &lean);
             let ctx = || format!("case {case}.{m}: input {input:02x?}");
             match (&full, &lean) {
                 (Ok(f), Ok(l)) => {

@@ -4,24 +4,30 @@
 //! result to a status code.
 //!
 //! Per request, in order, and without any lock until the last step:
-//! 1. [`wire::count_elements`] / [`wire::count_json_objects`]: the element
-//!    count is checked before anything is decoded (`--max-request-elements`);
-//! 2. decode into the lean [`wire::TraceRequest`] (only what attribution reads);
-//! 3. [`attribution::attribute`]: group the spans by origin (generator node,
-//!    agent node, generator id), borrowing from the request; with
-//!    `--k8s-attribution`, look the peer address up ([`attribution::PeerLookup`]);
+//! 1. protobuf (gRPC and OTLP/HTTP): [`scan::scan`] counts the elements
+//!    against `--max-request-elements` and groups the spans by origin
+//!    (generator node, agent node, generator id) in one pass over the bytes,
+//!    borrowing from them, allocating nothing per span;
+//! 2. OTLP/JSON: [`wire::count_json_objects`] bounds the elements before
+//!    anything is decoded, then the body decodes into the lean
+//!    [`wire::TraceRequest`] (only what attribution reads) and
+//!    [`attribution::attribute`] groups its spans by origin;
+//! 3. with `--k8s-attribution`, the peer address is looked up
+//!    ([`attribution::PeerLookup`]);
 //! 4. [`accounting::Accounting::ingest`]: combine each origin's agent-node
 //!    attribute with the peer's node ([`attribution::agent_node`]), sort
 //!    sequence numbers into runs, then merge under the one lock.
 //!
 //! Signal seam: [`Ingest::export`] is generic over a [`Signal`], which names
-//! the three things that know the request is a *trace* export: its lean type
-//! ([`wire::TraceRequest`]), its element count and its attribution.
+//! the things that know the request is a *trace* export: its lean type
+//! ([`wire::TraceRequest`]) and attribution for JSON, its one-pass scan for
+//! protobuf.
 //! [`accounting`] sees origins and item counts only. OTLP logs would be a
 //! sibling `logs` module with a `Logs` signal, feeding the same accounting.
 
 pub mod accounting;
 pub mod attribution;
+pub mod scan;
 pub mod seqset;
 pub mod wire;
 
@@ -44,9 +50,16 @@ pub trait Signal {
     /// keeping only what attribution reads.
     type Request: Message + Default + serde::de::DeserializeOwned;
     /// Counts the elements of a protobuf request, failing beyond `limit`,
-    /// without decoding it.
+    /// without decoding it (the reference path, [`Ingest::decode`]).
     fn count_elements(protobuf: &[u8], limit: u64) -> Result<u64, ScanError>;
-    /// Groups the request's items by origin.
+    /// Counts the elements of a protobuf request, failing beyond `limit`,
+    /// and groups its items by origin, in one pass and borrowing from it.
+    fn scan<'a>(
+        protobuf: &'a [u8],
+        keys: &AttributionKeys,
+        limit: u64,
+    ) -> Result<RequestSummary<'a>, scan::Refused>;
+    /// Groups the items of a decoded (OTLP/JSON) request by origin.
     fn attribute<'a>(req: &'a Self::Request, keys: &AttributionKeys) -> RequestSummary<'a>;
 }
 
@@ -58,6 +71,13 @@ impl Signal for Traces {
     type Request = TraceRequest;
     fn count_elements(protobuf: &[u8], limit: u64) -> Result<u64, ScanError> {
         wire::count_elements(protobuf, limit)
+    }
+    fn scan<'a>(
+        protobuf: &'a [u8],
+        keys: &AttributionKeys,
+        limit: u64,
+    ) -> Result<RequestSummary<'a>, scan::Refused> {
+        scan::scan(protobuf, keys, limit)
     }
     fn attribute<'a>(req: &'a TraceRequest, keys: &AttributionKeys) -> RequestSummary<'a> {
         attribution::attribute(req, keys)
@@ -142,8 +162,14 @@ impl Ingest {
         protocol: Protocol,
         peer: Option<SocketAddr>,
     ) -> Result<Accepted, Rejected> {
-        let req = self.decode::<S>(body, protocol)?;
-        let summary = S::attribute(&req, &self.keys);
+        let json: S::Request;
+        let summary = match protocol {
+            Protocol::Grpc | Protocol::HttpProtobuf => self.scan::<S>(body)?,
+            Protocol::HttpJson => {
+                json = self.decode_json::<S>(body)?;
+                S::attribute(&json, &self.keys)
+            }
+        };
         let spans = summary.spans;
         let lookup = PeerLookup::of(self.pods.as_ref(), peer);
         self.accounting
@@ -151,25 +177,42 @@ impl Ingest {
         Ok(Accepted { spans })
     }
 
-    /// Steps 1 and 2 of [`Ingest::export`] alone: the element count and the lean
-    /// decode, nothing counted. Public for the differential test and the fuzz
-    /// targets, which hold it to the reference decoders.
-    pub fn decode<S: Signal>(
-        &self,
-        body: &[u8],
-        protocol: Protocol,
-    ) -> Result<S::Request, Rejected> {
-        let too_many = || Rejected {
+    fn too_many(&self) -> Rejected {
+        Rejected {
             outcome: Outcome::TooLarge,
             message: format!(
                 "request carries more than {} elements (spans and attributes); limit --max-request-elements",
                 self.max_elements
             ),
-        };
+        }
+    }
+
+    fn decode_json<S: Signal>(&self, body: &[u8]) -> Result<S::Request, Rejected> {
+        if count_json_objects(body) > self.max_elements {
+            Err(self.too_many())
+        } else if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            Err(Rejected::bad(
+                "invalid OTLP/JSON body: expected a JSON object",
+            ))
+        } else {
+            serde_json::from_slice::<S::Request>(body)
+                .map_err(|e| Rejected::bad(format!("invalid OTLP/JSON body: {e}")))
+        }
+    }
+
+    /// The count-then-decode path alone (element count, then the lean decode),
+    /// nothing counted. Public for the differential test and the fuzz targets,
+    /// which hold it to the reference decoders; protobuf requests are ingested
+    /// through [`Ingest::summarize`], which those hold to this.
+    pub fn decode<S: Signal>(
+        &self,
+        body: &[u8],
+        protocol: Protocol,
+    ) -> Result<S::Request, Rejected> {
         match protocol {
             Protocol::Grpc | Protocol::HttpProtobuf => {
                 match S::count_elements(body, self.max_elements) {
-                    Err(ScanError::TooMany) => return Err(too_many()),
+                    Err(ScanError::TooMany) => return Err(self.too_many()),
                     Err(ScanError::Malformed) => {
                         return Err(Rejected::bad(
                             "invalid OTLP protobuf message: malformed wire format",
@@ -180,25 +223,54 @@ impl Ingest {
                 S::Request::decode(body)
                     .map_err(|e| Rejected::bad(format!("invalid OTLP protobuf message: {e}")))
             }
-            Protocol::HttpJson => {
-                if count_json_objects(body) > self.max_elements {
-                    Err(too_many())
-                } else if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-                    Err(Rejected::bad(
-                        "invalid OTLP/JSON body: expected a JSON object",
-                    ))
-                } else {
-                    serde_json::from_slice::<S::Request>(body)
-                        .map_err(|e| Rejected::bad(format!("invalid OTLP/JSON body: {e}")))
-                }
-            }
+            Protocol::HttpJson => self.decode_json::<S>(body),
         }
+    }
+
+    /// Steps 1 and 2 of [`Ingest::export`] for a protobuf body: the one-pass
+    /// scan, nothing counted. Public for the differential test and the fuzz
+    /// targets, which hold it to [`Ingest::decode`] + attribution.
+    pub fn scan<'a, S: Signal>(&self, body: &'a [u8]) -> Result<RequestSummary<'a>, Rejected> {
+        S::scan(body, &self.keys, self.max_elements).map_err(|r| match r {
+            scan::Refused::TooMany => self.too_many(),
+            scan::Refused::Malformed(why) => {
+                Rejected::bad(format!("invalid OTLP protobuf message: {why}"))
+            }
+        })
+    }
+
+    /// Attribution of a decoded request with this ingest's keys (what
+    /// [`Ingest::export`] does after decoding OTLP/JSON).
+    pub fn attribute<'a, S: Signal>(&self, req: &'a S::Request) -> RequestSummary<'a> {
+        S::attribute(req, &self.keys)
     }
 
     /// Counts a request a receiver refused (its own transport checks, or a
     /// [`Rejected`] from [`Ingest::export`]).
     pub fn reject(&self, via: impl Into<Via>, outcome: Outcome) {
         self.accounting.reject(via.into(), outcome);
+    }
+
+    /// `GET /stats` as JSON bytes: the [`SinkStats`] document, or with
+    /// `summary` its totals only: without the per-series tables `routes`,
+    /// `agents` and `generators` (left out, so that "omitted" is never read as
+    /// "none"), and with `"summary": true`.
+    pub fn stats_json(&self, summary: bool) -> Vec<u8> {
+        let stats = self.snapshot();
+        let written = if summary {
+            let mut doc = serde_json::to_value(&stats);
+            if let Ok(serde_json::Value::Object(map)) = &mut doc {
+                for table in ["routes", "agents", "generators"] {
+                    map.remove(table);
+                }
+                map.insert("summary".into(), serde_json::Value::Bool(true));
+            }
+            doc.and_then(|doc| serde_json::to_vec(&doc))
+        } else {
+            serde_json::to_vec(&stats)
+        };
+        // Serializing plain data with string keys cannot fail.
+        written.unwrap_or_default()
     }
 
     /// The current numbers.

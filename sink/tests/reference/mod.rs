@@ -229,3 +229,31 @@ pub fn unbounded_ingest() -> &'static trace_sink::ingest::Ingest {
         )
     })
 }
+
+/// The path protobuf requests really take, the one-pass scan
+/// (`Ingest::scan`), against the count-then-decode path (`Ingest::decode`)
+/// that the rest of this module holds to the full types: the scan accepts
+/// exactly what that path accepts, refuses it with the same outcome, and
+/// attributes the same spans to the same origins with the same sequence
+/// numbers.
+pub fn assert_scan_agrees(
+    ingest: &trace_sink::ingest::Ingest,
+    input: &[u8],
+    lean: &Result<TraceRequest, trace_sink::ingest::Rejected>,
+) {
+    use trace_sink::ingest::Traces;
+    let scanned = ingest.scan::<Traces>(input);
+    match (lean, &scanned) {
+        (Ok(l), Ok(s)) => assert_eq!(
+            s,
+            &ingest.attribute::<Traces>(l),
+            "scan and decode + attribute differ on {input:02x?}"
+        ),
+        (Err(l), Err(s)) => assert_eq!(
+            l.outcome, s.outcome,
+            "scan refused {input:02x?} as {s:?}, decode as {l:?}"
+        ),
+        (Ok(_), Err(s)) => panic!("scan refuses what decode reads ({s:?}): {input:02x?}"),
+        (Err(l), Ok(_)) => panic!("scan reads what decode refuses ({l:?}): {input:02x?}"),
+    }
+}

@@ -1,0 +1,857 @@
+//! One pass over a protobuf `ExportTraceServiceRequest`: counts its elements
+//! against `--max-request-elements` and attributes its spans at the same time,
+//! borrowing every string from the request bytes.
+//!
+//! Why not count, then decode with prost, then attribute (the JSON path still
+//! does): that walks the bytes twice and allocates a `Vec` per resource, scope
+//! and span plus a `String` per attribute key and value, only to read three
+//! resource attributes and one span attribute and throw the rest away. Here
+//! nothing is allocated per span: a resource with all three identifying keys
+//! costs one hash-map lookup, its spans one pushed sequence number each.
+//!
+//! The pass accepts and rejects exactly what counting with
+//! [`count_elements`](super::wire::count_elements) and then decoding the
+//! lean [`TraceRequest`](super::wire::TraceRequest) with prost would
+//! (wire types of the fields it reads, UTF-8 of every attribute key and string
+//! value, varints, lengths, groups, tag 0), and reads the same values: the
+//! first attribute with a key, the last member of its value, of any kind
+//! (a later bool, double, array, kvlist or bytes member clears an earlier
+//! string or int, as in `wire::AnyValue`). The tests
+//! check that against prost on generated and mutated requests. Two
+//! differences, both in which error a doubly bad request gets: a request that
+//! is malformed *and* over the element limit is answered as whichever the
+//! pass meets first; and unknown groups nested about 95 deep inside the known
+//! messages are skipped where prost would stop at its recursion limit.
+
+use std::collections::HashMap;
+
+use trace_proto::keys;
+
+use super::attribution::{AttributionKeys, Batch, MAX_KEY_VALUE_LEN, Origin, RequestSummary};
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// More elements than the limit.
+    TooMany,
+    /// Not a valid `ExportTraceServiceRequest` (what was wrong, for the client).
+    Malformed(&'static str),
+}
+
+type Res<T> = Result<T, Refused>;
+
+const WT_VARINT: u8 = 0;
+const WT_I64: u8 = 1;
+const WT_LEN: u8 = 2;
+const WT_START_GROUP: u8 = 3;
+const WT_END_GROUP: u8 = 4;
+const WT_I32: u8 = 5;
+
+/// prost's recursion limit, applied to nested groups in skipped fields.
+const RECURSION_LIMIT: u32 = 100;
+
+#[inline(always)]
+fn varint(buf: &mut &[u8]) -> Res<u64> {
+    // Keys, lengths and small ints are one byte: the common case, inline.
+    if let Some((&b, rest)) = buf.split_first()
+        && b < 0x80
+    {
+        *buf = rest;
+        return Ok(u64::from(b));
+    }
+    varint_slow(buf)
+}
+
+#[inline(never)]
+fn varint_slow(buf: &mut &[u8]) -> Res<u64> {
+    // As prost: at most 10 bytes, and the 10th may only carry the top bit.
+    let mut v: u64 = 0;
+    for i in 0..10 {
+        let Some((&b, rest)) = buf.split_first() else {
+            return Err(Refused::Malformed("truncated varint"));
+        };
+        *buf = rest;
+        if i == 9 && b > 1 {
+            return Err(Refused::Malformed("invalid varint"));
+        }
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err(Refused::Malformed("invalid varint"))
+}
+
+#[inline(always)]
+fn key(buf: &mut &[u8]) -> Res<(u32, u8)> {
+    let k = varint(buf)?;
+    if k > u64::from(u32::MAX) {
+        return Err(Refused::Malformed("invalid field key"));
+    }
+    let wt = (k & 7) as u8;
+    if wt > WT_I32 {
+        return Err(Refused::Malformed("invalid wire type"));
+    }
+    let tag = (k >> 3) as u32;
+    if tag == 0 {
+        return Err(Refused::Malformed("invalid field number 0"));
+    }
+    Ok((tag, wt))
+}
+
+#[inline(always)]
+fn take<'a>(buf: &mut &'a [u8], n: u64) -> Res<&'a [u8]> {
+    let n = usize::try_from(n).map_err(|_| Refused::Malformed("length out of range"))?;
+    if n > buf.len() {
+        return Err(Refused::Malformed("length beyond the end of the message"));
+    }
+    let (head, tail) = buf.split_at(n);
+    *buf = tail;
+    Ok(head)
+}
+
+#[inline(always)]
+fn len_delimited<'a>(buf: &mut &'a [u8], wt: u8) -> Res<&'a [u8]> {
+    if wt != WT_LEN {
+        return Err(Refused::Malformed(
+            "wrong wire type for a message or string field",
+        ));
+    }
+    let n = varint(buf)?;
+    take(buf, n)
+}
+
+/// Skips an unknown field as prost's `skip_field` does: the usual wire types
+/// inline, groups out of line.
+#[inline(always)]
+fn skip(buf: &mut &[u8], tag: u32, wt: u8, depth: u32) -> Res<()> {
+    if depth == 0 {
+        return Err(Refused::Malformed("recursion limit reached"));
+    }
+    match wt {
+        WT_VARINT => varint(buf).map(drop),
+        WT_I64 => take(buf, 8).map(drop),
+        WT_I32 => take(buf, 4).map(drop),
+        WT_LEN => {
+            let n = varint(buf)?;
+            take(buf, n).map(drop)
+        }
+        _ => skip_slow(buf, tag, wt, depth),
+    }
+}
+
+#[inline(never)]
+fn skip_slow(buf: &mut &[u8], tag: u32, wt: u8, depth: u32) -> Res<()> {
+    if depth == 0 {
+        return Err(Refused::Malformed("recursion limit reached"));
+    }
+    match wt {
+        WT_VARINT => {
+            varint(buf)?;
+        }
+        WT_I64 => {
+            take(buf, 8)?;
+        }
+        WT_I32 => {
+            take(buf, 4)?;
+        }
+        WT_LEN => {
+            let n = varint(buf)?;
+            take(buf, n)?;
+        }
+        WT_START_GROUP => loop {
+            let (t, w) = key(buf)?;
+            if w == WT_END_GROUP {
+                if t != tag {
+                    return Err(Refused::Malformed("unexpected end group tag"));
+                }
+                break;
+            }
+            skip(buf, t, w, depth - 1)?;
+        },
+        _ => return Err(Refused::Malformed("unexpected end group tag")),
+    }
+    Ok(())
+}
+
+#[inline]
+fn utf8(b: &[u8]) -> Res<&str> {
+    std::str::from_utf8(b).map_err(|_| Refused::Malformed("string is not UTF-8"))
+}
+
+/// The value of an attribute, as far as the sink reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Val<'a> {
+    Str(&'a str),
+    Int(i64),
+}
+
+/// Reads one `KeyValue` (every occurrence of key and value merged as prost merges).
+fn key_value<'a>(mut buf: &'a [u8]) -> Res<(&'a str, Option<Val<'a>>)> {
+    let mut k = "";
+    let mut v = None;
+    while !buf.is_empty() {
+        let (tag, wt) = key(&mut buf)?;
+        match tag {
+            1 => k = utf8(len_delimited(&mut buf, wt)?)?,
+            2 => {
+                let mut any = len_delimited(&mut buf, wt)?;
+                while !any.is_empty() {
+                    let (tag, wt) = key(&mut any)?;
+                    match tag {
+                        1 => v = Some(Val::Str(utf8(len_delimited(&mut any, wt)?)?)),
+                        3 => {
+                            if wt != WT_VARINT {
+                                return Err(Refused::Malformed("wrong wire type for intValue"));
+                            }
+                            v = Some(Val::Int(varint(&mut any)? as i64));
+                        }
+                        // The other members (bool, double, array, kvlist,
+                        // bytes, string index), checked as prost checks them
+                        // (`wire::AnyValue`): the last member of any kind wins,
+                        // so a later one of these clears an earlier string or int.
+                        2 | 8 => {
+                            if wt != WT_VARINT {
+                                return Err(Refused::Malformed(
+                                    "wrong wire type for an AnyValue member",
+                                ));
+                            }
+                            varint(&mut any)?;
+                            v = None;
+                        }
+                        4 => {
+                            if wt != WT_I64 {
+                                return Err(Refused::Malformed(
+                                    "wrong wire type for an AnyValue member",
+                                ));
+                            }
+                            take(&mut any, 8)?;
+                            v = None;
+                        }
+                        5..=7 => {
+                            len_delimited(&mut any, wt)?;
+                            v = None;
+                        }
+                        _ => skip(&mut any, tag, wt, RECURSION_LIMIT)?,
+                    }
+                }
+            }
+            _ => skip(&mut buf, tag, wt, RECURSION_LIMIT)?,
+        }
+    }
+    Ok((k, v))
+}
+
+/// The attributes the sink looks up, each the *first* attribute with its key
+/// (as `wire::get_str` / `get_u64` find it). `Some(None)` = found, unusable.
+#[derive(Default, Clone, Copy)]
+struct Found<'a> {
+    generator_node: Option<Option<Val<'a>>>,
+    agent_node: Option<Option<Val<'a>>>,
+    generator_id: Option<Option<Val<'a>>>,
+    seq: Option<Option<Val<'a>>>,
+}
+
+impl<'a> Found<'a> {
+    /// Each slot independently: the configured keys may even coincide.
+    #[inline]
+    fn note(&mut self, keys: &AttributionKeys, k: &str, v: Option<Val<'a>>, with_seq: bool) {
+        if with_seq && k == keys::SEQUENCE {
+            self.seq.get_or_insert(v);
+        }
+        if k == keys.generator_node {
+            self.generator_node.get_or_insert(v);
+        }
+        if k == keys.agent_node {
+            self.agent_node.get_or_insert(v);
+        }
+        if k == keys::GENERATOR_ID {
+            self.generator_id.get_or_insert(v);
+        }
+    }
+}
+
+/// A node name or generator id: a non-empty string of at most [`MAX_KEY_VALUE_LEN`] bytes.
+#[inline]
+fn name(v: Option<Option<Val<'_>>>) -> Option<&str> {
+    match v.flatten()? {
+        Val::Str(s) if !s.is_empty() && s.len() <= MAX_KEY_VALUE_LEN => Some(s),
+        _ => None,
+    }
+}
+
+/// A sequence number: a non-negative int, or a string of digits.
+#[inline]
+fn seq(v: Option<Option<Val<'_>>>) -> Option<u64> {
+    match v.flatten()? {
+        Val::Int(i) => u64::try_from(i).ok(),
+        Val::Str(s) => s.parse().ok(),
+    }
+}
+
+struct Counter {
+    n: u64,
+    limit: u64,
+}
+
+impl Counter {
+    #[inline]
+    fn add(&mut self) -> Res<()> {
+        self.n += 1;
+        if self.n > self.limit {
+            return Err(Refused::TooMany);
+        }
+        Ok(())
+    }
+}
+
+/// Counts the elements of a protobuf `ExportTraceServiceRequest` (resource
+/// spans, resources, scope spans, spans, resource and span attributes) and
+/// attributes its spans, in one pass; stops at `max_elements + 1`.
+pub fn scan<'a>(
+    request: &'a [u8],
+    keys: &AttributionKeys,
+    max_elements: u64,
+) -> Result<RequestSummary<'a>, Refused> {
+    let mut out = RequestSummary::default();
+    let mut count = Counter {
+        n: 0,
+        limit: max_elements,
+    };
+    let mut buf = request;
+    while !buf.is_empty() {
+        let (tag, wt) = key(&mut buf)?;
+        if tag == 1 {
+            let rs = len_delimited(&mut buf, wt)?;
+            count.add()?;
+            resource_spans(rs, keys, &mut count, &mut out)?;
+        } else {
+            skip(&mut buf, tag, wt, RECURSION_LIMIT)?;
+        }
+    }
+    Ok(out)
+}
+
+fn resource_spans<'a>(
+    rs: &'a [u8],
+    keys: &AttributionKeys,
+    count: &mut Counter,
+    out: &mut RequestSummary<'a>,
+) -> Res<()> {
+    // First the resource (it may come after the spans, or in several parts
+    // that protobuf merges), then the spans.
+    let mut res = Found::default();
+    let mut buf = rs;
+    while !buf.is_empty() {
+        let (tag, wt) = key(&mut buf)?;
+        match tag {
+            1 => {
+                let mut r = len_delimited(&mut buf, wt)?;
+                count.add()?;
+                while !r.is_empty() {
+                    let (tag, wt) = key(&mut r)?;
+                    if tag == 1 {
+                        let kv = len_delimited(&mut r, wt)?;
+                        count.add()?;
+                        let (k, v) = key_value(kv)?;
+                        res.note(keys, k, v, false);
+                    } else {
+                        skip(&mut r, tag, wt, RECURSION_LIMIT)?;
+                    }
+                }
+            }
+            2 => {
+                len_delimited(&mut buf, wt)?;
+            }
+            _ => skip(&mut buf, tag, wt, RECURSION_LIMIT)?,
+        }
+    }
+    let resource_origin = Origin {
+        generator_node: name(res.generator_node),
+        agent_node: name(res.agent_node),
+        generator_id: name(res.generator_id),
+    };
+    let complete = resource_origin.generator_node.is_some()
+        && resource_origin.agent_node.is_some()
+        && resource_origin.generator_id.is_some();
+    // Spans of the same origin follow each other: gather them here and merge
+    // into the summary's map when the origin changes, not once per span.
+    let mut current: Option<(Origin<'a>, Batch)> = None;
+    let mut buf = rs;
+    while !buf.is_empty() {
+        let (tag, wt) = key(&mut buf)?;
+        if tag != 2 {
+            // The resource and unknown fields: checked above.
+            skip(&mut buf, tag, wt, RECURSION_LIMIT)?;
+            continue;
+        }
+        let mut ss = len_delimited(&mut buf, wt)?;
+        count.add()?;
+        while !ss.is_empty() {
+            let (tag, wt) = key(&mut ss)?;
+            if tag != 2 {
+                skip(&mut ss, tag, wt, RECURSION_LIMIT)?;
+                continue;
+            }
+            let mut span = len_delimited(&mut ss, wt)?;
+            count.add()?;
+            let mut found = Found::default();
+            while !span.is_empty() {
+                let (tag, wt) = key(&mut span)?;
+                if tag == 9 {
+                    let kv = len_delimited(&mut span, wt)?;
+                    count.add()?;
+                    let (k, v) = key_value(kv)?;
+                    if complete {
+                        // Only the sequence number is read per span.
+                        if found.seq.is_none() && k == keys::SEQUENCE {
+                            found.seq = Some(v);
+                        }
+                    } else {
+                        found.note(keys, k, v, true);
+                    }
+                } else {
+                    skip(&mut span, tag, wt, RECURSION_LIMIT)?;
+                }
+            }
+            let origin = if complete {
+                resource_origin
+            } else {
+                Origin {
+                    generator_node: resource_origin
+                        .generator_node
+                        .or_else(|| name(found.generator_node)),
+                    agent_node: resource_origin
+                        .agent_node
+                        .or_else(|| name(found.agent_node)),
+                    generator_id: resource_origin
+                        .generator_id
+                        .or_else(|| name(found.generator_id)),
+                }
+            };
+            let batch = match &mut current {
+                Some((o, b)) if *o == origin => b,
+                _ => {
+                    if let Some((o, b)) = current.take() {
+                        merge(&mut out.origins, o, b);
+                    }
+                    &mut current.insert((origin, Batch::default())).1
+                }
+            };
+            batch.spans += 1;
+            out.spans += 1;
+            if origin.generator_id.is_some()
+                && let Some(s) = seq(found.seq)
+            {
+                batch.seqs.push(s);
+            }
+        }
+    }
+    match current {
+        Some((o, b)) => merge(&mut out.origins, o, b),
+        // As `attribution::attribute`: a complete resource is an origin even without spans.
+        None if complete => merge(&mut out.origins, resource_origin, Batch::default()),
+        None => {}
+    }
+    Ok(())
+}
+
+fn merge<'a>(origins: &mut HashMap<Origin<'a>, Batch>, origin: Origin<'a>, batch: Batch) {
+    use std::collections::hash_map::Entry;
+    match origins.entry(origin) {
+        Entry::Vacant(e) => {
+            e.insert(batch);
+        }
+        Entry::Occupied(mut e) => {
+            let b = e.get_mut();
+            b.spans += batch.spans;
+            b.seqs.extend_from_slice(&batch.seqs);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::attribution::attribute;
+    use super::super::wire::{self, TraceRequest, count_elements};
+    use super::*;
+    use prost::Message;
+    use trace_proto::otlp::{
+        AnyValue, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans, Span,
+        Value, kv_int, kv_str,
+    };
+
+    /// The reference: count, decode with prost, attribute (the path this pass replaces).
+    fn reference<'a>(
+        bytes: &[u8],
+        decoded: &'a Option<TraceRequest>,
+        keys: &AttributionKeys,
+        limit: u64,
+    ) -> Result<RequestSummary<'a>, &'static str> {
+        match count_elements(bytes, limit) {
+            Err(wire::ScanError::TooMany) => return Err("too many"),
+            Err(wire::ScanError::Malformed) => return Err("malformed"),
+            Ok(_) => {}
+        }
+        match decoded {
+            Some(req) => Ok(attribute(req, keys)),
+            None => Err("malformed"),
+        }
+    }
+
+    /// Both paths agree on `bytes`: the same summary, or both refuse.
+    fn agree(bytes: &[u8], keys: &AttributionKeys, limit: u64) -> bool {
+        let decoded = TraceRequest::decode(bytes).ok();
+        let want = reference(bytes, &decoded, keys, limit);
+        let got = scan(bytes, keys, limit);
+        match (&want, &got) {
+            (Ok(w), Ok(g)) => assert_eq!(g, w, "summaries differ for {bytes:02x?}"),
+            (Err("too many"), Err(Refused::TooMany)) => {}
+            // A request both malformed and over the limit: either answer (module doc).
+            (Err("too many"), Err(Refused::Malformed(_))) => {
+                assert!(
+                    decoded.is_none(),
+                    "valid request over the limit not TooMany: {bytes:02x?}"
+                )
+            }
+            (Err("malformed"), Err(Refused::TooMany)) => {
+                assert!(count_elements(bytes, u64::MAX).unwrap_or(0) > limit || decoded.is_none())
+            }
+            (Err(_), Err(Refused::Malformed(_))) => {}
+            _ => panic!("reference {want:?}, scan {got:?} for {bytes:02x?}"),
+        }
+        want.is_ok()
+    }
+
+    fn span(attrs: Vec<KeyValue>) -> Span {
+        Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            name: "s".into(),
+            attributes: attrs,
+            ..Default::default()
+        }
+    }
+
+    fn rs(res: Vec<KeyValue>, scopes: Vec<Vec<Span>>) -> ResourceSpans {
+        ResourceSpans {
+            resource: Some(Resource {
+                attributes: res,
+                ..Default::default()
+            }),
+            scope_spans: scopes
+                .into_iter()
+                .map(|spans| ScopeSpans {
+                    spans,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn bool_kv(k: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(Value::BoolValue(true)),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Requests of every shape attribution distinguishes.
+    fn corpus() -> Vec<Vec<u8>> {
+        let full = || {
+            vec![
+                kv_str(keys::GENERATOR_NODE, "n1"),
+                kv_str(keys::AGENT_NODE, "a1"),
+                kv_str(keys::GENERATOR_ID, "g1"),
+            ]
+        };
+        let seqs = |r: std::ops::Range<i64>| -> Vec<Span> {
+            r.map(|i| span(vec![kv_str("x", "y"), kv_int(keys::SEQUENCE, i)]))
+                .collect()
+        };
+        let long = "x".repeat(MAX_KEY_VALUE_LEN + 1);
+        let reqs = vec![
+            vec![],
+            vec![rs(full(), vec![seqs(1..4), seqs(4..6)])],
+            vec![rs(full(), vec![])],
+            vec![rs(full(), vec![seqs(3..5)]), rs(full(), vec![seqs(1..3)])],
+            vec![rs(
+                vec![kv_str(keys::AGENT_NODE, "a1")],
+                vec![vec![
+                    span(vec![
+                        kv_str(keys::GENERATOR_NODE, "n2"),
+                        kv_str(keys::GENERATOR_ID, "g2"),
+                        kv_int(keys::SEQUENCE, 1),
+                    ]),
+                    span(vec![
+                        kv_str(keys::GENERATOR_NODE, "n3"),
+                        kv_int(keys::SEQUENCE, 2),
+                    ]),
+                    span(vec![
+                        kv_str(keys::GENERATOR_NODE, "n2"),
+                        kv_str(keys::GENERATOR_ID, "g2"),
+                        kv_str(keys::SEQUENCE, "7"),
+                    ]),
+                    span(vec![
+                        kv_str(keys::GENERATOR_NODE, "n2"),
+                        kv_str(keys::GENERATOR_ID, "g2"),
+                        kv_int(keys::SEQUENCE, -1),
+                    ]),
+                    span(vec![]),
+                ]],
+            )],
+            vec![rs(vec![], vec![seqs(1..3)])],
+            vec![rs(
+                vec![
+                    kv_str(keys::GENERATOR_NODE, ""),
+                    kv_str(keys::GENERATOR_NODE, "later"),
+                    bool_kv(keys::AGENT_NODE),
+                    kv_str(keys::GENERATOR_ID, long.clone()),
+                ],
+                vec![vec![span(vec![
+                    bool_kv(keys::SEQUENCE),
+                    kv_int(keys::SEQUENCE, 5),
+                    kv_str(keys::AGENT_NODE, long.clone()),
+                ])]],
+            )],
+            vec![rs(
+                full(),
+                vec![vec![span(vec![kv_str(keys::SEQUENCE, "12x")])]],
+            )],
+            // The first attribute of a key counts, in either path.
+            vec![rs(
+                full(),
+                vec![vec![span(vec![
+                    kv_int(keys::SEQUENCE, 1),
+                    kv_int(keys::SEQUENCE, 2),
+                ])]],
+            )],
+            vec![rs(
+                vec![kv_str(keys::GENERATOR_ID, "g3")],
+                vec![vec![span(vec![
+                    kv_int(keys::SEQUENCE, 3),
+                    kv_int(keys::SEQUENCE, 4),
+                    kv_str(keys::AGENT_NODE, "a3"),
+                    kv_str(keys::AGENT_NODE, "a4"),
+                ])]],
+            )],
+            vec![ResourceSpans::default()],
+        ];
+        let mut out: Vec<Vec<u8>> = reqs
+            .into_iter()
+            .map(|r| ExportTraceServiceRequest { resource_spans: r }.encode_to_vec())
+            .collect();
+        // Hand-made: the resource after the spans, and in two merged parts;
+        // a value given twice (the last kind wins); unknown fields and a group.
+        let kv = |k: &str, v: &[u8]| [field(1, k.as_bytes()), field(2, v)].concat();
+        let res1 = field(1, &kv(keys::GENERATOR_NODE, &field(1, b"n1")));
+        let res2 = [
+            field(
+                1,
+                &kv(
+                    keys::AGENT_NODE,
+                    &[field(1, b"a1"), vec![0x18, 0x05]].concat(),
+                ),
+            ),
+            field(
+                1,
+                &kv(
+                    keys::GENERATOR_ID,
+                    &[vec![0x18, 0x05], field(1, b"g1")].concat(),
+                ),
+            ),
+        ]
+        .concat();
+        let sp = field(2, &field(9, &kv(keys::SEQUENCE, &[0x18, 0x07])));
+        let rs_bytes = [
+            field(2, &[sp.clone(), vec![0x08, 0x01]].concat()),
+            field(1, &res1),
+            vec![0x1b, 0x08, 0x01, 0x1c],
+            field(1, &res2),
+            field(2, &sp),
+        ]
+        .concat();
+        out.push([field(1, &rs_bytes), vec![0x10, 0x01]].concat());
+        // A string or int followed by a member of another kind: the later
+        // member wins and the attribute reads as unusable (issue 9's rule).
+        for tail in LATER_MEMBERS {
+            out.push(any_value_case(tail));
+        }
+        out
+    }
+
+    /// AnyValue members after a string or int: bool, double, array, kvlist,
+    /// bytes, string index, and an unknown member (skipped, so it clears nothing).
+    const LATER_MEMBERS: [&[u8]; 7] = [
+        &[0x10, 0x01],
+        &[0x21, 0, 0, 0, 0, 0, 0, 0xf8, 0x3f],
+        &[0x2a, 0x00],
+        &[0x32, 0x00],
+        &[0x3a, 0x01, 0xff],
+        &[0x40, 0x02],
+        &[0x48, 0x01],
+    ];
+
+    /// Members of another kind with a wrong wire type or cut short.
+    const BAD_MEMBERS: [&[u8]; 4] = [
+        &[0x12, 0x00],
+        &[0x21, 0, 0],
+        &[0x28, 0x01],
+        &[0x45, 0, 0, 0, 0],
+    ];
+
+    /// A request whose three resource keys and sequence number each have the
+    /// value "n9" (a string) followed by `tail`.
+    fn any_value_case(tail: &[u8]) -> Vec<u8> {
+        let kv = |k: &str, v: &[u8]| [field(1, k.as_bytes()), field(2, v)].concat();
+        let value = [field(1, b"9"), tail.to_vec()].concat();
+        let res = [
+            field(1, &kv(keys::GENERATOR_NODE, &value)),
+            field(1, &kv(keys::AGENT_NODE, &value)),
+            field(1, &kv(keys::GENERATOR_ID, &value)),
+        ]
+        .concat();
+        let sp = field(2, &field(9, &kv(keys::SEQUENCE, &value)));
+        field(1, &[field(1, &res), field(2, &sp)].concat())
+    }
+
+    /// A later member of another kind clears the string: no origin, no sequence
+    /// number (what `wire::AnyValue` reads); malformed members are refused.
+    #[test]
+    fn any_value_last_member_of_any_kind_wins() {
+        let keys = AttributionKeys::default();
+        for (i, tail) in LATER_MEMBERS.iter().enumerate() {
+            let bytes = any_value_case(tail);
+            assert!(agree(&bytes, &keys, 10_000));
+            let got = scan(&bytes, &keys, 10_000).unwrap();
+            let origin = got.origins.keys().next().unwrap();
+            if i < 6 {
+                assert_eq!(origin.generator_node, None, "{tail:02x?}");
+                assert_eq!(got.origins.values().next().unwrap().seqs, Vec::<u64>::new());
+            } else {
+                assert_eq!(origin.generator_node, Some("9"), "{tail:02x?}");
+            }
+        }
+        for tail in BAD_MEMBERS {
+            let bytes = any_value_case(tail);
+            assert!(!agree(&bytes, &keys, 10_000), "{tail:02x?}");
+            assert!(matches!(
+                scan(&bytes, &keys, 10_000),
+                Err(Refused::Malformed(_))
+            ));
+        }
+    }
+
+    fn field(tag: u8, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![(tag << 3) | 2];
+        let mut n = payload.len();
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                v.push(b);
+                break;
+            }
+            v.push(b | 0x80);
+        }
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn agrees_with_count_decode_attribute() {
+        let keys = AttributionKeys::default();
+        for bytes in corpus() {
+            assert!(agree(&bytes, &keys, 10_000), "{bytes:02x?}");
+            let total = count_elements(&bytes, u64::MAX).unwrap();
+            assert!(agree(&bytes, &keys, total));
+            if total > 0 {
+                assert_eq!(scan(&bytes, &keys, total - 1), Err(Refused::TooMany));
+            }
+        }
+        // Custom keys, even two that coincide.
+        let odd = AttributionKeys {
+            generator_node: keys::SEQUENCE.into(),
+            agent_node: keys::SEQUENCE.into(),
+        };
+        for bytes in corpus() {
+            agree(&bytes, &odd, 10_000);
+        }
+    }
+
+    /// Mutated requests (bytes changed, cut, inserted): both paths accept and
+    /// refuse the same, and read the same when they accept.
+    #[test]
+    fn agrees_on_mutated_requests() {
+        let keys = AttributionKeys::default();
+        let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let (mut ok, mut refused) = (0, 0);
+        for base in corpus() {
+            for _ in 0..3000 {
+                let mut b = base.clone();
+                for _ in 0..1 + next() % 3 {
+                    if b.is_empty() {
+                        b.push(next() as u8);
+                        continue;
+                    }
+                    let i = (next() % b.len() as u64) as usize;
+                    match next() % 6 {
+                        0 => b[i] = next() as u8,
+                        1 => b[i] ^= 1 << (next() % 8),
+                        2 => b.truncate(i),
+                        3 => b.insert(i, next() as u8),
+                        4 => {
+                            b.remove(i);
+                        }
+                        _ => b[i] = [0x00, 0x7f, 0x80, 0xff, 0x0a, 0x12][(next() % 6) as usize],
+                    }
+                }
+                if agree(&b, &keys, 40) {
+                    ok += 1;
+                } else {
+                    refused += 1;
+                }
+            }
+        }
+        // Both kinds of outcome were exercised.
+        assert!(ok > 1000 && refused > 1000, "ok {ok} refused {refused}");
+    }
+
+    #[test]
+    fn malformed_input_is_refused_not_panicked_on() {
+        let keys = AttributionKeys::default();
+        for bad in [
+            &[0x0a][..],
+            &[0x0a, 0x05, 0x00],
+            &[0xff; 11],
+            &[0x00],
+            &[0x0c],
+            &[0x0b, 0x0a, 0x00],
+            &[0x08],
+            &[0x0a, 0x02, 0x12, 0x05],
+            &[0x0a, 0x03, 0x0a, 0x01, 0x08],
+        ] {
+            assert!(
+                matches!(scan(bad, &keys, 100), Err(Refused::Malformed(_))),
+                "{bad:02x?}"
+            );
+        }
+        // Invalid UTF-8 in any attribute key is refused, as prost refuses it.
+        let bad_key = field(1, &field(1, &field(1, &field(1, &[0xff, 0xfe]))));
+        assert!(TraceRequest::decode(bad_key.as_slice()).is_err());
+        assert!(matches!(
+            scan(&bad_key, &keys, 100),
+            Err(Refused::Malformed(_))
+        ));
+    }
+}
