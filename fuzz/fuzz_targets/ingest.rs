@@ -20,6 +20,7 @@ fn ingest() -> &'static Ingest {
             64,
             1024,
             Arc::new(trace_sink::metrics::Metrics::new(100)),
+            None,
         )
     })
 }

@@ -425,7 +425,6 @@ fn snapshot(st: &State, peer_attribution: bool) -> SinkStats {
 mod tests {
     use super::*;
     use crate::ingest::attribution::{Batch, Origin};
-    use std::time::{Duration, UNIX_EPOCH};
 
     fn summary(id: &str, seqs: Vec<u64>) -> RequestSummary<'_> {
         let mut s = RequestSummary {

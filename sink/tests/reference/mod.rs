@@ -226,6 +226,7 @@ pub fn unbounded_ingest() -> &'static trace_sink::ingest::Ingest {
             1024,
             1 << 20,
             std::sync::Arc::new(trace_sink::metrics::Metrics::new(1000)),
+            None,
         )
     })
 }
