@@ -42,6 +42,14 @@ Usage: deploy/verify.sh [options]
   --istio              deploy with the istio component (sidecars for agents and
                        generators, PeerAuthentication PERMISSIVE for the agents)
   --control-plane      run generators and agents on control-plane nodes too
+  --peer-attribution   verify the agent as it runs in production: the agents get
+                       a configuration that stamps nothing on the spans
+                       (components/agent-stamps-nothing; not in step 3, whose
+                       broken configuration is its own) and trace-sink finds
+                       each span's agent node from the connection's peer Pod
+                       through the Kubernetes API (components/peer-attribution:
+                       --k8s-attribution, its ServiceAccount, list/watch Pods).
+                       Every step with spans must then show attribution "peer"
   --registry PREFIX    image prefix for trace-gen and trace-sink, e.g.
                        ghcr.io/acme (images PREFIX/trace-gen, PREFIX/trace-sink)
   --tag TAG            image tag for trace-gen and trace-sink (default: the
@@ -69,6 +77,7 @@ EOF
 # ---------------------------------------------------------------- options
 istio=0
 control_plane=0
+peer_attribution=0
 registry=""
 tag=""
 within=90s
@@ -84,6 +93,7 @@ while (($#)); do
   case "$1" in
     --istio) istio=1 ;;
     --control-plane) control_plane=1 ;;
+    --peer-attribution) peer_attribution=1 ;;
     --registry) registry="${2:?--registry needs a value}"; shift ;;
     --tag) tag="${2:?--tag needs a value}"; shift ;;
     --within) within="${2:?--within needs a value}"; shift ;;
@@ -249,10 +259,15 @@ write_kustomization() { # DIR RESOURCE [EXTRA-PATCH-FILE]
     echo "kind: Kustomization"
     echo "resources:"
     echo "  - ../../../deploy/$resource"
-    if ((istio || control_plane)); then
+    if ((istio || control_plane || peer_attribution)); then
       echo "components:"
       if ((istio)); then echo "  - ../../../deploy/components/istio"; fi
       if ((control_plane)); then echo "  - ../../../deploy/components/control-plane"; fi
+      if ((peer_attribution)); then
+        echo "  - ../../../deploy/components/peer-attribution"
+        # the broken-agent overlay's configuration is the point of step 3: kept
+        [[ "$resource" == overlays/broken-agent ]] || echo "  - ../../../deploy/components/agent-stamps-nothing"
+      fi
     fi
     if [[ -n "$registry" || -n "$tag" ]]; then
       echo "images:"
@@ -593,23 +608,56 @@ json_str() { # a JSON string literal
   printf '"%s"' "$s"
 }
 
-# One row per step (rows, json_rows, all_ok: see the top).
+# Where the agent nodes of a step's spans came from, from the sink's /stats:
+# the routes' "attribution" values (routes without an agent node have none):
+# one value -> it (attribute, peer or both), several -> mixed, none -> "-".
+attribution_of() { # /stats JSON
+  local values
+  mapfile -t values < <(grep -oE '"attribution"[[:space:]]*:[[:space:]]*"[a-z]+"' <<<"$1" |
+    grep -oE '"[a-z]+"$' | tr -d '"' | sort -u)
+  case ${#values[@]} in
+    0) printf -- '-' ;;
+    1) printf '%s' "${values[0]}" ;;
+    *) printf 'mixed' ;;
+  esac
+}
+
+# One row per step (rows, json_rows, all_ok: see the top). The sink's /stats
+# of the step is in step_stats (empty where the step read none); it gives the
+# attribution column, and under --peer-attribution a step that received spans
+# passes only if every agent node came from the peer ("peer").
+step_stats=""
 record() { # STEP KEY SCENARIO SAME_NODE_ONLY NOTHING_WHEN_DOWN RECEIVED GEN_FAILED VERDICT [EXPLANATION]
-  local step="$1" key="$2" pass=false
+  local step="$1" key="$2" pass=false attribution want total verdict
   shift 2
-  rows+=("$(printf '%s\t' "$step" "$1" "$2" "$3" "$4" "$5" "$6")")
-  [[ "$6" == PASS* || "$6" == "dry-run" ]] && pass=true
+  verdict="$6"
+  attribution="$(attribution_of "$step_stats")"
+  if ((peer_attribution && !dry_run)) && [[ "$verdict" == PASS* ]]; then
+    total="$(json_num spans_total "$step_stats")"
+    want=peer
+    [[ "${total:-0}" -gt 0 ]] || want="-"
+    [[ "$attribution" == "$want" ]] || verdict="FAIL (attribution $attribution, expected $want)"
+  fi
+  step_stats=""
+  rows+=("$(printf '%s\t' "$step" "$1" "$2" "$3" "$4" "$5" "$attribution" "$verdict")")
+  [[ "$verdict" == PASS* || "$verdict" == "dry-run" ]] && pass=true
   [[ "$pass" == true ]] || all_ok=0
   local explanation="${7:-}"
+  if ((peer_attribution)) && [[ -n "$explanation" ]]; then
+    explanation+="; the agents stamp nothing: each span's agent node is the node of the agent Pod at its connection's peer address, from the Kubernetes API (attribution peer)"
+  fi
   [[ "$pass" == true || -z "$explanation" ]] || explanation="NOT as expected; expected: $explanation"
-  json_rows+=("{\"step\": $step, \"key\": $(json_str "$key"), \"title\": $(json_str "$1"), \"pass\": $pass, \"verdict\": $(json_str "$6"), \"same_node_agent_only\": $(json_str "$2"), \"nothing_when_local_agent_down\": $(json_str "$3"), \"spans_received\": $(json_str "$4"), \"generator_failed_exports\": $(json_str "$5"), \"explanation\": $(json_str "$explanation"), \"attribution\": null}")
+  local attr_json=null
+  [[ "$attribution" == "-" ]] || attr_json="$(json_str "$attribution")"
+  json_rows+=("{\"step\": $step, \"key\": $(json_str "$key"), \"title\": $(json_str "$1"), \"pass\": $pass, \"verdict\": $(json_str "$verdict"), \"same_node_agent_only\": $(json_str "$2"), \"nothing_when_local_agent_down\": $(json_str "$3"), \"spans_received\": $(json_str "$4"), \"generator_failed_exports\": $(json_str "$5"), \"explanation\": $(json_str "$explanation"), \"attribution\": $attr_json}")
 }
 
 write_json() { # RESULT
   [[ -n "$results_json" ]] || return 0
   local IFS=,
-  printf '{"schema": "trace-gen-sink/verify/v1", "context": %s, "istio": %s, "result": %s, "pass": %s, "steps": [%s]}\n' \
-    "$(json_str "${context:-dry-run}")" "$( ((istio)) && echo true || echo false)" "$(json_str "$1")" \
+  printf '{"schema": "trace-gen-sink/verify/v1", "context": %s, "istio": %s, "peer_attribution": %s, "result": %s, "pass": %s, "steps": [%s]}\n' \
+    "$(json_str "${context:-dry-run}")" "$( ((istio)) && echo true || echo false)" \
+    "$( ((peer_attribution)) && echo true || echo false)" "$(json_str "$1")" \
     "$( ((all_ok)) && [[ "$1" == complete ]] && echo true || echo false)" "${json_rows[*]}" >"$results_json"
 }
 
@@ -625,11 +673,11 @@ received() {
 print_table() {
   local line
   {
-    printf 'step\tscenario\tsame-node agent only\tnothing when local agent down\tspans received\tgenerator failed exports\tverdict\n'
+    printf 'step\tscenario\tsame-node agent only\tnothing when local agent down\tspans received\tgenerator failed exports\tattribution\tverdict\n'
     for line in "${rows[@]}"; do printf '%s\n' "${line%$'\t'}"; done
   } | column -t -s $'\t' 2>/dev/null || {
     # column(1) missing: tab-separated then
-    printf 'step\tscenario\tsame-node agent only\tnothing when local agent down\tspans received\tgenerator failed exports\tverdict\n'
+    printf 'step\tscenario\tsame-node agent only\tnothing when local agent down\tspans received\tgenerator failed exports\tattribution\tverdict\n'
     for line in "${rows[@]}"; do printf '%s\n' "${line%$'\t'}"; done
   }
 }
@@ -643,7 +691,7 @@ check_or_abort() { # RC: a check pod that could not run is a setup problem
 }
 
 # ---------------------------------------------------------------- deploy
-log "deploying (istio=$istio, control-plane=$control_plane)"
+log "deploying (istio=$istio, control-plane=$control_plane, peer-attribution=$peer_attribution)"
 kdo apply -f "$base_yaml"
 wait_rollouts
 
@@ -672,6 +720,7 @@ all_local_step() { # STEP KEY TITLE
   sink_check "$2" --expect-local --from-nodes "$all_nodes" --within "$within" --hold "$hold" || rc=$?
   check_or_abort "$rc"
   s="$(sink_stats)"
+  step_stats="$s"
   record "$1" "$2" "$3" "$( ((rc == 0)) && echo yes || echo no)" "-" "$(received "$s")" "-" "$(verdict "$rc")" \
     "every generator's spans arrived, each only through the agent on its own node (kube-proxy: local endpoint for internalTrafficPolicy Local)"
 }
@@ -698,6 +747,7 @@ else
   sink_check agent-removed "${args[@]}" || rc=$?
   check_or_abort "$rc"
   s="$(sink_stats)"
+  step_stats="$s"
   g="$(gen_stats_on "$victim")"
   after="$(json_num spans_failed "$g")"
   failed_ok=0
@@ -730,6 +780,7 @@ if ((rc == 0)); then
   check_or_abort "$rc"
 fi
 s="$(sink_stats)"
+step_stats="$s"
 total="$(json_num spans_total "$s")"
 nothing_ok=0
 [[ "$total" == 0 ]] && nothing_ok=1
@@ -780,6 +831,7 @@ else
   sink_check cluster-policy --expect-local --from-nodes "$all_nodes" --within "$within" --hold "$hold" || rc=$?
   check_or_abort "$rc"
   s="$(sink_stats)"
+  step_stats="$s"
   remote="$(json_num remote_spans "$s")"
   ok=0
   ((rc == 1)) && [[ "${remote:-0}" -gt 0 ]] && ok=1
@@ -809,6 +861,7 @@ else
     check_or_abort "$rc"
   fi
   s="$(sink_stats)"
+  step_stats="$s"
   still=1
   ((dry_run)) || only_terminating_serving_on "$victim" || still=0
   eps="$(agent_endpoints | awk -v n="$victim" '$1 == n' | tr '\n' ';')"
@@ -821,7 +874,7 @@ fi
 
 # ---------------------------------------------------------------- report
 echo
-echo "Node-local verification, context ${context:-(dry run)}, istio=$istio"
+echo "Node-local verification, context ${context:-(dry run)}, istio=$istio, peer-attribution=$peer_attribution"
 print_table
 table_printed=1
 echo

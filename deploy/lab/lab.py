@@ -14,7 +14,12 @@ kubectl, the agents (OpenTelemetry Collector), trace-gen and trace-sink.
 Emulated: the kubelet, by deploy/lab/node_agent.py (see its docstring).
 The scenarios are deploy/verify.sh's, run with KUBECONFIG pointing at the lab
 and a service account bound to deploy/verify-rbac; the lab only adds a hook that
-saves every node's kube-proxy rules at each check.
+saves every node's kube-proxy rules at each check. verify.sh runs once per
+attribution mode (--attribution, default both, in this order):
+  attribute  the agents stamp their node on every span (deploy/ as it is);
+  peer       the agents run a configuration that stamps nothing, as in
+             production, and trace-sink finds each span's agent node from the
+             connection's peer Pod through the API (verify.sh --peer-attribution).
 
 Addresses: nodes 198.18.0.11-13 on a bridge in lab-hub (198.18.0.1 = API
 server), pods 198.18.128.0/17 (one /24 per node), Services 198.19.0.0/16. No
@@ -435,6 +440,17 @@ class Lab:
 
 
 # --------------------------------------------------------------------------- main
+ATTRIBUTION_MODES = ("attribute", "peer")
+
+
+def attribution_modes(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in modes if m not in ATTRIBUTION_MODES]
+    if not modes or bad or len(set(modes)) != len(modes):
+        raise argparse.ArgumentTypeError(f"expected attribute, peer or attribute,peer (got {text!r})")
+    return modes
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="lab.py", description=__doc__.split("\n\n")[0])
     p.add_argument("command", nargs="?", default="run", choices=["run", "cleanup", "dump-rules"])
@@ -451,7 +467,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--within", default="20s", help="verify.sh --within (default 20s)")
     p.add_argument("--hold", default="10s", help="verify.sh --hold (default 10s)")
     p.add_argument("--settle", default="3", help="verify.sh --settle, seconds (default 3)")
-    p.add_argument("--time-limit", type=int, default=900, help="abort the whole run after this many seconds")
+    p.add_argument("--attribution", default="attribute,peer", type=attribution_modes,
+                   help="verify.sh runs, in order: attribute (the agents stamp their node), peer (the agents stamp "
+                        "nothing, the sink resolves the peer Pod: verify.sh --peer-attribution); default attribute,peer")
+    p.add_argument("--prefix", default="", help=argparse.SUPPRESS)  # dump-rules: file name prefix (the run)
+    p.add_argument("--time-limit", type=int, default=1500, help="abort the whole run after this many seconds")
     a = p.parse_intermixed_args(argv)
     a.out = a.out.resolve()
     return a
@@ -466,7 +486,7 @@ def dump_rules(a: argparse.Namespace) -> int:
     for n in NODES:
         cmd = (["nft", "list", "table", "ip", "kube-proxy"] if a.kube_proxy_mode == "nftables" else ["iptables-save"])
         text = run(["ip", "netns", "exec", n, *cmd], check=False).stdout
-        (d / f"{key}.{phase}.{n}.txt").write_text(text)
+        (d / f"{a.prefix}{key}.{phase}.{n}.txt").write_text(text)
     return 0
 
 
@@ -508,7 +528,7 @@ def main(argv: list[str]) -> int:
     signal.alarm(a.time_limit)
     lab = Lab(a)
     error: str | None = None
-    verify_rc: int | None = None
+    runs: list[tuple[str, int | None]] = []
     components: dict[str, Any] = {}
     lab.version = ""
     try:
@@ -521,23 +541,33 @@ def main(argv: list[str]) -> int:
         lab.nodes()
         lab.dns()
         kc = lab.verify_account()
-        log("running deploy/verify.sh against the lab (service account trace-gen-sink-verify)")
-        hook = f"{sys.executable} {Path(__file__).resolve()} dump-rules --out {a.out} --kube-proxy-mode {a.kube_proxy_mode}"
-        cmd = ["ip", "netns", "exec", HUB_NS, "bash", str(REPO / "deploy" / "verify.sh"),
-               "--within", a.within, "--hold", a.hold, "--settle", a.settle, "--timeout", "240",
-               "--results-json", str(a.out / "verify.json"), "--step-hook", hook]
-        env = {**os.environ, "KUBECONFIG": str(kc), "PATH": f"{a.kube_bin}:{os.environ.get('PATH', '')}"}
-        with open(a.out / "logs" / "verify.log", "w") as vlog:
-            p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                 process_group=0)
-            lab.verify = p
-            assert p.stdout
-            for line in p.stdout:
-                print(line, end="", flush=True)
-                vlog.write(line)
-                if "RESULT:" in line or line.startswith("Node-local verification"):
-                    components = lab.components_running()
-            verify_rc = p.wait()
+        for mode in a.attribution:
+            log(f"running deploy/verify.sh against the lab (service account trace-gen-sink-verify), "
+                f"attribution {mode}")
+            hook = (f"{sys.executable} {Path(__file__).resolve()} dump-rules --out {a.out} "
+                    f"--kube-proxy-mode {a.kube_proxy_mode} --prefix {mode}.")
+            cmd = ["ip", "netns", "exec", HUB_NS, "bash", str(REPO / "deploy" / "verify.sh"),
+                   "--within", a.within, "--hold", a.hold, "--settle", a.settle, "--timeout", "240",
+                   "--results-json", str(a.out / f"verify-{mode}.json"), "--step-hook", hook]
+            if mode == "peer":
+                cmd.append("--peer-attribution")
+            env = {**os.environ, "KUBECONFIG": str(kc), "PATH": f"{a.kube_bin}:{os.environ.get('PATH', '')}"}
+            (a.out / f"verify-{mode}.json").unlink(missing_ok=True)
+            runs.append((mode, None))
+            with open(a.out / "logs" / f"verify-{mode}.log", "w") as vlog:
+                p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     process_group=0)
+                lab.verify = p
+                assert p.stdout
+                for line in p.stdout:
+                    print(line, end="", flush=True)
+                    vlog.write(line)
+                    if "RESULT:" in line or line.startswith("Node-local verification"):
+                        # the real components at every verdict: all of them must have run at each
+                        now = lab.components_running()
+                        components = {k: v and components.get(k, True) for k, v in now.items()}
+                runs[-1] = (mode, p.wait())
+            lab.verify = None
         if not components:
             components = lab.components_running()
     except Interrupted as exc:
@@ -563,7 +593,7 @@ def main(argv: list[str]) -> int:
         for name in list(lab.procs)[::-1]:
             lab.procs[name].stop(5)
         remove_leftovers(quiet=True)
-        passed = write_results(a, lab, started, verify_rc, error, components)
+        passed = write_results(a, lab, started, runs, error, components)
         if lock:
             lock.close()
     if error and error.startswith("interrupted"):
@@ -573,23 +603,37 @@ def main(argv: list[str]) -> int:
     return 0 if passed else 1
 
 
-def write_results(a: argparse.Namespace, lab: Lab, started: str, verify_rc: int | None, error: str | None,
-                  components: dict[str, Any]) -> bool:
-    try:
-        v = json.loads((a.out / "verify.json").read_text())
-    except (OSError, ValueError):
-        v = {"steps": []}
-    scenarios = v.get("steps") or []
+def write_results(a: argparse.Namespace, lab: Lab, started: str, runs: list[tuple[str, int | None]],
+                  error: str | None, components: dict[str, Any]) -> bool:
+    """results.json: every run's scenarios (each with the run's attribution mode
+    in `run` and where its agent nodes came from in `attribution`). Passes only
+    if every requested run ran to its end with exit 0 and every scenario passed."""
     rules = sorted(str(p.relative_to(a.out)) for p in (a.out / "logs" / "rules").glob("*.txt")) \
         if (a.out / "logs" / "rules").exists() else []
-    for s in scenarios:
-        s["kube_proxy_rules"] = [r for r in rules if Path(r).name.startswith(f"{s['key']}.")]
+    scenarios: list[dict[str, Any]] = []
+    run_rows: list[dict[str, Any]] = []
+    for mode, rc in runs:
+        try:
+            v = json.loads((a.out / f"verify-{mode}.json").read_text())
+        except (OSError, ValueError):
+            v = {"steps": []}
+        steps = v.get("steps") or []
+        for s in steps:
+            s["run"] = mode
+            s["kube_proxy_rules"] = [r for r in rules if Path(r).name.startswith(f"{mode}.{s['key']}.")]
+        scenarios += steps
+        run_rows.append({"attribution": mode, "verify_exit_code": rc, "scenarios": len(steps),
+                         "pass": rc == 0 and bool(steps) and all(s.get("pass") for s in steps)})
     real = all(components.values()) if components else False
-    passed = error is None and verify_rc == 0 and bool(scenarios) and all(s.get("pass") for s in scenarios) and real
+    wanted = list(getattr(a, "attribution", [m for m, _ in runs]))
+    passed = (error is None and [m for m, _ in runs] == wanted and all(r["pass"] for r in run_rows) and real)
+    codes = [rc for _, rc in runs]
     result = {
         "schema": "trace-lab/results/v2", "started": started, "duration_seconds": round(time.monotonic() - T0, 1),
         "pass": passed, "error": error, "kubernetes_version": lab.version, "kube_proxy_mode": a.kube_proxy_mode,
-        "verify_exit_code": verify_rc, "components_running_at_the_verdict": components,
+        "verify_exit_code": None if not codes or None in codes else max(codes),
+        "components_running_at_the_verdict": components,
+        "runs": run_rows,
         "scenarios": scenarios,
     }
     (a.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -597,7 +641,8 @@ def write_results(a: argparse.Namespace, lab: Lab, started: str, verify_rc: int 
     if scenarios:
         print("What happened and why (kube-proxy's rules of every node at each check: logs/rules/):")
         for s in scenarios:
-            print(f"  {s['step']}. {s['key']}: {s['verdict']}: {s.get('explanation', '')}")
+            print(f"  [{s['run']}] {s['step']}. {s['key']}: {s['verdict']} (attribution {s.get('attribution') or '-'})"
+                  f": {s.get('explanation', '')}")
     if components:
         print(f"Kubernetes {lab.version or '?'}, kube-proxy mode {a.kube_proxy_mode}; real components running at the "
               f"verdict: {', '.join(k for k, ok in components.items() if ok) or 'none'}"

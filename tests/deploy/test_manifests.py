@@ -1001,8 +1001,14 @@ FAKE_KUBECTL = textwrap.dedent(
         if "/services/" in path:
             total = 0 if phase() == "broken" else 300
             remote = 120 if phase() == "cluster" and not os.environ.get("FAKE_CLUSTER_PASSES") else 0
+            routes = []
+            if total and os.environ.get("FAKE_ATTRIBUTION"):  # where the agent nodes came from
+                a = os.environ["FAKE_ATTRIBUTION"]
+                routes = [{{"generator_node": "node-a", "agent_node": "node-a", "spans": total - remote,
+                           "attribution": a, "spans_by_attribution": {{a: total - remote}}}},
+                          {{"generator_node": "node-b", "agent_node": None, "spans": 0, "attribution": None}}]
             print(json.dumps({{"schema": "trace-sink/stats/v1", "spans_total": total, "local_spans": total - remote,
-                              "remote_spans": remote, "unattributed_spans": 0}}))
+                              "remote_spans": remote, "unattributed_spans": 0, "routes": routes}}))
         else:
             n = counter("genstats-" + path.split("/pods/")[1].split(":")[0]) * 10
             print(json.dumps({{"schema": "trace-gen/stats/v1", "spans_failed": n,
@@ -1129,6 +1135,77 @@ def test_verify_negative_control_fails_when_the_check_passes(tmp_path):
     assert all("PASS" in rows[s] for s in ("1", "2", "3", "4", "6"))
 
 
+def agent_config_of(manifests: Path) -> str:
+    docs = [d for d in yaml.safe_load_all(manifests.read_text()) if d]
+    return next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("trace-agent-config"))[
+        "data"]["config.yaml"]
+
+
+def test_verify_peer_attribution_deploys_the_unstamping_agent_and_wants_peer(tmp_path):
+    """--peer-attribution: every variant runs the sink with --k8s-attribution as
+    its own ServiceAccount (list/watch Pods), every agent but step 3's broken one
+    gets the configuration that stamps nothing, each step records where its
+    agent nodes came from, and the steps that received spans pass with "peer"."""
+    out = tmp_path / "verify.json"
+    result, calls, state = run_verify_with_fake_kubectl(tmp_path, "--peer-attribution", "--results-json", str(out),
+                                                        FAKE_ATTRIBUTION="peer")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = table_rows(result.stdout)
+    assert all("PASS" in rows[s] and " peer " in rows[s] for s in ("1", "2", "4", "5", "6")), result.stdout
+    assert "PASS" in rows["3"] and " peer " not in rows["3"]
+    res = json.loads(out.read_text())
+    assert res["pass"] is True and res["peer_attribution"] is True
+    assert [s["attribution"] for s in res["steps"]] == ["peer", "peer", None, "peer", "peer", "peer"]
+    assert all("attribution peer" in s["explanation"] for s in res["steps"])
+    applied = sorted(state.glob("applied-*.yaml"), key=lambda p: int(p.stem.split("-")[1]))
+    assert len(applied) == 5  # base, broken, base, cluster, draining
+    for n, path in enumerate(applied, 1):
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        sink = find(docs, "Deployment", "trace-sink")
+        assert "--k8s-attribution" in container(sink, "trace-sink")["args"], path.name
+        assert sink["spec"]["template"]["spec"]["serviceAccountName"] == "trace-sink"
+        role = find(docs, "ClusterRole", "trace-sink-pod-reader")
+        assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
+        config = agent_config_of(path)
+        if n == 2:  # step 3: the broken configuration, as without the option
+            assert "resouce/agent-node" in config
+        else:
+            parsed = yaml.safe_load(config)
+            assert "processors" not in parsed and "processors" not in parsed["service"]["pipelines"]["traces"], path.name
+
+
+def test_verify_peer_attribution_fails_steps_whose_nodes_did_not_come_from_the_peer(tmp_path):
+    """Under --peer-attribution an agent that still stamps its node ("both") or a
+    sink that did not resolve peers ("attribute") means the run did not verify
+    what it claims: every step that received spans is a FAIL, exit 1."""
+    for seen in ("both", "attribute"):
+        d = tmp_path / seen
+        d.mkdir()
+        out = d / "verify.json"
+        result, _, _ = run_verify_with_fake_kubectl(d, "--peer-attribution", "--results-json", str(out),
+                                                    FAKE_ATTRIBUTION=seen)
+        assert result.returncode == 1, result.stdout + result.stderr
+        rows = table_rows(result.stdout)
+        assert all(f"FAIL (attribution {seen}, expected peer)" in rows[s] for s in ("1", "2", "4", "5", "6"))
+        assert "PASS" in rows["3"]
+        steps = json.loads(out.read_text())["steps"]
+        assert [s["attribution"] for s in steps] == [seen, seen, None, seen, seen, seen]
+
+
+def test_verify_records_attribute_without_the_option(tmp_path):
+    """Without --peer-attribution the agents stamp their node: each step records
+    "attribute" (and a step is not failed for it)."""
+    out = tmp_path / "verify.json"
+    result, _, state = run_verify_with_fake_kubectl(tmp_path, "--results-json", str(out), FAKE_ATTRIBUTION="attribute")
+    assert result.returncode == 0, result.stdout + result.stderr
+    res = json.loads(out.read_text())
+    assert res["peer_attribution"] is False
+    assert [s["attribution"] for s in res["steps"]] == ["attribute", "attribute", None, "attribute", "attribute",
+                                                        "attribute"]
+    assert "resource/agent-node" in yaml.safe_load(agent_config_of(state / "applied-1.yaml"))["processors"]
+    assert "ClusterRole" not in (state / "applied-1.yaml").read_text()
+
+
 def test_verify_leaves_existing_namespaces_alone(tmp_path):
     """A namespace that exists already (kyma-system on a Kyma cluster) is
     neither applied (its labels stay) nor deleted."""
@@ -1184,5 +1261,16 @@ def test_verify_rbac_grants_what_verify_needs_and_no_more():
                  ("discovery.k8s.io", "endpointslices", "list")]:
         assert need in grants, need
     resources = {r for _, r, _ in grants}
-    assert not resources & {"pods/exec", "secrets", "roles", "clusterroles", "rolebindings", "clusterrolebindings", "*"}
-    assert not any(v == "*" for _, _, v in grants)
+    assert not resources & {"pods/exec", "secrets", "roles", "rolebindings", "*"}
+    assert not any(v in ("*", "escalate", "bind", "impersonate") for _, _, v in grants)
+    # --peer-attribution: the sink's ServiceAccount, ClusterRole and binding,
+    # created by any name (create cannot be narrowed), all else only by theirs
+    for rule in role["rules"]:
+        if set(rule["resources"]) & {"serviceaccounts", "clusterroles", "clusterrolebindings"}:
+            assert rule["verbs"] == ["create"] or (
+                rule.get("resourceNames") in (["trace-sink"], ["trace-sink-pod-reader"])
+                and "create" not in rule["verbs"]), rule
+    names = {n for rule in role["rules"] for n in rule.get("resourceNames", [])}
+    component = render("deploy/overlays/peer-attribution")
+    for kind in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding"):
+        assert [o["metadata"]["name"] for o in component if o["kind"] == kind][0] in names, kind

@@ -47,23 +47,53 @@ def test_a_second_lab_refuses_at_once_naming_the_first(tmp_path, monkeypatch):
     f.close()
 
 
-def test_results_file_lists_every_scenario_with_the_required_fields(tmp_path):
+def write_verify_json(out, mode, attribution, passed=True):
+    steps = [{"step": i + 1, "key": k, "title": k, "pass": passed, "verdict": "PASS" if passed else "FAIL",
+              "explanation": "why", "attribution": attribution}
+             for i, k in enumerate(["all-up", "agent-removed"])]
+    (out / f"verify-{mode}.json").write_text(json.dumps({"steps": steps}))
+
+
+def test_results_file_lists_every_scenario_of_every_run_with_the_required_fields(tmp_path):
+    """One verify.sh run per attribution mode: results.json lists every
+    scenario of both, each with its run, its attribution and the kube-proxy
+    rules saved at its check (by the run's file name prefix)."""
     out = tmp_path
-    steps = [{"step": i + 1, "key": k, "title": k, "pass": True, "verdict": "PASS", "explanation": "why",
-              "attribution": None} for i, k in enumerate(["all-up", "agent-removed"])]
-    (out / "verify.json").write_text(json.dumps({"steps": steps}))
+    write_verify_json(out, "attribute", "attribute")
+    write_verify_json(out, "peer", "peer")
     (out / "logs" / "rules").mkdir(parents=True)
-    (out / "logs" / "rules" / "all-up.check.node-1.txt").write_text("table ip kube-proxy {}")
-    a = argparse.Namespace(out=out, kube_proxy_mode="iptables")
+    (out / "logs" / "rules" / "attribute.all-up.check.node-1.txt").write_text("table ip kube-proxy {}")
+    (out / "logs" / "rules" / "peer.agent-removed.check.node-1.txt").write_text("table ip kube-proxy {}")
+    a = argparse.Namespace(out=out, kube_proxy_mode="iptables", attribution=["attribute", "peer"])
     holder = argparse.Namespace(version="v1.34.2")
     running = {"etcd": True, "node-1-kube-proxy": True}
-    assert lab.write_results(a, holder, "t", 0, None, running) is True
+    assert lab.write_results(a, holder, "t", [("attribute", 0), ("peer", 0)], None, running) is True
     res = json.loads((out / "results.json").read_text())
     assert res["kubernetes_version"] == "v1.34.2" and res["kube_proxy_mode"] == "iptables" and res["pass"] is True
+    assert res["verify_exit_code"] == 0
+    assert [(r["attribution"], r["pass"], r["scenarios"]) for r in res["runs"]] == [("attribute", True, 2),
+                                                                                   ("peer", True, 2)]
     for s in res["scenarios"]:
-        assert {"key", "title", "pass", "verdict", "attribution"} <= set(s)
-    assert res["scenarios"][0]["kube_proxy_rules"] == ["logs/rules/all-up.check.node-1.txt"]
+        assert {"key", "title", "pass", "verdict", "attribution", "run"} <= set(s)
+    assert [(s["run"], s["attribution"]) for s in res["scenarios"]] == [("attribute", "attribute")] * 2 + [
+        ("peer", "peer")] * 2
+    assert res["scenarios"][0]["kube_proxy_rules"] == ["logs/rules/attribute.all-up.check.node-1.txt"]
     assert res["scenarios"][1]["kube_proxy_rules"] == []
+    assert res["scenarios"][3]["kube_proxy_rules"] == ["logs/rules/peer.agent-removed.check.node-1.txt"]
+
+
+@pytest.mark.parametrize("case", ["second run failed", "second run missing", "second run no exit code"])
+def test_results_pass_only_when_every_requested_run_passed(tmp_path, case):
+    write_verify_json(tmp_path, "attribute", "attribute")
+    write_verify_json(tmp_path, "peer", "both", passed=case != "second run failed")
+    a = argparse.Namespace(out=tmp_path, kube_proxy_mode="nftables", attribution=["attribute", "peer"])
+    runs = {"second run failed": [("attribute", 0), ("peer", 1)], "second run missing": [("attribute", 0)],
+            "second run no exit code": [("attribute", 0), ("peer", None)]}[case]
+    assert lab.write_results(a, argparse.Namespace(version="v"), "t", runs, None, {"etcd": True}) is False
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["pass"] is False
+    assert res["verify_exit_code"] == {"second run failed": 1, "second run missing": 0,
+                                       "second run no exit code": None}[case]
 
 
 @pytest.mark.parametrize("case", ["component down", "verify failed", "no scenarios", "error"])
@@ -71,12 +101,12 @@ def test_results_never_pass_on_what_was_not_seen(tmp_path, case):
     """A verdict needs verify.sh's exit 0, every scenario passed, and every real component
     running at the verdict."""
     steps = [] if case == "no scenarios" else [{"step": 1, "key": "all-up", "title": "t", "pass": True, "verdict": "PASS"}]
-    (tmp_path / "verify.json").write_text(json.dumps({"steps": steps}))
-    a = argparse.Namespace(out=tmp_path, kube_proxy_mode="nftables")
+    (tmp_path / "verify-attribute.json").write_text(json.dumps({"steps": steps}))
+    a = argparse.Namespace(out=tmp_path, kube_proxy_mode="nftables", attribution=["attribute"])
     running = {"etcd": True, "kube-apiserver": case != "component down"}
     rc = 1 if case == "verify failed" else 0
     err = "boom" if case == "error" else None
-    assert lab.write_results(a, argparse.Namespace(version="v"), "t", rc, err, running) is False
+    assert lab.write_results(a, argparse.Namespace(version="v"), "t", [("attribute", rc)], err, running) is False
     assert json.loads((tmp_path / "results.json").read_text())["pass"] is False
 
 
@@ -84,9 +114,15 @@ def test_command_line_and_hook_arguments():
     a = lab.parse_args(["dump-rules", "--out", "/tmp/x", "--kube-proxy-mode", "iptables", "terminating", "check"])
     assert (a.command, a.rest, a.kube_proxy_mode, str(a.out)) == ("dump-rules", ["terminating", "check"], "iptables", "/tmp/x")
     d = lab.parse_args([])
-    assert (d.command, d.kube_proxy_mode, d.backoff_base) == ("run", "nftables", 10.0)
-    with pytest.raises(SystemExit):
-        lab.parse_args(["run", "--kube-proxy-mode", "ipvs"])
+    assert (d.command, d.kube_proxy_mode, d.backoff_base, d.attribution) == ("run", "nftables", 10.0,
+                                                                            ["attribute", "peer"])
+    assert lab.parse_args(["--attribution", "peer"]).attribution == ["peer"]
+    h = lab.parse_args(["dump-rules", "--prefix", "peer.", "all-up", "check"])
+    assert (h.prefix, h.rest) == ("peer.", ["all-up", "check"])
+    for bad in (["run", "--kube-proxy-mode", "ipvs"], ["--attribution", "stamp"], ["--attribution", "peer,peer"],
+                ["--attribution", ""]):
+        with pytest.raises(SystemExit):
+            lab.parse_args(bad)
 
 
 def test_addresses_stay_in_the_lab_ranges():
