@@ -23,11 +23,13 @@ Sections:
             into trace-sink and into the collector (counted by the receiver)
   e2e       trace-gen -> agent (the lab's collector, deploy/agent/config.yaml)
             -> trace-sink vs -> collector: delivered spans/s
-  stats     GET /stats latency (p50, p99) with 10,000 routes, agents and generators
+  stats     GET /stats latency (p50, p99 of 300) with 10,000 routes, agents and generators,
+            idle and with one span posted before every request (no answer of the same state)
 """
 import argparse
 import http.client
 import json
+import math
 import os
 import re
 import signal
@@ -437,7 +439,7 @@ def kv_int(key, value):
     return field(1, key.encode()) + field(2, varint(3 << 3) + varint(value))
 
 
-def series_request(first, n):
+def series_request(first, n, seq=1):
     """n resources, each its own generator node, agent node and generator id, one span each."""
     rss = []
     for i in range(first, first + n):
@@ -445,43 +447,83 @@ def series_request(first, n):
             kv_str("k8s.node.name", f"gen-node-{i:05d}"),
             kv_str("agent.node.name", f"agent-node-{i:05d}"),
             kv_str("tracegen.generator.id", f"00000000-0000-4000-8000-{i:012d}"))))
-        span = field(1, bytes(16)) + field(2, bytes(8)) + field(5, b"s") + field(9, kv_int("tracegen.seq", 1))
+        span = field(1, bytes(16)) + field(2, bytes(8)) + field(5, b"s") + field(9, kv_int("tracegen.seq", seq))
         rss.append(field(1, res + field(2, field(2, span))))
     return b"".join(rss)
 
 
+def percentile(sorted_times, q):
+    """Nearest-rank percentile of sorted values."""
+    return sorted_times[max(0, math.ceil(q * len(sorted_times)) - 1)]
+
+
 def stats_latency(bins, tmp, series, samples):
+    """GET /stats with `series` routes, agents and generators: idle (the same
+    state for every answer), and changing (one span on an existing series
+    posted before every request, so every answer is of a new state and none
+    can be served from a cache). Sink CPU per answer: the change of the sink's
+    CPU time over the requests / their number; for the changing mode minus
+    the cost of the same posts alone, measured before."""
     s = Sink(bins, tmp)
     try:
         host, port = s.http.rsplit(":", 1)
-        for first in range(0, series, 2000):
-            body = series_request(first, min(2000, series - first))
-            c = http.client.HTTPConnection(host, int(port), timeout=30)
-            c.request("POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
-            resp = c.getresponse()
+        # A new connection for each phase: an idle one is closed by the sink
+        # after --header-read-timeout.
+        conns = []
+
+        def post(body, fresh=False):
+            if fresh or not conns:
+                for c in conns:
+                    c.close()
+                conns[:] = [http.client.HTTPConnection(host, int(port), timeout=30)]
+            ingest = conns[0]
+            ingest.request("POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
+            resp = ingest.getresponse()
             resp.read()
-            c.close()
             if resp.status != 200:
                 raise RuntimeError(f"loading series: HTTP {resp.status}")
+
+        for first in range(0, series, 2000):
+            post(series_request(first, min(2000, series - first)))
+        # One span each on existing series (the series count stays `series`):
+        # the first samples + 1 to measure the posts alone, the others to
+        # change the state before every request of the changing mode.
+        changes = iter([series_request((k * 7919) % series, 1, seq=2 + k)
+                        for k in range(2 * samples + 2)])
+        post(next(changes), fresh=True)
+        c0 = s.cpu()
+        for _ in range(samples):
+            post(next(changes))
+        post_cpu_ms = (s.cpu() - c0) / samples * 1000
         out = {}
-        for label, path in (("full", "/stats"), ("summary", "/stats?summary=true")):
-            host, port = s.api.rsplit(":", 1)
-            c = http.client.HTTPConnection(host, int(port), timeout=30)
+        api_host, api_port = s.api.rsplit(":", 1)
+        for label, path, change in (("full", "/stats", False), ("changing", "/stats", True),
+                                    ("summary", "/stats?summary=true", False)):
+            c = http.client.HTTPConnection(api_host, int(api_port), timeout=30)
             times, size, status = [], 0, 0
+            if change:
+                post(next(changes), fresh=True)
             c0 = s.cpu()
-            for _ in range(samples):
+            for k in range(samples):
+                if change:
+                    post(next(changes))
                 t0 = time.perf_counter()
                 c.request("GET", path)
                 resp = c.getresponse()
                 body = resp.read()
                 times.append((time.perf_counter() - t0) * 1000)
                 size, status = len(body), resp.status
-            cpu_ms = (s.cpu() - c0) / samples * 1000
+                if status != 200:
+                    raise RuntimeError(f"GET {path}: HTTP {status}")
+            cpu_ms = (s.cpu() - c0) / samples * 1000 - (post_cpu_ms if change else 0)
             c.close()
             times.sort()
             out[label] = {"p50_ms": statistics.median(times), "sink_cpu_ms": cpu_ms,
-                          "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))],
-                          "bytes": size, "status": status, "path": path}
+                          "p99_ms": percentile(times, 0.99), "max_ms": times[-1],
+                          "bytes": size, "status": status, "path": path, "samples": samples}
+        out["changing"]["post_cpu_ms"] = post_cpu_ms
+        for c in conns:
+            c.close()
         out["series"] = series
         out["rss_mib"] = s.rss()
         return out
@@ -562,7 +604,7 @@ def main():
         rep("e2e", lambda i: e2e(bins, tmp, alt(i), max(2, round(5 * sc))))
     if "stats" in only:
         log("/stats latency")
-        rep("stats", lambda i: stats_latency(bins, tmp, 10_000, 100))
+        rep("stats", lambda i: stats_latency(bins, tmp, 10_000, 300))
 
     rows = table(res)
     res["table"] = rows
@@ -633,10 +675,11 @@ def table(res):
             lambda o, t, r: r is not None and r >= 0.9)
     if "stats" in R:
         s = R["stats"]
-        row("/stats p50 ms @10k series (full)", med(s, "full", "p50_ms"), None, True)
-        row("/stats p99 ms @10k series (full)", med(s, "full", "p99_ms"), None, True, "<= 20",
-            lambda o, t, r: o is not None and o <= 20, note=f"{fmt(med(s, 'full', 'bytes'))} bytes")
-        row("/stats sink CPU ms per answer @10k series (full)", med(s, "full", "sink_cpu_ms"), None, True)
+        for mode, what in (("full", "idle"), ("changing", "changing")):
+            row(f"/stats p50 ms @10k series (full, {what})", med(s, mode, "p50_ms"), None, True)
+            row(f"/stats p99 ms @10k series (full, {what})", med(s, mode, "p99_ms"), None, True, "<= 20",
+                lambda o, t, r: o is not None and o <= 20, note=f"{fmt(med(s, mode, 'bytes'))} bytes")
+            row(f"/stats sink CPU ms per answer @10k series ({what})", med(s, mode, "sink_cpu_ms"), None, True)
         row("/stats p99 ms @10k series (?summary=true)", med(s, "summary", "p99_ms"), None, True, None,
             note=f"{fmt(med(s, 'summary', 'bytes'))} bytes")
     return rows

@@ -32,7 +32,7 @@ async fn stats_json() {
 }
 
 /// /stats is written straight from the state: the same document as the typed
-/// snapshot, for every table and kind of value; ?summary=true leaves the
+/// snapshot, byte for byte, for every table and kind of value; ?summary=true leaves the
 /// tables out; bad parameters answer 400.
 #[tokio::test]
 async fn stats_written_directly_equals_the_snapshot() {
@@ -61,6 +61,17 @@ async fn stats_written_directly_equals_the_snapshot() {
     let (status, full) = get("/stats").await;
     assert_eq!(status, 200);
     assert_eq!(full, serde_json::to_value(sink.stats()).unwrap());
+    // Byte for byte what serde writes for the typed snapshot.
+    let bytes = reqwest::get(api_url(&sink, "/stats"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(bytes.to_vec()).unwrap(),
+        serde_json::to_string(&sink.stats()).unwrap()
+    );
     assert_eq!(full["routes"].as_array().unwrap().len(), 3);
     assert_eq!(full["generators"][1]["missing"], 0);
     assert!(

@@ -3,50 +3,185 @@
 //! summary here under one `std::sync::Mutex`, once per request. A std mutex is
 //! right because nothing awaits while it is held, and one lock for everything
 //! makes `/reset` and `/stats` atomic: a span is in exactly one snapshot.
+//!
+//! `/stats` holds the lock only to copy numbers ([`Accounting::view`], about
+//! 1 ms at 10,000 series): the tables are kept in `/stats` order as entries
+//! arrive (routes and agents in ordered maps, generators in an order sorted
+//! only when one arrived or changed node) rather than sorted per answer, and
+//! the names they list are kept back to back in one buffer that a view copies
+//! whole rather than name by name. The JSON is written after the lock is
+//! released ([`super::view`]).
 
-use std::collections::hash_map::Entry;
+use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use trace_proto::stats::{
-    ATTRIBUTION_MIXED, AgentStats, Attribution, GeneratorStats, KubernetesStats, MAX_PEERS,
-    RouteStats, SINK_STATS_SCHEMA, SinkStats, rfc3339,
-};
+use trace_proto::stats::{KubernetesStats, MAX_PEERS, SinkStats};
 
 use super::attribution::{PeerLookup, RequestSummary, RouteKind, agent_node};
 use super::seqset::{SeqSet, runs};
+use super::view::{AgentRow, GeneratorRow, Millis, Names, RouteRow, StatsView, Str};
 use crate::metrics::Metrics;
 use crate::outcome::{Outcome, Via};
 
+/// A node name or generator id in the tables (an id is shared by the
+/// generator table, its index and its place in the `/stats` order).
+type Name = Arc<str>;
+
+/// A table keyed by an optional name, kept in the order of `Option<&str>`:
+/// `None` first, then the names in byte order. That is the order of
+/// `/stats`'s tables, so they are kept sorted as entries arrive instead of
+/// being sorted for every answer. Looked up by `Option<&str>` without
+/// allocating; a name is allocated (once, as a shared [`Name`]) only when
+/// its entry is made.
+#[derive(Debug)]
+struct ByName<V> {
+    unknown: Option<V>,
+    known: BTreeMap<Name, V>,
+}
+
+impl<V> Default for ByName<V> {
+    fn default() -> Self {
+        ByName {
+            unknown: None,
+            known: BTreeMap::new(),
+        }
+    }
+}
+
+impl<V> ByName<V> {
+    /// Applies `f` to the entry of `key`, made by `new` first if there is none.
+    fn update<R>(
+        &mut self,
+        key: Option<&str>,
+        new: impl FnOnce() -> V,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> R {
+        match key {
+            None => f(self.unknown.get_or_insert_with(new)),
+            Some(k) => {
+                if let Some(v) = self.known.get_mut(k) {
+                    return f(v);
+                }
+                f(self.known.entry(Name::from(k)).or_insert_with(new))
+            }
+        }
+    }
+
+    /// In table order.
+    fn iter(&self) -> impl Iterator<Item = (Option<&Name>, &V)> {
+        let unknown = self.unknown.iter().map(|v| (None, v));
+        unknown.chain(self.known.iter().map(|(k, v)| (Some(k), v)))
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.unknown.is_some()) + self.known.len()
+    }
+}
+
+/// A route: (generator node, agent node), ordered as `/stats` lists routes.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct RouteKey(Option<Name>, Option<Name>);
+
+/// A route key, owned or borrowed: lets the route table be looked up by
+/// `(Option<&str>, Option<&str>)` without allocating.
+trait RouteKeyParts {
+    fn parts(&self) -> (Option<&str>, Option<&str>);
+}
+
+impl RouteKeyParts for RouteKey {
+    fn parts(&self) -> (Option<&str>, Option<&str>) {
+        (self.0.as_deref(), self.1.as_deref())
+    }
+}
+
+impl RouteKeyParts for (Option<&str>, Option<&str>) {
+    fn parts(&self) -> (Option<&str>, Option<&str>) {
+        *self
+    }
+}
+
+impl<'a> Borrow<dyn RouteKeyParts + 'a> for RouteKey {
+    fn borrow(&self) -> &(dyn RouteKeyParts + 'a) {
+        self
+    }
+}
+
+// The same order as `RouteKey`'s derived one (as `Borrow` requires).
+impl PartialEq for dyn RouteKeyParts + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn RouteKeyParts + '_ {}
+
+impl PartialOrd for dyn RouteKeyParts + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn RouteKeyParts + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
+
+/// The names of the tables' entries, back to back, for `/stats`: a view
+/// copies this one buffer instead of every name. Appended to when an entry
+/// is made or a generator changes node; [`State::compact_names`] keeps it
+/// within twice what the tables refer to.
+#[derive(Debug)]
+struct NameText {
+    names: Names,
+    /// Compact when `names` grows past this.
+    budget: usize,
+}
+
+const NAMES_SLACK: usize = 64 * 1024;
+
 #[derive(Debug)]
 struct RouteEntry {
+    /// The names of its key in [`NameText`].
+    generator_node: Option<Str>,
+    agent_node: Option<Str>,
     spans: u64,
     /// Spans by where their agent node came from ([`Attribution::index`]).
+    ///
+    /// [`Attribution::index`]: trace_proto::stats::Attribution::index
     by_source: [u64; 3],
     /// Spans whose attribute and peer disagreed.
     conflicts: u64,
-    first: SystemTime,
-    last: SystemTime,
+    first: Millis,
+    last: Millis,
     /// Its `/metrics` counter.
     counter: prometheus_client::metrics::counter::Counter,
 }
 
 #[derive(Debug, Default)]
 struct AgentEntry {
+    /// Its node in [`NameText`].
+    node: Option<Str>,
     spans: u64,
     peers: BTreeSet<SocketAddr>,
 }
 
 #[derive(Debug)]
 struct GeneratorEntry {
-    node: Option<String>,
+    id: Name,
+    node: Option<Name>,
+    /// `id` and `node` in [`NameText`].
+    id_text: Str,
+    node_text: Option<Str>,
     spans: u64,
     duplicates: u64,
     seqs: SeqSet,
     peers: BTreeSet<SocketAddr>,
-    last: SystemTime,
+    last: Millis,
 }
 
 #[derive(Debug)]
@@ -61,9 +196,23 @@ struct State {
     conflicts: u64,
     /// Spans by the result of their peer lookup (`--k8s-attribution`).
     peer_spans: BTreeMap<&'static str, u64>,
-    routes: HashMap<(Option<String>, Option<String>), RouteEntry>,
-    agents: HashMap<Option<String>, AgentEntry>,
-    generators: HashMap<String, GeneratorEntry>,
+    /// In `/stats` order.
+    routes: BTreeMap<RouteKey, RouteEntry>,
+    /// The names the tables refer to.
+    text: NameText,
+    /// In `/stats` order.
+    agents: ByName<AgentEntry>,
+    /// Generators in the order they arrived.
+    generators: Vec<GeneratorEntry>,
+    /// Generator id → its place in `generators`, for ingest.
+    generator_index: HashMap<Name, usize>,
+    /// Places in `generators` in the `/stats` order, (node, id): sorted
+    /// when a view is taken after generators arrived or changed node (a
+    /// stable sort of a sorted run and a few new ones is about linear), not
+    /// for every answer.
+    generator_order: Vec<usize>,
+    /// `generator_order` needs sorting.
+    generators_moved: bool,
     /// Gap-table intervals held by all generators together.
     intervals: usize,
     requests: BTreeMap<(Via, Outcome), u64>,
@@ -81,11 +230,57 @@ impl State {
             overflow_generators: 0,
             conflicts: 0,
             peer_spans: BTreeMap::new(),
-            routes: HashMap::new(),
-            agents: HashMap::new(),
-            generators: HashMap::new(),
+            routes: BTreeMap::new(),
+            text: NameText {
+                names: Names::default(),
+                budget: NAMES_SLACK,
+            },
+            agents: ByName::default(),
+            generators: Vec::new(),
+            generator_index: HashMap::new(),
+            generator_order: Vec::new(),
+            generators_moved: false,
             intervals: 0,
             requests: BTreeMap::new(),
+        }
+    }
+
+    /// Rewrites [`NameText`] with only the names the tables refer to, once
+    /// it holds more than twice those (generators that changed node left
+    /// theirs behind).
+    fn compact_names(&mut self) {
+        if self.text.names.len() <= self.text.budget {
+            return;
+        }
+        let old = std::mem::take(&mut self.text.names);
+        let names = &mut self.text.names;
+        let mut copy = |s: &mut Option<Str>| *s = names.push_opt(old.get_opt(*s));
+        for r in self.routes.values_mut() {
+            copy(&mut r.generator_node);
+            copy(&mut r.agent_node);
+        }
+        if let Some(a) = &mut self.agents.unknown {
+            copy(&mut a.node);
+        }
+        for a in self.agents.known.values_mut() {
+            copy(&mut a.node);
+        }
+        for g in &mut self.generators {
+            copy(&mut g.node_text);
+            let mut id = Some(g.id_text);
+            copy(&mut id);
+            g.id_text = id.unwrap_or(g.id_text);
+        }
+        self.text.budget = 2 * self.text.names.len() + NAMES_SLACK;
+    }
+
+    /// Sorts `generator_order` if generators arrived or moved since.
+    fn sort_generators(&mut self) {
+        if self.generators_moved {
+            let g = &self.generators;
+            let key = |&pos: &usize| g.get(pos).map(|e| (e.node.as_deref(), &*e.id));
+            self.generator_order.sort_by(|x, y| key(x).cmp(&key(y)));
+            self.generators_moved = false;
         }
     }
 }
@@ -169,7 +364,7 @@ impl Accounting {
                 (origin, batch.spans, runs, in_batch_dups)
             })
             .collect();
-        let now = SystemTime::now();
+        let now = Millis::of(SystemTime::now());
         let peer_node = lookup.node();
         let mut new_conflicts: Vec<(Option<String>, String, String)> = Vec::new();
         let mut conflict_spans = 0;
@@ -193,29 +388,30 @@ impl Accounting {
                 RouteKind::Remote => st.remote += n,
                 RouteKind::Unattributed => st.unattributed += n,
             }
-            let route_key = (g.map(str::to_owned), a.map(str::to_owned));
             // One cap for routes: the metrics' route label set (`--max-series`
             // pairs for the life of the process) decides whether a new route is
             // broken down, in `/stats` and `/metrics` alike. The agent table
             // needs no cap of its own: every agent has at least one route.
-            let route = match st.routes.entry(route_key) {
-                Entry::Occupied(e) => Some(e.into_mut()),
-                Entry::Vacant(v) => {
-                    self.metrics
-                        .route_counter(g, a, kind.as_str())
-                        .map(|counter| {
-                            v.insert(RouteEntry {
-                                spans: 0,
-                                by_source: [0; 3],
-                                conflicts: 0,
-                                first: now,
-                                last: now,
-                                counter,
-                            })
-                        })
-                }
-            };
-            if let Some(route) = route {
+            let key = (g, a);
+            let key: &dyn RouteKeyParts = &key;
+            if !st.routes.contains_key(key)
+                && let Some(counter) = self.metrics.route_counter(g, a, kind.as_str())
+            {
+                let names = &mut st.text.names;
+                let route = RouteEntry {
+                    generator_node: names.push_opt(g),
+                    agent_node: names.push_opt(a),
+                    spans: 0,
+                    by_source: [0; 3],
+                    conflicts: 0,
+                    first: now,
+                    last: now,
+                    counter,
+                };
+                st.routes
+                    .insert(RouteKey(g.map(Name::from), a.map(Name::from)), route);
+            }
+            if let Some(route) = st.routes.get_mut(key) {
                 route.spans += n;
                 if let Some(source) = agent.source {
                     route.by_source[source.index()] += n;
@@ -230,9 +426,15 @@ impl Accounting {
                 }
                 route.last = now;
                 route.counter.inc_by(n);
-                let agent = st.agents.entry(a.map(str::to_owned)).or_default();
-                agent.spans += n;
-                insert_peer(&mut agent.peers, peer);
+                let names = &mut st.text.names;
+                let new_agent = || AgentEntry {
+                    node: names.push_opt(a),
+                    ..AgentEntry::default()
+                };
+                st.agents.update(a, new_agent, |agent| {
+                    agent.spans += n;
+                    insert_peer(&mut agent.peers, peer);
+                });
             } else {
                 st.overflow += n;
                 self.metrics.count_overflow(n);
@@ -240,39 +442,61 @@ impl Accounting {
             let Some(id) = origin.generator_id else {
                 continue;
             };
-            if !st.generators.contains_key(id) && st.generators.len() >= self.max_generators {
-                st.overflow_generators += n;
+            let pos = match st.generator_index.get(id) {
+                Some(&pos) => pos,
+                None if st.generators.len() >= self.max_generators => {
+                    st.overflow_generators += n;
+                    continue;
+                }
+                None => {
+                    let id = Name::from(id);
+                    let pos = st.generators.len();
+                    let id_text = st.text.names.push(&id);
+                    st.generators.push(GeneratorEntry {
+                        id: id.clone(),
+                        node: None,
+                        id_text,
+                        node_text: None,
+                        spans: 0,
+                        duplicates: 0,
+                        seqs: SeqSet::new(self.max_gaps),
+                        peers: BTreeSet::new(),
+                        last: now,
+                    });
+                    st.generator_index.insert(id, pos);
+                    st.generator_order.push(pos);
+                    st.generators_moved = true;
+                    pos
+                }
+            };
+            let Some(generator) = st.generators.get_mut(pos) else {
                 continue;
-            }
-            let generator = st
-                .generators
-                .entry(id.to_owned())
-                .or_insert_with(|| GeneratorEntry {
-                    node: None,
-                    spans: 0,
-                    duplicates: 0,
-                    seqs: SeqSet::new(self.max_gaps),
-                    peers: BTreeSet::new(),
-                    last: now,
-                });
+            };
             generator.spans += n;
             generator.last = now;
-            if let Some(node) = g
-                && generator.node.as_deref() != Some(node)
-            {
-                generator.node = Some(node.to_owned());
-            }
             insert_peer(&mut generator.peers, peer);
             generator.duplicates += in_batch_dups;
             let before = generator.seqs.intervals();
             for (lo, hi) in seq_runs {
                 generator.duplicates += generator.seqs.insert_range(lo, hi);
             }
-            st.intervals = st.intervals + generator.seqs.intervals() - before;
+            let after = generator.seqs.intervals();
+            // A generator moves to the node its spans name last.
+            let moved = match g {
+                Some(node) if generator.node.as_deref() != Some(node) => {
+                    generator.node_text = Some(st.text.names.push(node));
+                    generator.node = Some(Name::from(node));
+                    true
+                }
+                _ => false,
+            };
+            st.intervals = st.intervals + after - before;
+            st.generators_moved |= moved;
         }
         if st.intervals > self.max_total_gaps {
             self.freeze_gaps(st);
         }
+        st.compact_names();
         drop(guard);
         if conflict_spans > 0 {
             self.metrics.count_conflicts(conflict_spans);
@@ -301,7 +525,7 @@ impl Accounting {
     /// to it. Frozen gaps stay counted as missing (see [`SeqSet`]).
     fn freeze_gaps(&self, st: &mut State) {
         let share = (self.max_total_gaps / 4 * 3 / st.generators.len().max(1)).max(1);
-        for g in st.generators.values_mut() {
+        for g in &mut st.generators {
             st.intervals -= g.seqs.freeze_to(share);
         }
     }
@@ -316,95 +540,95 @@ impl Accounting {
     /// `peer_spans`; the API's state in it is for the caller to fill in
     /// (the accounting does not know the resolver).
     pub fn snapshot(&self) -> SinkStats {
-        snapshot(&self.lock(), self.peer_attribution)
+        self.view(true).to_stats()
+    }
+
+    /// The current numbers as copied under the lock (see [`StatsView`]);
+    /// without `tables`, only the totals (`routes`, `agents` and `generators`
+    /// empty). The lock is held for copying only: numbers, one buffer of names, peer
+    /// addresses, in the order the tables are kept in.
+    pub fn view(&self, tables: bool) -> StatsView {
+        view(&mut self.lock(), tables, self.peer_attribution)
     }
 
     /// Zeroes everything and returns the numbers as they were just before.
-    pub fn reset(&self) -> SinkStats {
-        let old = std::mem::replace(&mut *self.lock(), State::new());
-        snapshot(&old, self.peer_attribution)
+    pub fn reset(&self) -> StatsView {
+        let mut old = std::mem::replace(&mut *self.lock(), State::new());
+        view(&mut old, true, self.peer_attribution)
     }
 }
 
-fn snapshot(st: &State, peer_attribution: bool) -> SinkStats {
-    let mut routes: Vec<RouteStats> = st
-        .routes
-        .iter()
-        .map(|((g, a), e)| {
-            let sources: Vec<Attribution> = Attribution::ALL
-                .into_iter()
-                .filter(|s| e.by_source[s.index()] > 0)
-                .collect();
-            RouteStats {
-                generator_node: g.clone(),
-                agent_node: a.clone(),
+fn view(st: &mut State, tables: bool, peer_attribution: bool) -> StatsView {
+    let mut names = Names::default();
+    let (mut routes, mut agents, mut peers, mut generators) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    if tables {
+        // The names the rows refer to: one copy of one buffer.
+        names = st.text.names.clone();
+        routes.reserve_exact(st.routes.len());
+        routes.extend(st.routes.values().map(|e| RouteRow {
+            generator_node: e.generator_node,
+            agent_node: e.agent_node,
+            spans: e.spans,
+            by_source: e.by_source,
+            conflicts: e.conflicts,
+            first: e.first,
+            last: e.last,
+        }));
+        agents.reserve_exact(st.agents.len());
+        peers.reserve(st.agents.len());
+        for (_, e) in st.agents.iter() {
+            let start = peers.len();
+            peers.extend(e.peers.iter().copied());
+            agents.push(AgentRow {
+                node: e.node,
                 spans: e.spans,
-                first_seen: rfc3339(e.first),
-                last_seen: rfc3339(e.last),
-                attribution: match sources.as_slice() {
-                    [] => None,
-                    [one] => Some(one.as_str().to_owned()),
-                    _ => Some(ATTRIBUTION_MIXED.to_owned()),
-                },
-                spans_by_attribution: sources
-                    .iter()
-                    .map(|s| (s.as_str().to_owned(), e.by_source[s.index()]))
-                    .collect(),
-                agent_node_conflicts: e.conflicts,
-            }
-        })
-        .collect();
-    routes.sort_by(|x, y| {
-        (&x.generator_node, &x.agent_node).cmp(&(&y.generator_node, &y.agent_node))
-    });
-    let mut agents: Vec<AgentStats> = st
-        .agents
-        .iter()
-        .map(|(node, e)| AgentStats {
-            node: node.clone(),
-            spans: e.spans,
-            peers: e.peers.iter().map(ToString::to_string).collect(),
-        })
-        .collect();
-    agents.sort_by(|x, y| x.node.cmp(&y.node));
-    let mut generators: Vec<GeneratorStats> = st
-        .generators
-        .iter()
-        .map(|(id, e)| GeneratorStats {
-            id: id.clone(),
-            node: e.node.clone(),
-            spans: e.spans,
-            duplicates: e.duplicates,
-            missing: e.seqs.missing(),
-            untracked: e.seqs.untracked(),
-            min_seq: e.seqs.min(),
-            max_seq: e.seqs.max(),
-            connections: e.peers.len() as u64,
-            last_seen: rfc3339(e.last),
-        })
-        .collect();
-    generators.sort_by(|x, y| (&x.node, &x.id).cmp(&(&y.node, &y.id)));
-    let mut requests: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+                peers: start..peers.len(),
+            });
+        }
+        generators.reserve_exact(st.generators.len());
+        st.sort_generators();
+        for e in st
+            .generator_order
+            .iter()
+            .filter_map(|&pos| st.generators.get(pos))
+        {
+            generators.push(GeneratorRow {
+                id: e.id_text,
+                node: e.node_text,
+                spans: e.spans,
+                duplicates: e.duplicates,
+                missing: e.seqs.missing(),
+                untracked: e.seqs.untracked(),
+                min_seq: e.seqs.min(),
+                max_seq: e.seqs.max(),
+                connections: e.peers.len() as u64,
+                last: e.last,
+            });
+        }
+    }
+    let mut requests: BTreeMap<&'static str, BTreeMap<&'static str, u64>> = BTreeMap::new();
     for (&(p, o), &n) in &st.requests {
         requests
-            .entry(p.as_str().to_owned())
+            .entry(p.as_str())
             .or_default()
-            .insert(o.as_str().to_owned(), n);
+            .insert(o.as_str(), n);
     }
-    SinkStats {
-        schema: SINK_STATS_SCHEMA.to_owned(),
-        since: rfc3339(st.since),
+    StatsView {
+        since: Millis::of(st.since),
         spans_total: st.spans_total,
-        local_spans: st.local,
-        remote_spans: st.remote,
-        unattributed_spans: st.unattributed,
-        overflow_spans: st.overflow,
-        overflow_generator_spans: st.overflow_generators,
+        names,
+        local: st.local,
+        remote: st.remote,
+        unattributed: st.unattributed,
+        overflow: st.overflow,
+        overflow_generators: st.overflow_generators,
         routes,
         agents,
+        peers,
         generators,
         requests,
-        agent_node_conflicts: st.conflicts,
+        conflicts: st.conflicts,
         kubernetes: peer_attribution.then(|| KubernetesStats {
             api: String::new(),
             api_since: String::new(),
@@ -425,6 +649,8 @@ fn snapshot(st: &State, peer_attribution: bool) -> SinkStats {
 mod tests {
     use super::*;
     use crate::ingest::attribution::{Batch, Origin};
+    use crate::k8s::{PodRef, Unresolved};
+    use trace_proto::protocol::Protocol;
 
     fn summary(id: &str, seqs: Vec<u64>) -> RequestSummary<'_> {
         let mut s = RequestSummary {
@@ -464,7 +690,7 @@ mod tests {
         }
         {
             let st = acc.lock();
-            let held: usize = st.generators.values().map(|g| g.seqs.intervals()).sum();
+            let held: usize = st.generators.iter().map(|g| g.seqs.intervals()).sum();
             assert_eq!(held, st.intervals);
             assert!(held <= 1000, "{held} intervals held");
         }
@@ -479,5 +705,275 @@ mod tests {
             .find(|g| g.id == "g0")
             .unwrap();
         assert_eq!((g0.missing, g0.untracked), (100, 1));
+    }
+
+    /// The document written straight from the view is, byte for byte, what
+    /// serde writes for the typed `SinkStats` (the schema's one definition),
+    /// for a state with every kind of value: hundreds of routes with and
+    /// without nodes, names that need escaping, every attribution source and
+    /// conflicts, IPv4 and IPv6 peers (more than `MAX_PEERS` for one agent),
+    /// generators that moved node, with gaps, duplicates and untracked spans,
+    /// overflowing routes and generators, rejected requests, the Kubernetes
+    /// section. And the tables, kept in order as entries arrive, are in the
+    /// order `/stats` promises (what sorting each answer gave).
+    #[test]
+    fn view_json_equals_serde_of_sink_stats() {
+        let names = [
+            "node-a",
+            "node-b",
+            "n\"quoted\"",
+            "back\\slash",
+            "tab\there",
+            "ctl\u{1}\u{1f}",
+            "nöde-ü",
+            "🚀 rocket",
+            "Z-upper",
+            "",
+        ];
+        let more: Vec<String> = (0..14).map(|k| format!("node-{k:02}")).collect();
+        let node = |i: usize| {
+            (!i.is_multiple_of(25)).then(|| match i % 25 - 1 {
+                k if k < names.len() => names[k],
+                k => more[k - names.len()].as_str(),
+            })
+        };
+        let ids: Vec<String> = (0..180)
+            .map(|i| format!("gen-{:03}-\"{}\"", (i * 37) % 180, i % 3))
+            .collect();
+        // 150 routes fit, so some overflow; 120 generators fit, so some overflow.
+        let acc = Accounting::new(120, 1024, 400, true, Arc::new(Metrics::new(150)));
+        let pod = |n: &str| {
+            PeerLookup::Pod(PodRef {
+                namespace: "telemetry".into(),
+                name: format!("agent-{n}").into(),
+                node: Some(n.into()),
+                terminating: false,
+            })
+        };
+        let unresolved = [
+            PeerLookup::Unresolved(Unresolved::NoPod),
+            PeerLookup::Unresolved(Unresolved::ApiUnreachable),
+            PeerLookup::Unresolved(Unresolved::OverCapacity),
+        ];
+        // One route of each single source first (the cap is not reached yet).
+        // And a generator that never names its node.
+        for (g, a, lookup, id) in [
+            (Some("src-attr"), Some("src-attr"), PeerLookup::Off, None),
+            (Some("src-peer"), None, pod("src-peer"), None),
+            (Some("src-both"), Some("src-both"), pod("src-both"), None),
+            (None, Some("src-attr"), PeerLookup::Off, Some("gen-nowhere")),
+        ] {
+            let mut s = RequestSummary {
+                spans: 2,
+                ..Default::default()
+            };
+            let origin = Origin {
+                generator_node: g,
+                agent_node: a,
+                generator_id: id,
+            };
+            s.origins.insert(
+                origin,
+                Batch {
+                    spans: 2,
+                    seqs: vec![],
+                },
+            );
+            acc.ingest(s, None, &lookup, Via::Otlp(Protocol::Grpc));
+        }
+        for round in 0..3u64 {
+            for i in 0..400usize {
+                let id = &ids[i % ids.len()];
+                // Generators move node between rounds.
+                let g = node(i + round as usize);
+                let a = node(i * 7 + 3);
+                // IPv4 and IPv6 peers; one agent gets far more than MAX_PEERS.
+                let peer: SocketAddr = if i % 5 == 0 {
+                    format!("[fd00::{:x}%3]:{}", i, 4000 + i).parse().unwrap()
+                } else {
+                    format!("10.0.{}.{}:{}", i % 7, i % 250, 30000 + i)
+                        .parse()
+                        .unwrap()
+                };
+                // Sequence numbers with gaps and duplicates; some far below
+                // the frozen part of the gap tables (untracked).
+                let base = round * 1000 + (i as u64 % 13) * 3;
+                let mut seqs: Vec<u64> = (base..base + 6).filter(|s| s % 4 != 1).collect();
+                seqs.push(base);
+                if round == 2 && i % 9 == 0 {
+                    seqs.push(2);
+                }
+                let mut s = RequestSummary {
+                    spans: seqs.len() as u64 + 1,
+                    ..Default::default()
+                };
+                s.origins.insert(
+                    Origin {
+                        generator_node: g,
+                        agent_node: a,
+                        generator_id: (i % 17 != 0).then_some(id.as_str()),
+                    },
+                    Batch {
+                        spans: seqs.len() as u64,
+                        seqs,
+                    },
+                );
+                s.origins.insert(
+                    Origin {
+                        generator_node: None,
+                        agent_node: None,
+                        generator_id: None,
+                    },
+                    Batch {
+                        spans: 1,
+                        seqs: vec![],
+                    },
+                );
+                let lookup = match i % 4 {
+                    0 => pod(names[i % 3]),
+                    1 => pod(a.unwrap_or("elsewhere")),
+                    2 => PeerLookup::Off,
+                    _ => unresolved[i % 3].clone(),
+                };
+                let via = [Protocol::Grpc, Protocol::HttpProtobuf, Protocol::HttpJson][i % 3];
+                acc.ingest(s, Some(peer), &lookup, Via::Otlp(via));
+            }
+        }
+        acc.reject(Via::Http, Outcome::NotFound);
+        acc.reject(Via::Otlp(Protocol::Grpc), Outcome::TooLarge);
+        acc.reject(Via::Otlp(Protocol::HttpJson), Outcome::BadRequest);
+
+        let mut view = acc.view(true);
+        let k = view.kubernetes_mut().unwrap();
+        k.api = "synced".into();
+        k.api_since = "2026-11-26T03:59:03.870Z".into();
+        k.last_error = Some("watch \"pods\": \\ closed\n".into());
+        (k.pods, k.max_pods) = (12, 5000);
+        let stats = view.to_stats();
+
+        // Every kind of value is there.
+        assert!(stats.overflow_spans > 0 && stats.overflow_generator_spans > 0);
+        assert!(stats.agent_node_conflicts > 0);
+        assert!(stats.routes.len() == 150, "{}", stats.routes.len());
+        assert!(stats.generators.len() == 120);
+        for source in ["attribute", "peer", "both", "mixed"] {
+            let with =
+                |r: &&trace_proto::stats::RouteStats| r.attribution.as_deref() == Some(source);
+            assert!(
+                stats.routes.iter().any(|r| with(&r)),
+                "no route of {source}"
+            );
+        }
+        assert!(stats.routes.iter().any(|r| r.attribution.is_none()));
+        assert!(
+            stats
+                .routes
+                .iter()
+                .any(|r| r.spans_by_attribution.len() > 1)
+        );
+        assert!(stats.agents.iter().any(|a| a.peers.len() == MAX_PEERS));
+        assert!(
+            stats
+                .agents
+                .iter()
+                .any(|a| a.peers.iter().any(|p| p.starts_with('[')))
+        );
+        assert!(stats.agents.iter().any(|a| a.node.is_none()));
+        assert!(
+            stats
+                .generators
+                .iter()
+                .any(|g| g.missing > 0 && g.duplicates > 0)
+        );
+        assert!(stats.generators.iter().any(|g| g.untracked > 0));
+        assert!(stats.generators.iter().any(|g| g.node.is_none()));
+        assert_eq!(stats.kubernetes.as_ref().unwrap().peer_spans.len(), 4);
+        assert_eq!(stats.requests.len(), 4);
+
+        // The tables are in the documented order.
+        let mut routes = stats.routes.clone();
+        routes.sort_by(|x, y| {
+            (&x.generator_node, &x.agent_node).cmp(&(&y.generator_node, &y.agent_node))
+        });
+        assert_eq!(routes, stats.routes);
+        let mut agents = stats.agents.clone();
+        agents.sort_by(|x, y| x.node.cmp(&y.node));
+        assert_eq!(agents, stats.agents);
+        let mut generators = stats.generators.clone();
+        generators.sort_by(|x, y| (&x.node, &x.id).cmp(&(&y.node, &y.id)));
+        assert_eq!(generators, stats.generators);
+
+        // Byte for byte the serde document, which reads back as the snapshot.
+        let json = view.to_json();
+        assert_eq!(
+            String::from_utf8(json.clone()).unwrap(),
+            serde_json::to_string(&stats).unwrap()
+        );
+        assert_eq!(serde_json::from_slice::<SinkStats>(&json).unwrap(), stats);
+        // The Accounting's own snapshot is the same numbers (API state blank).
+        let mut typed = acc.snapshot();
+        typed.kubernetes = stats.kubernetes.clone();
+        assert_eq!(typed, stats);
+        // Without peer attribution there is no kubernetes section, in both.
+        let plain = Accounting::new(10, 16, 100, false, Arc::new(Metrics::new(10)));
+        plain.ingest(summary("g", vec![1, 3]), None, &PeerLookup::Off, Via::Http);
+        let view = plain.view(true);
+        assert_eq!(
+            view.to_json(),
+            serde_json::to_vec(&view.to_stats()).unwrap()
+        );
+        assert!(
+            !String::from_utf8(view.to_json())
+                .unwrap()
+                .contains("kubernetes")
+        );
+    }
+
+    /// A generator that keeps changing node appends its new node's name each
+    /// time; the names buffer is compacted to what the tables refer to, so
+    /// it stays bounded, and the rows still read the right names.
+    #[test]
+    fn names_stay_bounded_when_generators_change_node() {
+        let acc = Accounting::new(10, 1024, 1000, false, Arc::new(Metrics::new(4)));
+        for i in 0..20_000u64 {
+            let node = format!("{:0>200}", i);
+            let mut s = RequestSummary {
+                spans: 1,
+                ..Default::default()
+            };
+            s.origins.insert(
+                Origin {
+                    generator_node: Some(&node),
+                    agent_node: Some("agent"),
+                    generator_id: Some("flapping"),
+                },
+                Batch {
+                    spans: 1,
+                    seqs: vec![i],
+                },
+            );
+            acc.ingest(s, None, &PeerLookup::Off, Via::Http);
+            let held = acc.lock().text.names.len();
+            assert!(
+                held <= 2 * (4 * 2 * 200 + 210) + NAMES_SLACK,
+                "{held} bytes at {i}"
+            );
+        }
+        let stats = acc.snapshot();
+        assert_eq!(stats.overflow_spans, 20_000 - 4);
+        assert_eq!(stats.routes.len(), 4);
+        assert_eq!(
+            stats.routes[0].generator_node.as_deref(),
+            Some(&*format!("{:0>200}", 0))
+        );
+        assert_eq!(stats.agents[0].node.as_deref(), Some("agent"));
+        let g = &stats.generators[0];
+        assert_eq!((g.id.as_str(), g.spans), ("flapping", 20_000));
+        assert_eq!(g.node.as_deref(), Some(&*format!("{:0>200}", 19_999)));
+        let view = acc.view(true);
+        assert_eq!(
+            view.to_json(),
+            serde_json::to_vec(&view.to_stats()).unwrap()
+        );
     }
 }

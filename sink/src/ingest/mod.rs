@@ -29,6 +29,7 @@ pub mod accounting;
 pub mod attribution;
 pub mod scan;
 pub mod seqset;
+pub mod view;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -255,36 +256,61 @@ impl Ingest {
     /// `summary` its totals only: without the per-series tables `routes`,
     /// `agents` and `generators` (left out, so that "omitted" is never read as
     /// "none"), and with `"summary": true`.
+    ///
+    /// The accounting lock is held only to copy the numbers
+    /// ([`Accounting::view`]); the document is written after it is released,
+    /// straight from that copy ([`view::StatsView::to_json`]: the bytes serde
+    /// gives for the [`SinkStats`] of [`Ingest::snapshot`]).
     pub fn stats_json(&self, summary: bool) -> Vec<u8> {
-        let stats = self.snapshot();
-        let written = if summary {
-            let mut doc = serde_json::to_value(&stats);
-            if let Ok(serde_json::Value::Object(map)) = &mut doc {
-                for table in ["routes", "agents", "generators"] {
-                    map.remove(table);
-                }
-                map.insert("summary".into(), serde_json::Value::Bool(true));
+        let view = self.view(!summary);
+        if !summary {
+            return view.to_json();
+        }
+        let mut doc = serde_json::to_value(view.to_stats());
+        if let Ok(serde_json::Value::Object(map)) = &mut doc {
+            for table in ["routes", "agents", "generators"] {
+                map.remove(table);
             }
-            doc.and_then(|doc| serde_json::to_vec(&doc))
-        } else {
-            serde_json::to_vec(&stats)
-        };
+            map.insert("summary".into(), serde_json::Value::Bool(true));
+        }
         // Serializing plain data with string keys cannot fail.
-        written.unwrap_or_default()
+        doc.and_then(|doc| serde_json::to_vec(&doc))
+            .unwrap_or_default()
     }
 
     /// The current numbers.
     pub fn snapshot(&self) -> SinkStats {
-        self.with_api_state(self.accounting.snapshot())
+        self.view(true).to_stats()
+    }
+
+    /// The current numbers as copied under the accounting lock, the API's
+    /// state filled in: what [`Ingest::snapshot`] and [`Ingest::stats_json`]
+    /// are made from.
+    pub fn view(&self, tables: bool) -> view::StatsView {
+        let mut view = self.accounting.view(tables);
+        self.with_api_state(&mut view);
+        view
     }
 
     /// Zeroes everything and returns the numbers as they were just before.
     pub fn reset(&self) -> SinkStats {
-        self.with_api_state(self.accounting.reset())
+        self.reset_view().to_stats()
     }
 
-    fn with_api_state(&self, mut stats: SinkStats) -> SinkStats {
-        if let (Some(pods), Some(k)) = (&self.pods, stats.kubernetes.as_mut()) {
+    /// `POST /reset`: zeroes everything and returns the JSON of the numbers
+    /// as they were just before (the document of [`Ingest::stats_json`]).
+    pub fn reset_json(&self) -> Vec<u8> {
+        self.reset_view().to_json()
+    }
+
+    fn reset_view(&self) -> view::StatsView {
+        let mut view = self.accounting.reset();
+        self.with_api_state(&mut view);
+        view
+    }
+
+    fn with_api_state(&self, view: &mut view::StatsView) {
+        if let (Some(pods), Some(k)) = (&self.pods, view.kubernetes_mut()) {
             let st = pods.status();
             k.api = st.state.as_str().to_owned();
             k.api_since = trace_proto::stats::rfc3339(st.since);
@@ -293,6 +319,5 @@ impl Ingest {
             k.max_pods = st.max_pods as u64;
             k.over_capacity = st.over_capacity;
         }
-        stats
     }
 }
