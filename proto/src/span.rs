@@ -84,6 +84,7 @@ pub fn build_request_with_seqs(
 }
 
 /// Appends `v` as a protobuf varint.
+#[inline]
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -93,6 +94,7 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Appends a length-delimited field's key and length.
+#[inline]
 fn put_len(out: &mut Vec<u8>, tag: u8, len: usize) {
     out.push((tag << 3) | 2);
     put_varint(out, len as u64);
@@ -113,47 +115,26 @@ pub fn encode_request(
     let end = nanos(now).to_le_bytes();
     let start = nanos(now - Duration::from_millis(1)).to_le_bytes();
     let key = keys::SEQUENCE.as_bytes();
-    let n = usize::try_from(seqs.end().saturating_sub(*seqs.start()).saturating_add(1))
-        .unwrap_or(0)
-        .min(1 << 20);
-    // ScopeSpans.spans, each span at most 64 + key bytes.
-    let mut spans = Vec::with_capacity(n * (70 + key.len()));
-    let mut kv = Vec::with_capacity(32);
-    for seq in seqs {
-        let trace_id = rng.random::<[u8; 16]>();
-        let span_id = rng.random::<[u8; 8]>();
-        let seq = i64::try_from(seq).unwrap_or(i64::MAX) as u64;
-        // KeyValue { key, value: AnyValue { int_value } }
-        kv.clear();
-        put_len(&mut kv, 1, key.len());
-        kv.extend_from_slice(key);
-        let mut any = [0u8; 11];
-        any[0] = 3 << 3;
-        let any_len = {
-            let mut v = Vec::with_capacity(10);
-            put_varint(&mut v, seq);
-            any[1..1 + v.len()].copy_from_slice(&v);
-            1 + v.len()
-        };
-        put_len(&mut kv, 2, any_len);
-        kv.extend_from_slice(&any[..any_len]);
-        let span_len =
-            2 + 16 + 2 + 8 + 2 + SPAN_NAME.len() + 2 + 9 + 9 + 1 + varint_len(kv.len()) + kv.len();
-        put_len(&mut spans, 2, span_len);
-        put_len(&mut spans, 1, 16);
-        spans.extend_from_slice(&trace_id);
-        put_len(&mut spans, 2, 8);
-        spans.extend_from_slice(&span_id);
-        put_len(&mut spans, 5, SPAN_NAME.len());
-        spans.extend_from_slice(SPAN_NAME.as_bytes());
-        spans.extend_from_slice(&[6 << 3, SpanKind::Client as u8]);
-        spans.push((7 << 3) | 1);
-        spans.extend_from_slice(&start);
-        spans.push((8 << 3) | 1);
-        spans.extend_from_slice(&end);
-        put_len(&mut spans, 9, kv.len());
-        spans.extend_from_slice(&kv);
-    }
+    // The attribute's value is an int64: a sequence number beyond it is clamped.
+    let clamp = |seq: u64| i64::try_from(seq).unwrap_or(i64::MAX) as u64;
+    // AnyValue { int_value } and KeyValue { key, value }.
+    let any_len = |seq: u64| 1 + varint_len_u64(seq);
+    let kv_len = |seq: u64| {
+        1 + varint_len(key.len()) + key.len() + 1 + varint_len(any_len(seq)) + any_len(seq)
+    };
+    let span_len = |seq: u64| {
+        let kv = kv_len(seq);
+        2 + 16 + 2 + 8 + 2 + SPAN_NAME.len() + 2 + 9 + 9 + 1 + varint_len(kv) + kv
+    };
+    // ScopeSpans.spans, measured first (arithmetic only) so that the spans are
+    // written once, straight into the request, with no buffer per span.
+    let spans_len: usize = seqs
+        .clone()
+        .map(|seq| {
+            let len = span_len(clamp(seq));
+            1 + varint_len(len) + len
+        })
+        .sum();
     // The envelope: the same as build_request's with no spans, plus the spans.
     let scope = InstrumentationScope {
         name: SCOPE_NAME.to_owned(),
@@ -166,25 +147,63 @@ pub fn encode_request(
         ..Default::default()
     }
     .encode_to_vec();
-    let scope_spans_len = 1 + varint_len(scope.len()) + scope.len() + spans.len();
+    let scope_spans_len = 1 + varint_len(scope.len()) + scope.len() + spans_len;
     let rs_len = 1
         + varint_len(resource.len())
         + resource.len()
         + 1
         + varint_len(scope_spans_len)
         + scope_spans_len;
-    let mut out = Vec::with_capacity(rs_len + 16);
+    let total = 1 + varint_len(rs_len) + rs_len;
+    let mut out = Vec::with_capacity(total);
     put_len(&mut out, 1, rs_len);
     put_len(&mut out, 1, resource.len());
     out.extend_from_slice(&resource);
     put_len(&mut out, 2, scope_spans_len);
     put_len(&mut out, 1, scope.len());
     out.extend_from_slice(&scope);
-    out.extend_from_slice(&spans);
+    // Every span is the same bytes but for its ids and sequence number: copy a
+    // template of the fixed part, then fill the ids in place.
+    let mut fixed = Vec::with_capacity(64 + SPAN_NAME.len());
+    put_len(&mut fixed, 1, 16);
+    fixed.extend_from_slice(&[0; 16]);
+    put_len(&mut fixed, 2, 8);
+    fixed.extend_from_slice(&[0; 8]);
+    put_len(&mut fixed, 5, SPAN_NAME.len());
+    fixed.extend_from_slice(SPAN_NAME.as_bytes());
+    fixed.extend_from_slice(&[6 << 3, SpanKind::Client as u8]);
+    fixed.push((7 << 3) | 1);
+    fixed.extend_from_slice(&start);
+    fixed.push((8 << 3) | 1);
+    fixed.extend_from_slice(&end);
+    let mut attr_key = Vec::with_capacity(2 + key.len());
+    put_len(&mut attr_key, 1, key.len());
+    attr_key.extend_from_slice(key);
+    for seq in seqs {
+        let seq = clamp(seq);
+        put_len(&mut out, 2, span_len(seq));
+        let at = out.len();
+        out.extend_from_slice(&fixed);
+        // The same draws, in the same order, as build_span's.
+        let trace_id = rng.random::<[u8; 16]>();
+        let span_id = rng.random::<[u8; 8]>();
+        out[at + 2..at + 18].copy_from_slice(&trace_id);
+        out[at + 20..at + 28].copy_from_slice(&span_id);
+        put_len(&mut out, 9, kv_len(seq));
+        out.extend_from_slice(&attr_key);
+        put_len(&mut out, 2, any_len(seq));
+        out.push(3 << 3);
+        put_varint(&mut out, seq);
+    }
+    debug_assert_eq!(out.len(), total);
     out
 }
 
 fn varint_len(v: usize) -> usize {
+    varint_len_u64(v as u64)
+}
+
+fn varint_len_u64(v: u64) -> usize {
     let mut n = 1;
     let mut v = v >> 7;
     while v > 0 {
@@ -239,6 +258,7 @@ mod tests {
             16_383..=16_390,
             (1 << 40)..=(1 << 40) + 3,
             u64::MAX - 1..=u64::MAX,
+            std::ops::RangeInclusive::new(5, 4), // empty
         ] {
             let mut a = rand::rngs::StdRng::seed_from_u64(7);
             let mut b = a.clone();
