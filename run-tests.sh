@@ -87,5 +87,5 @@ if ! cmp -s tests/requirements.txt .venv/.requirements 2>/dev/null; then
   cp tests/requirements.txt .venv/.requirements
 fi
 
-tests_step "cargo test (slow tests that build Go included)" cargo cargo test --workspace --locked -- --include-ignored
+tests_step "cargo test (slow tests that build Go included)" cargo cargo test --workspace --locked --no-fail-fast -- --include-ignored
 tests_step "pytest" pytest .venv/bin/python -m pytest tests -q "${pytest_args[@]}"

@@ -61,7 +61,19 @@ async fn exporter_connections_have_tcp_nodelay() {
         c.rate = 50.0;
         c.batch = 1;
         c.duration = Some(Duration::from_secs(3));
+        let before = sink.stats().spans_total;
         let run = tokio::spawn(Generator::new(c).unwrap().run(std::future::pending()));
+        // Look once a span has arrived: the option is set right after the
+        // connect, before the connection is used, but a socket caught between
+        // its connect and that call would read false.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sink.stats().spans_total == before && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            sink.stats().spans_total > before,
+            "{protocol:?}: nothing arrived"
+        );
         let found = tokio::task::spawn_blocking(move || nodelay_of(None, server))
             .await
             .unwrap();

@@ -14,9 +14,13 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use trace_sink::{SinkBuilder, SinkConfig};
 
-/// TCP_NODELAY of this process's socket `local` <-> `peer`, once it exists.
+/// TCP_NODELAY of this process's socket `local` <-> `peer`: `Some(true)` as
+/// soon as it has it, else what it had when 2 s ran out (`None`: never found).
+/// Polled, because the accept loop sets the option right after `accept`, and a
+/// socket caught between the two would read false for a moment.
 fn nodelay_of(local: SocketAddr, peer: SocketAddr) -> Option<bool> {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut seen = None;
     while Instant::now() < deadline {
         for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
             let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
@@ -33,12 +37,15 @@ fn nodelay_of(local: SocketAddr, peer: SocketAddr) -> Option<bool> {
             let sock = socket2::SockRef::from(&fd);
             let addr = |a: std::io::Result<socket2::SockAddr>| a.ok().and_then(|a| a.as_socket());
             if addr(sock.local_addr()) == Some(local) && addr(sock.peer_addr()) == Some(peer) {
-                return sock.tcp_nodelay().ok();
+                seen = sock.tcp_nodelay().ok();
+                if seen == Some(true) {
+                    return seen;
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    None
+    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
