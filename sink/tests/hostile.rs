@@ -33,6 +33,7 @@ struct SinkProc {
     http: SocketAddr,
     api: SocketAddr,
     stderr: Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl SinkProc {
@@ -62,7 +63,7 @@ impl SinkProc {
         let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let keep = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("trace-sink listening:") {
                     let _ = tx.send(line.clone());
@@ -87,6 +88,7 @@ impl SinkProc {
             api: addr("API on "),
             child,
             stderr: lines,
+            reader: Some(reader),
         }
     }
 
@@ -115,6 +117,11 @@ impl SinkProc {
         let end = Instant::now() + within;
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
+                // The process is gone, so its stderr ends: wait for the
+                // reader to take in the last lines (the final stats).
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return s;
             }
             assert!(Instant::now() < end, "trace-sink did not exit");
