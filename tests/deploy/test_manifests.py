@@ -998,6 +998,9 @@ FAKE_KUBECTL = textwrap.dedent(
         print("{{}}")
     elif args[:2] == ["get", "--raw"]:
         path = args[2]
+        if "/services/" in path and os.environ.get("FAKE_NO_STATS"):
+            print("Error from server (ServiceUnavailable)", file=sys.stderr)
+            sys.exit(1)
         if "/services/" in path:
             total = 0 if phase() == "broken" else 300
             remote = 120 if phase() == "cluster" and not os.environ.get("FAKE_CLUSTER_PASSES") else 0
@@ -1190,6 +1193,18 @@ def test_verify_peer_attribution_fails_steps_whose_nodes_did_not_come_from_the_p
         assert "PASS" in rows["3"]
         steps = json.loads(out.read_text())["steps"]
         assert [s["attribution"] for s in steps] == [seen, seen, None, seen, seen, seen]
+
+
+def test_verify_peer_attribution_never_passes_without_the_sinks_stats(tmp_path):
+    """Under --peer-attribution a step whose /stats could not be read has no
+    attribution to show: it is a FAIL even though its check passed."""
+    result, _, _ = run_verify_with_fake_kubectl(tmp_path, "--peer-attribution", FAKE_NO_STATS="1",
+                                                FAKE_ATTRIBUTION="peer")
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = table_rows(result.stdout)
+    assert all("FAIL (attribution unknown" in rows[s] for s in ("1", "2", "4", "6")), result.stdout
+    # steps 3 and 5 need the sink's numbers for their own verdict already
+    assert rows["3"].rstrip().endswith("FAIL") and rows["5"].rstrip().endswith("FAIL")
 
 
 def test_verify_records_attribute_without_the_option(tmp_path):
