@@ -26,24 +26,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import REPO, field, varint  # noqa: E402  (the benchmark's protobuf writer)
+
 SINK = REPO / "target/release/trace-sink"
-
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def field(tag, payload):
-    return bytes([(tag << 3) | 2]) + varint(len(payload)) + payload
 
 
 def kv(key, value):
