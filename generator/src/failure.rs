@@ -1,6 +1,6 @@
 //! Why an export failed: the one list of failure reasons, each with the one
 //! label used as the key of `*_failed_by_reason` in `/stats` and the summary,
-//! the `reason` label in `/metrics`, the log lines and the README table.
+//! the `reason` label in `/metrics`, the log lines and the table in docs/trace-gen.md.
 
 use std::fmt;
 use std::time::Duration;
@@ -35,7 +35,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// The reasons with a fixed label, in the README's order (plus `grpc_<code>`
+    /// The reasons with a fixed label, in docs/trace-gen.md's order (plus `grpc_<code>`
     /// and `http_<status>`).
     pub const FIXED: [Reason; 9] = [
         Reason::ConnectionRefused,
@@ -238,23 +238,29 @@ mod tests {
         }
     }
 
-    /// Every reason is in the README's table of failure reasons.
+    /// Every reason is in docs/trace-gen.md's table of failure reasons.
     #[test]
-    fn every_reason_is_in_the_readme() {
-        let readme = include_str!("../../README.md");
-        let table: Vec<&str> = readme
+    fn every_reason_is_in_the_docs() {
+        let doc = include_str!("../../docs/trace-gen.md");
+        let table: Vec<&str> = doc
             .lines()
             .skip_while(|l| !l.starts_with("| failure reason |"))
             .take_while(|l| l.starts_with('|'))
             .collect();
-        assert!(!table.is_empty(), "README has no failure reason table");
+        assert!(
+            !table.is_empty(),
+            "docs/trace-gen.md has no failure reason table"
+        );
         let documented = |label: &str| {
             table
                 .iter()
                 .any(|l| l.starts_with(&format!("| `{label}` |")))
         };
         for r in Reason::FIXED {
-            assert!(documented(&r.label()), "README table lacks `{r}`");
+            assert!(
+                documented(&r.label()),
+                "docs/trace-gen.md table lacks `{r}`"
+            );
         }
         assert!(documented("grpc_<code>") && documented("http_<status>"));
     }

@@ -8,7 +8,7 @@
 //! - [`env`](mod@env): the standard `OTEL_*` environment variables, resolved into
 //!   [`config::ExporterSettings`] with the specification's rules (flags win).
 //! - [`failure`]: the failure reasons ([`failure::Reason`]), each with the one
-//!   label used in `/stats`, `/metrics`, logs and the README.
+//!   label used in `/stats`, `/metrics`, logs and docs/trace-gen.md.
 //! - [`transport`]: OTLP/gRPC and OTLP/HTTP exporters over one TCP connector
 //!   that tells DNS failures, refused connections and connect timeouts apart.
 //! - [`counters`]: the live account, readable while the generator runs; its

@@ -34,7 +34,7 @@ fn collector_binary() -> PathBuf {
         .expect("run deploy/collector/build.sh");
     assert!(
         out.status.success(),
-        "deploy/collector/build.sh failed: the collector is needed for this test (install Go, see README)"
+        "deploy/collector/build.sh failed: the collector is needed for this test (install Go, see README.md: What you need)"
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }

@@ -1,19 +1,16 @@
-//! The README's "Embedding in Rust test suites" section cannot drift: its Rust block is
-//! `tests/embedding.rs` byte for byte (which cargo compiles and runs), and its
-//! `[dev-dependencies]` block names every crate that file uses, at paths that hold them.
+//! The Rust examples cannot drift: docs/embedding.md's Rust block is `tests/embedding.rs`
+//! byte for byte (which cargo compiles and runs), its `[dev-dependencies]` block names every
+//! crate that file uses, at paths that hold them, and every code line of the README's short
+//! Rust quick start is a line of that file.
 
 const README: &str = include_str!("../../README.md");
+const EMBEDDING_DOC: &str = include_str!("../../docs/embedding.md");
 const EMBEDDING: &str = include_str!("embedding.rs");
 
-/// The fenced blocks of the section, as (language, body).
-fn section_blocks() -> Vec<(&'static str, &'static str)> {
-    let start = README
-        .find("\n## Embedding in Rust test suites\n")
-        .expect("README has the section");
-    let rest = &README[start + 1..];
-    let section = &rest[..rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3)];
+/// The fenced blocks of a Markdown text, as (language, body).
+fn blocks(text: &'static str) -> Vec<(&'static str, &'static str)> {
     let mut blocks = Vec::new();
-    let mut parts = section.split("```");
+    let mut parts = text.split("```");
     parts.next();
     while let (Some(block), _) = (parts.next(), parts.next()) {
         let (lang, body) = block.split_once('\n').expect("a fence line");
@@ -25,22 +22,22 @@ fn section_blocks() -> Vec<(&'static str, &'static str)> {
 /// The Rust block is tests/embedding.rs, byte for byte.
 #[test]
 fn readme_rust_block_is_the_embedding_test() {
-    let rust: Vec<_> = section_blocks()
+    let rust: Vec<_> = blocks(EMBEDDING_DOC)
         .into_iter()
         .filter(|(lang, _)| *lang == "rust")
         .collect();
     assert_eq!(rust.len(), 1, "one Rust block");
     assert_eq!(
         rust[0].1, EMBEDDING,
-        "README and generator/tests/embedding.rs differ: copy the file into the README"
+        "docs/embedding.md and generator/tests/embedding.rs differ: copy the file into the page"
     );
 }
 
-/// The [dev-dependencies] block names every crate the test uses (paths relative to a
+/// The [dev-dependencies] block of docs/embedding.md names every crate the test uses (paths relative to a
 /// clone of this repository at ../trace-gen), and tokio with the features it needs.
 #[test]
 fn readme_dev_dependencies_cover_the_test() {
-    let toml: Vec<_> = section_blocks()
+    let toml: Vec<_> = blocks(EMBEDDING_DOC)
         .into_iter()
         .filter(|(lang, _)| *lang == "toml")
         .collect();
@@ -66,4 +63,31 @@ fn readme_dev_dependencies_cover_the_test() {
     for feature in ["\"macros\"", "\"rt\"", "\"net\""] {
         assert!(tokio.contains(feature), "tokio lacks {feature}: {tokio}");
     }
+}
+
+/// The README's Rust quick start is an excerpt of the test: each of its lines, comments
+/// aside, is a line of tests/embedding.rs (indentation aside).
+#[test]
+fn readme_rust_quick_start_is_an_excerpt_of_the_test() {
+    let rust: Vec<_> = blocks(README)
+        .into_iter()
+        .filter(|(lang, _)| *lang == "rust")
+        .collect();
+    assert_eq!(rust.len(), 1, "one Rust block in the README");
+    let test_lines: Vec<&str> = EMBEDDING.lines().map(str::trim).collect();
+    let mut checked = 0;
+    for line in rust[0].1.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with("//") {
+            continue;
+        }
+        assert!(
+            test_lines.contains(&line),
+            "README Rust line not in generator/tests/embedding.rs: {line}"
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 5,
+        "the README's Rust block has only {checked} code lines"
+    );
 }

@@ -1,5 +1,5 @@
 //! Attribute keys of the contract. trace-gen writes them, the agent adds
-//! [`AGENT_NODE`], trace-sink reads them. Documented in the README.
+//! [`AGENT_NODE`], trace-sink reads them. Documented in the README (the attribute contract).
 
 /// Resource attribute: the node the generator (the app) runs on.
 /// OpenTelemetry semantic convention `k8s.node.name`.

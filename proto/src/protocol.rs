@@ -4,7 +4,7 @@
 //! names (`grpc`, `http/protobuf`, `http/json`: trace-gen's `--protocol`,
 //! `OTEL_EXPORTER_OTLP_PROTOCOL`, its `/stats` `protocol` field) and the label
 //! trace-sink uses as a JSON key and Prometheus label (`grpc`, `http_protobuf`,
-//! `http_json`). Both are contracts (README), so both live here.
+//! `http_json`). Both are contracts (docs/trace-gen.md, docs/trace-sink.md), so both live here.
 
 use std::fmt;
 use std::str::FromStr;

@@ -139,7 +139,7 @@ impl K8sArgs {
     }
 }
 
-/// Transport and memory limits (README: "Limits and memory budget").
+/// Transport and memory limits (docs/limits.md).
 #[derive(Args, Debug)]
 struct LimitArgs {
     /// Connections open at once on each listener; more are closed at once.

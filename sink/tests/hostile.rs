@@ -426,7 +426,7 @@ async fn hostile_clients_beside_good_ones() {
     eprintln!(
         "good clients took {good_time:?}; sink RSS after filling the tables {base_rss:.1} MiB, peak {peak_mib:.1} MiB"
     );
-    // The budget of README "Limits and memory budget" for this configuration:
+    // The budget of docs/limits.md ("Budget") for this configuration:
     // tables at 10,000 series (measured ~30 MiB) + 2 /stats answers of ~4 MB
     // and their snapshots + 8 decodes of 4 MiB + byte budget (64 MiB, unused
     // here: the slow bodies send ~1 byte each) + connections.

@@ -11,7 +11,7 @@
 //! The JSON is written by hand rather than by serde: with 10,000 series
 //! (a 5 MB document) serde_json took 15 ms and the writer here takes 2.6 ms,
 //! measured in-process on the benchmark machine (`bench/run.py`'s `stats`
-//! rows and the README's performance section have the end-to-end figures). serde escapes every key and value byte by byte
+//! rows and bench/README.md have the end-to-end figures). serde escapes every key and value byte by byte
 //! through its formatter; here the keys are constants, a name is copied as
 //! it is unless it holds a byte JSON must escape (then serde_json writes it),
 //! numbers go through `itoa` and times through [`Millis`]. The small parts
