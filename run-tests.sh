@@ -3,19 +3,31 @@
 # need by itself: a Python venv with tests/requirements.txt (pinned), the
 # OpenTelemetry Collector build (Go, cached), the real Kubernetes components
 # (Go, cached; the sink's Kubernetes tests run kube-apiserver), and the release binaries.
-# Needs: cargo (Rust), go, python3. As root (as CI runs it) it also installs
-# podman, buildah, runc and debootstrap from Debian, builds the container images
-# (deploy/images/build.sh, cached) and runs their tests (tests/images), which
-# need root; without root it says so and leaves tests/images out.
+# Needs: Rust, Go and Python 3 at the versions README.md names (checked first:
+# one line and exit 2 if one is missing or too old). As root (as CI runs it) it
+# also installs podman, buildah, runc and debootstrap from Debian, builds the
+# container images (deploy/images/build.sh, cached) and runs their tests
+# (tests/images), which need root; without root it says so and leaves
+# tests/images out. Under sudo it finds cargo and go in the invoking user's
+# usual places, builds and runs cargo as that user, and hands back to them what
+# root wrote (target/, .venv, the build caches), as deploy/lab/run.sh does.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-need() {
-  command -v "$1" >/dev/null 2>&1 || { echo "run-tests.sh: $1 is required ($2)" >&2; exit 2; }
+# shellcheck source=deploy/lib/toolchain.sh
+source deploy/lib/toolchain.sh
+toolchain_path
+toolchain_check run-tests.sh rust go python
+
+# What a run writes in the checkout; under sudo it is handed to the invoking user
+# at the end, and before the builds (a root-owned target/ or .venv left by an
+# earlier root run would make the user's cargo or pip fail).
+give_back_outputs() {
+  local caches=()
+  mapfile -t caches < <(find tests deploy bench -name __pycache__ -type d -user 0 2>/dev/null)
+  give_back target .venv .pytest_cache deploy/collector/build deploy/kube/build "${caches[@]}"
 }
-need cargo "https://rustup.rs"
-need go "https://go.dev/doc/install"
-need python3 "python 3.11+ with venv"
+give_back_outputs
 
 # The last line of the run is its totals, `N passed, N failed[, N skipped]`, added up
 # from cargo test's and pytest's own result lines (tests/run_tests/totals.py), printed
@@ -35,6 +47,7 @@ finish() {
   printf '\n'
   python3 tests/run_tests/totals.py "$logs"/*.log || rc=2
   rm -rf "$logs"
+  give_back_outputs
   exit "$rc"
 }
 trap finish EXIT
@@ -53,13 +66,13 @@ tests_step() {
 }
 
 step "release binaries (the Dockerfile's build command)"
-cargo build --release --locked --bin trace-gen --bin trace-sink
+as_user cargo build --release --locked --bin trace-gen --bin trace-sink
 
 step "OpenTelemetry Collector (official builder, cached)"
-bash deploy/collector/build.sh >/dev/null
+as_user bash deploy/collector/build.sh >/dev/null
 
 step "Kubernetes components: etcd, kube-apiserver, ... (official Go modules, cached)"
-bash deploy/kube/build.sh >/dev/null
+as_user bash deploy/kube/build.sh >/dev/null
 
 pytest_args=()
 if [[ "$(id -u)" == 0 ]]; then
@@ -80,12 +93,12 @@ fi
 
 step "Python test environment (.venv, tests/requirements.txt)"
 if [[ ! -x .venv/bin/python ]]; then
-  python3 -m venv .venv
+  as_user python3 -m venv .venv
 fi
 if ! cmp -s tests/requirements.txt .venv/.requirements 2>/dev/null; then
-  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
-  cp tests/requirements.txt .venv/.requirements
+  as_user .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+  as_user cp tests/requirements.txt .venv/.requirements
 fi
 
-tests_step "cargo test (slow tests that build Go included)" cargo cargo test --workspace --locked --no-fail-fast -- --include-ignored
+tests_step "cargo test (slow tests that build Go included)" cargo as_user cargo test --workspace --locked --no-fail-fast -- --include-ignored
 tests_step "pytest" pytest .venv/bin/python -m pytest tests -q "${pytest_args[@]}"

@@ -10,7 +10,8 @@
 # nothing), then runs deploy/lab/lab.py: namespaces, control plane, kube-proxy,
 # node agents, CoreDNS, deploy/verify.sh, results under target/lab/, cleanup.
 # Exit code: 0 every scenario as expected, 1 a scenario failed, 2 missing
-# prerequisite, build failure or another run active, 130 interrupted.
+# prerequisite (Rust, Go or Python older than README.md says: one line naming
+# it), build failure or another run active, 130 interrupted.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,6 +22,14 @@ die() {
   printf '[run.sh] error: %s\n' "$*" >&2
   exit 2
 }
+
+# Rust, Go and Python at their minimum versions (deploy/lib/toolchain.sh): found
+# under sudo too, where secure_path drops ~/.cargo/bin; builds run as the invoking
+# user, so target/ stays theirs.
+# shellcheck source=deploy/lib/toolchain.sh
+source "$repo/deploy/lib/toolchain.sh"
+toolchain_path
+toolchain_check "[run.sh] error" rust go
 
 if [[ "$(id -u)" -ne 0 ]]; then
   die "must run as root (it creates network namespaces and runs kube-proxy): sudo $0 $*"
@@ -55,31 +64,7 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
     die "apt-get install ${missing[*]} failed"
 fi
-# sudo resets PATH: look for Go and Rust where they are usually installed, for
-# the invoking user too, and build as that user so target/ stays theirs.
-user_home="$HOME"
-if [[ -n "${SUDO_USER:-}" && "$SUDO_USER" != root ]]; then
-  user_home="$(getent passwd "$SUDO_USER" | cut -d: -f6)"
-fi
-for dir in "$user_home/.cargo/bin" "$HOME/.cargo/bin" /usr/local/go/bin "$user_home/go/bin"; do
-  [[ -d "$dir" ]] && PATH="$PATH:$dir"
-done
-export PATH
-as_user() {
-  if [[ -n "${SUDO_USER:-}" && "$SUDO_USER" != root ]]; then
-    sudo -u "$SUDO_USER" env "PATH=$PATH" "HOME=$user_home" "$@"
-  else
-    "$@"
-  fi
-}
-
-python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
-  die "python3 >= 3.11 is needed (found $(python3 --version 2>&1))"
-# Debian's Go and Rust are too old for the collector builder and the workspace.
-command -v go >/dev/null 2>&1 ||
-  die "Go is needed to build the OpenTelemetry Collector and Kubernetes: install it from https://go.dev/doc/install"
-command -v cargo >/dev/null 2>&1 ||
-  die "cargo is needed to build trace-gen and trace-sink: install Rust with rustup (https://rustup.rs)"
+toolchain_check "[run.sh] error" python
 [[ -e /proc/self/ns/net ]] || die "this kernel has no network namespaces"
 
 say "building trace-gen and trace-sink (cargo build --release --locked; cached)"
@@ -87,17 +72,11 @@ say "building trace-gen and trace-sink (cargo build --release --locked; cached)"
   die "cargo build failed"
 say "building the collector (deploy/collector/build.sh; cached)"
 collector="$(as_user bash "$repo/deploy/collector/build.sh")" || die "collector build failed"
-say "building the Kubernetes components (deploy/kube/build.sh; cached, about 15 minutes the first time)"
+say "building the Kubernetes components (deploy/kube/build.sh; cached: the long step of a first run)"
 kube_bin="$(as_user nice bash "$repo/deploy/kube/build.sh")" || die "Kubernetes build failed"
 
 # Files the lab writes as root under target/ are handed to the invoking user.
 out="$repo/target/lab"
-# shellcheck disable=SC2317,SC2329  # called from the trap
-give_back() {
-  if [[ -n "${SUDO_UID:-}" && "${SUDO_UID}" != 0 && -d "$out" ]]; then
-    chown -R "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" "$out" 2>/dev/null || true
-  fi
-}
 
 # lab.py cleans up after itself (try/finally, signal handlers) and its processes
 # die with it (parent-death signal). This trap is the last line: if lab.py itself
@@ -110,7 +89,7 @@ cleanup() {
     wait "$lab_pid" 2>/dev/null || true
   fi
   python3 "$here/lab.py" cleanup >/dev/null 2>&1 || true
-  give_back
+  give_back "$out"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP

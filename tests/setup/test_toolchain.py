@@ -1,0 +1,132 @@
+"""The two top-level commands check Rust, Go and Python first (deploy/lib/toolchain.sh):
+a missing or too old one stops them with one line naming it and exit 2, before anything
+is built; the minimums are the ones README.md states; under sudo, what root wrote is handed
+back to the invoking user."""
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TOOLCHAIN = REPO / "deploy/lib/toolchain.sh"
+
+
+def fake_toolchain(tmp_path, rust="1.95.0", go="1.26.8", python="3.11.7"):
+    """A directory of stand-ins that report the given versions, first on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scripts = {
+        "rustc": f'echo "rustc {rust} (0000000 2026-01-01)"',
+        "cargo": f'echo "cargo {rust} (0000000 2026-01-01)"',
+        "go": f'[ "$1 $2" = "env GOVERSION" ] && echo "go{go}" || echo "go version go{go} linux/amd64"',
+        "python3": f'echo "{python}"',
+    }
+    for name, body in scripts.items():
+        path = bin_dir / name
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return bin_dir
+
+
+def run(cmd, bin_dir, **extra_env):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUDO_")}
+    env.update(extra_env)
+    env["PATH"] = f"{bin_dir}:{env.get('PATH', '/usr/bin:/bin')}"
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+
+def minimums():
+    out = subprocess.run(
+        ["bash", "-c", f'source "{TOOLCHAIN}"; echo "$TOOLCHAIN_MIN_RUST $TOOLCHAIN_MIN_GO $TOOLCHAIN_MIN_PYTHON"'],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    return dict(zip(["rust", "go", "python"], out))
+
+
+def test_minimums_are_the_ones_the_readme_and_cargo_toml_state():
+    """README.md's "What you need" names the versions the commands check; Rust's is
+    Cargo.toml's rust-version."""
+    mins = minimums()
+    readme = (REPO / "README.md").read_text()
+    stated = dict(re.findall(r"\*\*(Rust|Go|Python) ≥ ([0-9.]+)\*\*", readme))
+    assert stated == {"Rust": mins["rust"], "Go": mins["go"], "Python": mins["python"]}
+    cargo = (REPO / "Cargo.toml").read_text()
+    assert f'rust-version = "{mins["rust"]}"' in cargo
+
+
+@pytest.mark.parametrize("tool, versions, message", [
+    ("Rust", {"rust": "1.80.0"}, "run-tests.sh: Rust >= {rust} is needed (found rustc 1.80.0 at {bin}/rustc): rustup update"),
+    ("Go", {"go": "1.22.5"}, "run-tests.sh: Go >= {go} is needed (found go 1.22.5 at {bin}/go): install it from https://go.dev/doc/install"),
+    ("Python", {"python": "3.9.18"}, "run-tests.sh: Python >= {python} is needed (found python3 3.9.18 at {bin}/python3)"),
+])
+def test_run_tests_stops_on_an_old_toolchain(tmp_path, tool, versions, message):
+    """./run-tests.sh with an old Rust, Go or Python first on PATH: exit 2, one line, nothing run."""
+    bin_dir = fake_toolchain(tmp_path, **versions)
+    result = run(["./run-tests.sh"], bin_dir)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [message.format(bin=bin_dir, **minimums())]
+    assert result.stdout == ""
+
+
+def test_lab_stops_on_an_old_go(tmp_path):
+    """deploy/lab/run.sh with an old Go first on PATH: exit 2 and one line, before it needs
+    root, takes the lab lock or installs anything."""
+    bin_dir = fake_toolchain(tmp_path, go="1.24.0")
+    result = run(["deploy/lab/run.sh"], bin_dir)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        f"[run.sh] error: Go >= {minimums()['go']} is needed (found go 1.24.0 at {bin_dir}/go): "
+        "install it from https://go.dev/doc/install"
+    ]
+
+
+def test_a_missing_go_is_named(tmp_path):
+    """No go on PATH: the line says so (PATH holds only the stand-ins and the few tools
+    the check uses, so a go of this machine cannot be found)."""
+    bin_dir = fake_toolchain(tmp_path)
+    (bin_dir / "go").unlink()
+    for tool in ("dirname", "sed", "sort", "awk", "cut"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    result = subprocess.run([shutil.which("bash"), "-c", f'source "{TOOLCHAIN}"; toolchain_check check go'],
+                            env={"PATH": str(bin_dir), "HOME": str(tmp_path)}, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"check: Go >= {minimums()['go']} is needed (no go found): "
+                                          "install it from https://go.dev/doc/install"]
+
+
+@pytest.mark.parametrize("versions, ok", [
+    ({"rust": "{rust}.0", "go": "{go}.0", "python": "{python}.0"}, True),  # exactly the minimums
+    ({"rust": "1.100.0-nightly"}, True),                                  # numeric order, not text
+    ({"rust": "1.87.9"}, False),
+    ({"go": "1.25.9"}, False),
+    ({"python": "3.10.14"}, False),
+])
+def test_the_minimums_are_inclusive_and_compared_as_numbers(tmp_path, versions, ok):
+    """Versions at the minimum pass, one below fails; 1.100 is newer than 1.88."""
+    versions = {k: v.format(**minimums()) for k, v in versions.items()}
+    bin_dir = fake_toolchain(tmp_path, **versions)
+    result = run(["bash", "-c", f'source "{TOOLCHAIN}"; toolchain_check check rust go python'], bin_dir)
+    assert (result.returncode == 0) == ok, result.stderr
+    assert result.returncode in (0, 2)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_give_back_hands_root_files_to_the_sudo_user(tmp_path):
+    """Under sudo (SUDO_UID set), give_back chowns what root wrote to the invoking user;
+    without sudo it changes nothing."""
+    made = tmp_path / "target" / "release"
+    made.mkdir(parents=True)
+    (made / "file").write_text("x")
+    script = f'source "{TOOLCHAIN}"; give_back "{tmp_path / "target"}" "{tmp_path / "absent"}"'
+    subprocess.run(["bash", "-c", script], env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+                   check=True)
+    assert (made / "file").stat().st_uid == 0
+    subprocess.run(["bash", "-c", script], check=True,
+                   env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SUDO_UID": "65534", "SUDO_GID": "65534"})
+    for p in (tmp_path / "target", made, made / "file"):
+        assert (p.stat().st_uid, p.stat().st_gid) == (65534, 65534), p
