@@ -14,14 +14,18 @@ requests that cost the most memory per byte, printing the sink's peak RSS
   8. one HTTP/2 connection to the gRPC port sending 200 000 body-less streams
   9. 200 uploads of 4 MiB - 1 byte that then stall              -> the byte budget
 Usage: bench/hostile_memory.py   (builds nothing: run cargo build --release first)
+The figures are also written to bench/results/hostile-memory-<UTC time>.json and
+bench/results/hostile-memory-latest.json, which bench/render.py turns into docs/limits.md's table.
 """
 import concurrent.futures as cf
+import json
 import os
 import re
 import socket
 import struct
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -102,12 +106,23 @@ def peak(pid):
     text = Path(f"/proc/{pid}/status").read_text()
     hwm = int(re.search(r"VmHWM:\s+(\d+)", text).group(1)) / 1024
     rss = int(re.search(r"VmRSS:\s+(\d+)", text).group(1)) / 1024
-    return f"{hwm:.1f} (now {rss:.1f})"
+    return hwm, rss
+
+
+def phase_line(phase):
+    """One line of the printed table (bench/render.py writes the same into docs/limits.md)."""
+    return (f"{phase['phase']:<62} {phase['answers']:<14} "
+            f"{phase['peak_mib']:.1f} (now {phase['now_mib']:.1f})")
+
+
+HEADER = f"{'phase':<62} {'answers':<14} peak RSS MiB"
 
 
 def main():
     if not SINK.exists():
         sys.exit(f"{SINK} missing: cargo build --release --bin trace-sink")
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    load1 = os.getloadavg()[0]
     proc = subprocess.Popen(
         [str(SINK), "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "NO_COLOR": "1"},
@@ -119,25 +134,31 @@ def main():
         import threading
         # Keep reading stderr (the final stats line at exit is long).
         threading.Thread(target=proc.stderr.read, daemon=True).start()
-        print(f"{'phase':<62} {'answers':<14} peak RSS MiB")
-        print(f"{'idle':<62} {'-':<14} {peak(proc.pid)}")
+        phases = []
+
+        def report(name, answers):
+            hwm, rss = peak(proc.pid)
+            phases.append({"phase": name, "answers": answers, "peak_mib": round(hwm, 1), "now_mib": round(rss, 1)})
+            print(phase_line(phases[-1]), flush=True)
+        print(HEADER)
+        report('idle', '-')
 
         empty_spans = request([], [b""] * ((4 * 1024 * 1024 - 64) // 2))
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(lambda _: post(url, empty_spans), range(8))))
-        print(f"{'1. 8 x 4 MiB of empty spans (protobuf)':<62} {str(codes):<14} {peak(proc.pid)}")
+        report('1. 8 x 4 MiB of empty spans (protobuf)', str(codes))
 
         limit = 500_000 - 10
         span = b"".join(field(9, b"") for _ in range(limit))
         body = request([], [span])
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(lambda _: post(url, body), range(8))))
-        print(f"{'2. 8 x one span with ' + str(limit) + ' empty attributes':<62} {str(codes):<14} {peak(proc.pid)}")
+        report('2. 8 x one span with ' + str(limit) + ' empty attributes', str(codes))
 
         js = b'{"resourceSpans":[{"scopeSpans":[{"spans":[' + b",".join([b"{}"] * 1_300_000) + b"]}]}]}"
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(lambda _: post(url, js, "application/json"), range(8))))
-        print(f"{'3. 8 x 4 MiB of {} spans (JSON)':<62} {str(codes):<14} {peak(proc.pid)}")
+        report('3. 8 x 4 MiB of {} spans (JSON)', str(codes))
 
         def gen(i):
             name = f"{i:05d}" + "n" * 251
@@ -146,14 +167,14 @@ def main():
             return post(url, request(attrs, [seq]))
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(gen, range(10_000))))
-        print(f"{'4. 10 000 generators, 256-byte names (tables full)':<62} {str(codes):<14} {peak(proc.pid)}")
+        report('4. 10 000 generators, 256-byte names (tables full)', str(codes))
 
         arr = b",".join([b"0"] * 2_000_000)
         js = (b'{"resourceSpans":[{"resource":{"attributes":[{"key":"k","value":{"intValue":['
               + arr + b']}}]}}]}')
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(lambda _: post(url, js, "application/json"), range(8))))
-        print(f"{'5. 8 x 4 MiB JSON, intValue = an array of 2M numbers':<62} {str(codes):<14} {peak(proc.pid)}")
+        report('5. 8 x 4 MiB JSON, intValue = an array of 2M numbers', str(codes))
 
         def gaps(first):
             resources = b""
@@ -167,18 +188,17 @@ def main():
             return post(url, resources)
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(gaps, range(0, 10_000, 10))))
-        print(f"{'6. the 10 000 generators, 1100 gaps each (gap tables full)':<62} {str(codes):<14} {peak(proc.pid)}")
+        report('6. the 10 000 generators, 1100 gaps each (gap tables full)', str(codes))
 
         readers = hold_connections(api_addr, 40, b"GET /stats HTTP/1.1\r\nHost: sink\r\n\r\n")
-        import time
         time.sleep(8)
-        print(f"{'7. 40 x GET /stats never read':<62} {'-':<14} {peak(proc.pid)}")
+        report('7. 40 x GET /stats never read', '-')
         for r in readers:
             r.close()
 
         conn, sent = stream_flood(grpc_addr, 200_000)
         time.sleep(2)
-        print(f"{'8. 200 000 body-less HTTP/2 streams on one connection':<62} {str(sent) + ' sent':<14} {peak(proc.pid)}")
+        report('8. 200 000 body-less HTTP/2 streams on one connection', str(sent) + ' sent')
         conn.close()
 
         head = (b"POST /v1/traces HTTP/1.1\r\nHost: sink\r\nContent-Type: application/x-protobuf\r\n"
@@ -198,12 +218,27 @@ def main():
         with cf.ThreadPoolExecutor(16) as ex:
             stalled = list(ex.map(stall, range(200)))
         time.sleep(1)
-        print(f"{'9. 200 uploads of 4 MiB - 1 byte, then stalled':<62} {'-':<14} {peak(proc.pid)}")
+        report('9. 200 uploads of 4 MiB - 1 byte, then stalled', '-')
         for s in stalled:
             s.close()
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+    res = {
+        "schema": "trace-bench/hostile-memory/v1",
+        "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                                 capture_output=True, text=True).stdout.strip(),
+        "host": {"cpus": os.cpu_count(), "load1": load1},
+        "phases": phases,
+    }
+    out = REPO / "bench/results"
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(res, indent=1) + "\n"
+    (out / f"hostile-memory-{started}.json").write_text(text)
+    (out / "hostile-memory-latest.json").write_text(text)
+    print(f"\nJSON: {out / 'hostile-memory-latest.json'}")
 
 
 if __name__ == "__main__":

@@ -685,18 +685,24 @@ def table(res):
     return rows
 
 
-def print_table(res, rows):
-    print(f"trace-gen / trace-sink benchmark  {res['started']}  commit {res['commit']}  "
-          f"medians of {res['reps']} alternated runs, {res['host']['cpus']} CPUs (shared: compare ratios)")
+def table_lines(rows):
+    """The table as printed (bench/render.py writes the same lines into bench/README.md)."""
     w = max(len(r["metric"]) for r in rows) if rows else 10
-    print(f"{'metric':<{w}}  {'trace-*':>10}  {'peer':>10}  {'ratio':>7}  {'target':>10}  met")
+    lines = [f"{'metric':<{w}}  {'trace-*':>10}  {'peer':>10}  {'ratio':>7}  {'target':>10}  met"]
     for r in rows:
         met = {True: "yes", False: "NO", None: ""}[r["met"]]
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] else "-"
-        print(f"{r['metric']:<{w}}  {fmt(r['ours']):>10}  {fmt(r['theirs']):>10}  {ratio:>7}  "
-              f"{r['target'] or '':>10}  {met}  {r['note']}")
-    print("peer = the OpenTelemetry Collector (otlp receiver -> nop exporter) for receiver rows, "
-          "telemetrygen for generator rows; ratio = how many times better trace-* is.")
+        lines.append(f"{r['metric']:<{w}}  {fmt(r['ours']):>10}  {fmt(r['theirs']):>10}  {ratio:>7}  "
+                     f"{r['target'] or '':>10}  {met}  {r['note']}".rstrip())
+    lines.append("peer = the OpenTelemetry Collector (otlp receiver -> nop exporter) for receiver rows, "
+                 "telemetrygen for generator rows; ratio = how many times better trace-* is.")
+    return lines
+
+
+def print_table(res, rows):
+    print(f"trace-gen / trace-sink benchmark  {res['started']}  commit {res['commit']}  "
+          f"medians of {res['reps']} alternated runs, {res['host']['cpus']} CPUs (shared: compare ratios)")
+    print("\n".join(table_lines(rows)))
 
 
 if __name__ == "__main__":
