@@ -136,14 +136,6 @@ def test_addresses_stay_in_the_lab_ranges():
     assert ipaddress.ip_address(lab.DNS_IP) in ipaddress.ip_network(lab.SERVICE_CIDR)
 
 
-def run_sh_function(name: str) -> str:
-    """The text of one shell function of deploy/lab/run.sh, as written there."""
-    text = (REPO / "deploy" / "lab" / "run.sh").read_text()
-    start = text.index(f"\n{name}() {{\n") + 1
-    end = text.index("\n}\n", start) + 3
-    return text[start:end]
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root (CI runs as root)")
 def test_files_the_lab_writes_under_sudo_are_handed_to_the_invoking_user(tmp_path):
     """Under sudo, run.sh gives target/lab back to the user who ran sudo
@@ -153,7 +145,9 @@ def test_files_the_lab_writes_under_sudo_are_handed_to_the_invoking_user(tmp_pat
     (out / "logs" / "rules").mkdir(parents=True)
     (out / "results.json").write_text("{}")
     (out / "logs" / "rules" / "node-1.nft").write_text("table ip kube-proxy {}")
-    script = run_sh_function("give_back") + 'give_back\n'
+    # run.sh's cleanup calls the shared give_back (deploy/lib/toolchain.sh) on target/lab.
+    assert 'give_back "$out"' in (REPO / "deploy" / "lab" / "run.sh").read_text()
+    script = f'source "{REPO / "deploy" / "lib" / "toolchain.sh"}"\ngive_back "$out"\n'
     env = {"PATH": os.environ["PATH"], "out": str(out), "SUDO_UID": "4242", "SUDO_GID": "4343"}
     subprocess.run(["bash", "-c", f'out="$out"\n{script}'], env=env, check=True)
     for path in [out, out / "results.json", out / "logs", out / "logs" / "rules" / "node-1.nft"]:
