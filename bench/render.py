@@ -135,6 +135,11 @@ def flag_default(flags_table, flag):
     return int(m.group(1))
 
 
+# The per-entry sizes of docs/limits.md's budget formula (a test holds the two together).
+BUDGET = {"base_mib": 10, "entry_kib": 6.5, "gap_b": 48, "decode_factor": 10, "stats_kib": 1.5,
+          "conn_kib": 64, "stream_kib": 8}
+
+
 def budget_values(root):
     """The memory budget of docs/limits.md with the defaults: each term, then the sum."""
     flags = (root / "docs/trace-sink.md").read_text()
@@ -142,14 +147,15 @@ def budget_values(root):
         "--max-series", "--max-gaps", "--max-buffered-bytes", "--max-concurrent-requests",
         "--max-request-bytes", "--max-connections", "--max-streams", "--worker-threads")}
     mib = 1024 * 1024
+    b = BUDGET
     terms = [
-        10.0,                                                     # base
-        d["--max-series"] * 6.5 * 1024 / mib,                     # tables
-        d["--max-gaps"] * 48 / mib,                               # gaps
+        b["base_mib"],
+        d["--max-series"] * b["entry_kib"] * 1024 / mib,          # tables
+        d["--max-gaps"] * b["gap_b"] / mib,                       # gaps
         d["--max-buffered-bytes"] / mib,                          # bodies
-        min(d["--worker-threads"], d["--max-concurrent-requests"]) * 10 * d["--max-request-bytes"] / mib,
-        2 * 2 * d["--max-series"] * 1.5 * 1024 / mib,             # API
-        3 * d["--max-connections"] * (64 + d["--max-streams"] * 8) * 1024 / mib,  # connections
+        min(d["--worker-threads"], d["--max-concurrent-requests"]) * b["decode_factor"] * d["--max-request-bytes"] / mib,
+        2 * 2 * d["--max-series"] * b["stats_kib"] * 1024 / mib,  # API
+        3 * d["--max-connections"] * (b["conn_kib"] + d["--max-streams"] * b["stream_kib"]) * 1024 / mib,
     ]
     deployment = (root / "deploy/sink/deployment.yaml").read_text()
     limit = re.search(r"^\s+limits:\n(?:\s+cpu: .*\n)?\s+memory: (\d+)Mi$", deployment, re.M)

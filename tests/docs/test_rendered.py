@@ -56,6 +56,17 @@ def test_the_budget_fits_the_deployments_memory_limit():
     assert float(values["hostile.peak"].split()[0]) < values["deploy.limit.mib"]
 
 
+def test_the_budget_is_computed_with_the_formulas_sizes():
+    """render.py's per-entry sizes are the ones docs/limits.md's formula shows."""
+    doc = (REPO / "docs/limits.md").read_text()
+    formula = doc[doc.index("**Budget.**"):doc.index("The per-entry sizes")]
+    b = render.BUDGET
+    for text in (f"~{b['base_mib']} MiB", f"~{b['entry_kib']} KiB", f"~{b['gap_b']} B",
+                 f"× ~{b['decode_factor']} ×", f"~{b['stats_kib']} KiB per series",
+                 f"({b['conn_kib']} KiB + --max-streams × {b['stream_kib']} KiB)"):
+        assert text in formula, text
+
+
 def test_a_figure_changed_by_hand_fails_the_check(tmp_path):
     """Change one rendered figure in a copy (the trace-gen CPU in docs/trace-gen.md, and a cell
     of the hostile-memory table): --check exits 1 and names the page; rendering restores it."""
