@@ -85,6 +85,9 @@ if [[ "$(id -u)" == 0 ]]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
+  # The image build (root) seeds its cache from the cargo registry: fetched here as the
+  # invoking user, so root finds every crate there and writes nothing into their ~/.cargo.
+  as_user cargo fetch --locked --quiet
   bash deploy/images/build.sh
 else
   step "container images: NOT built or tested (needs root: sudo ./run-tests.sh)"
