@@ -130,3 +130,53 @@ def test_give_back_hands_root_files_to_the_sudo_user(tmp_path):
                    env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SUDO_UID": "65534", "SUDO_GID": "65534"})
     for p in (tmp_path / "target", made, made / "file"):
         assert (p.stat().st_uid, p.stat().st_gid) == (65534, 65534), p
+
+
+SECURE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # Debian's sudoers
+
+
+def test_under_sudos_secure_path_cargo_and_go_are_found():
+    """With only sudo's secure_path on PATH (what `sudo ./run-tests.sh` gets), toolchain_path
+    finds cargo in ~/.cargo/bin and go in /usr/local/go/bin, and the check passes; without it,
+    the same check stops on the missing Rust (the failure the README's sudo command had)."""
+    home = Path.home()
+    secure = [Path(d) for d in SECURE_PATH.split(":")]
+    if any((d / "cargo").exists() for d in secure):
+        pytest.skip("cargo is on secure_path here: nothing for toolchain_path to find")
+    if not (home / ".cargo/bin/cargo").exists() or not (
+        Path("/usr/local/go/bin/go").exists() or any((d / "go").exists() for d in secure)
+    ):
+        pytest.skip("cargo is not in ~/.cargo/bin or go not in /usr/local/go/bin on this machine")
+    env = {"PATH": SECURE_PATH, "HOME": str(home)}
+    found = subprocess.run(
+        [shutil.which("bash"), "-c", f'source "{TOOLCHAIN}"; toolchain_path; toolchain_check sudo rust go python'],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert found.returncode == 0, found.stderr
+    missing = subprocess.run(
+        [shutil.which("bash"), "-c", f'source "{TOOLCHAIN}"; toolchain_check sudo rust'],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("sudo: Rust >= "), missing.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"), reason="needs root and runuser")
+def test_as_user_runs_as_the_sudo_user_with_the_found_path(tmp_path):
+    """Under sudo (SUDO_USER set), as_user runs the command as that user, with the PATH
+    toolchain_path built and that user's HOME; `sudo -u` is played by runuser here."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sudo").write_text('#!/bin/sh\n[ "$1" = -u ] || exit 99\nu=$2; shift 2\nexec runuser -u "$u" -- "$@"\n')
+    (bin_dir / "sudo").chmod(0o755)
+    home = subprocess.run(["getent", "passwd", "nobody"], capture_output=True, text=True,
+                          check=True).stdout.split(":")[5]
+    script = f'source "{TOOLCHAIN}"; toolchain_path; as_user sh -c \'echo "$(id -u) $HOME $PATH"\''
+    out = subprocess.run([shutil.which("bash"), "-c", script], capture_output=True, text=True, check=True,
+                         env={"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path),
+                              "SUDO_USER": "nobody", "SUDO_UID": "65534", "SUDO_GID": "65534"}).stdout.split()
+    assert out[0] == "65534"
+    assert out[1] == home
+    assert out[2].startswith(f"{bin_dir}:")
+    # without sudo, as_user runs the command as is
+    out = subprocess.run([shutil.which("bash"), "-c", script], capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}).stdout.split()
+    assert out[:2] == ["0", str(tmp_path)]
