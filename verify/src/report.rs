@@ -283,6 +283,9 @@ pub fn matrix_text(r: &Results) -> String {
 pub fn table(r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "trace-verify, context {}: {}", r.context, r.result);
+    if r.steps.is_empty() {
+        return out;
+    }
     out.push('\n');
     out.push_str(&matrix_text(r));
     out.push('\n');
