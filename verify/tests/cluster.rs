@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use control_plane::{ControlPlane, SINK_TOKEN, SINK_USER, create_namespace};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
@@ -354,7 +354,13 @@ async fn foreign_objects_and_previous_deployments() {
             namespace: Some("trace-sink".into()),
             ..Default::default()
         },
-        spec: Some(Default::default()),
+        spec: Some(ServiceSpec {
+            ports: Some(vec![ServicePort {
+                port: 80,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let svcs = Api::<Service>::namespaced(admin.clone(), "trace-sink");
