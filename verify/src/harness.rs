@@ -150,6 +150,11 @@ pub struct Harness {
     created: Vec<Value>,
     previously_deployed: bool,
     labelled: BTreeSet<String>,
+    /// The agents run the long drain of the terminating event: waits for
+    /// the agent DaemonSet shorten the drain of pods being replaced.
+    draining: bool,
+    /// The last configuration applied is the draining one.
+    drain_template: bool,
     printed: Vec<Manifests>,
     dry_out: Box<dyn Write + Send>,
     agent_ns: String,
@@ -192,6 +197,8 @@ impl Harness {
             created: vec![],
             previously_deployed: false,
             labelled: BTreeSet::new(),
+            draining: false,
+            drain_template: false,
             printed: vec![],
             dry_out,
             agent_ns: String::new(),
@@ -299,6 +306,7 @@ impl Harness {
     }
 
     async fn apply(&mut self, what: &str, m: &Manifests) -> Result<(), SetupError> {
+        self.drain_template = false;
         let Some(c) = self.cluster.clone() else {
             if self.printed.contains(m) {
                 let _ = writeln!(self.dry_out, "# {what}: apply (the same objects as before)");
@@ -360,16 +368,35 @@ impl Harness {
             async move { c.deployment_done(&ns, names::SINK).await }
         })
         .await?;
-        self.wait_until("the agent DaemonSet is rolled out", |c| {
-            let ns = agent_ns.clone();
-            async move { Ok(c.daemonset_state(&ns, names::AGENT).await?.0) }
-        })
-        .await?;
+        self.wait_agents("the agent DaemonSet is rolled out")
+            .await?;
         self.wait_until("the generator DaemonSet is rolled out", |c| {
             let ns = gen_ns.clone();
             async move { Ok(c.daemonset_state(&ns, names::GENERATOR).await?.0) }
         })
         .await
+    }
+
+    /// Waits until the agent DaemonSet is rolled out. After the terminating
+    /// event, pods being replaced would each take the whole drain: their
+    /// graceful shutdown is shortened (outside any measuring window).
+    async fn wait_agents(&mut self, what: &str) -> Result<(), SetupError> {
+        let ns = self.agent_ns.clone();
+        let draining = self.draining;
+        self.wait_until(what, move |c| {
+            let ns = ns.clone();
+            async move {
+                if draining {
+                    c.shorten_agent_terminations(&ns, 1).await?;
+                }
+                Ok(c.daemonset_state(&ns, names::AGENT).await?.0)
+            }
+        })
+        .await?;
+        if !self.drain_template {
+            self.draining = false;
+        }
+        Ok(())
     }
 
     async fn label(&mut self, node: &str, on: bool) -> Result<(), SetupError> {
@@ -518,7 +545,10 @@ impl Harness {
                     &m,
                 )
                 .await?;
+                self.drain_template = true;
                 self.wait_rollouts().await?;
+                // from here on, pods being replaced carry the long drain
+                self.draining = true;
                 let v = victim.clone().unwrap_or_default();
                 self.label(&v, true).await?;
                 let (ns, vv) = (agent_ns.clone(), v.clone());
@@ -718,12 +748,8 @@ impl Harness {
     ) -> Result<(), SetupError> {
         if let (true, Some(v)) = (event.has_victim(), victim) {
             self.label(&v, false).await?;
-            let ns = self.agent_ns.clone();
-            self.wait_until("the agent DaemonSet is rolled out again", move |c| {
-                let ns = ns.clone();
-                async move { Ok(c.daemonset_state(&ns, names::AGENT).await?.0) }
-            })
-            .await?;
+            self.wait_agents("the agent DaemonSet is rolled out again")
+                .await?;
         }
         Ok(())
     }

@@ -443,3 +443,43 @@ async fn dry_run_prints_the_plan() {
     assert!(text.contains("trace-gen-sink/rollout"));
     assert!(text.contains("/proxy/reset"));
 }
+
+/// Leaving the draining configuration: an agent pod terminating with a long
+/// grace period gets a short one (as the verify-rbac account); other pods
+/// and pods already on a short one are left alone.
+#[tokio::test]
+#[ignore = "needs deploy/kube/build.sh; run-tests.sh runs it"]
+async fn shortens_long_agent_terminations() {
+    let cp = ControlPlane::start().await;
+    let admin = cp.admin().await;
+    create_namespace(&admin, "kyma-system").await;
+    for name in ["draining", "running"] {
+        control_plane::create_pod(&admin, "kyma-system", name, "node-1").await;
+    }
+    control_plane::delete_pod(&admin, "kyma-system", "draining", 30).await;
+    let c = Cluster::new(admin.clone());
+    assert_eq!(
+        c.shorten_agent_terminations("kyma-system", 1)
+            .await
+            .unwrap(),
+        1
+    );
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(admin.clone(), "kyma-system");
+    let p = pods.get("draining").await.unwrap();
+    assert_eq!(p.metadata.deletion_grace_period_seconds, Some(1));
+    assert!(
+        pods.get("running")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_none()
+    );
+    assert_eq!(
+        c.shorten_agent_terminations("kyma-system", 1)
+            .await
+            .unwrap(),
+        0,
+        "already short"
+    );
+}
