@@ -358,11 +358,7 @@ impl Harness {
     }
 
     async fn wait_rollouts(&mut self) -> Result<(), SetupError> {
-        let (sink_ns, agent_ns, gen_ns) = (
-            self.sink_ns.clone(),
-            self.agent_ns.clone(),
-            self.gen_ns.clone(),
-        );
+        let (sink_ns, gen_ns) = (self.sink_ns.clone(), self.gen_ns.clone());
         self.wait_until("the sink's Deployment is rolled out", |c| {
             let ns = sink_ns.clone();
             async move { c.deployment_done(&ns, names::SINK).await }
