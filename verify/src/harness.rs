@@ -910,3 +910,65 @@ pub async fn run(
     let steps = std::mem::take(&mut h.steps);
     Results::new(started, context, recorded, steps, aborted, dry_run)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::AgentEndpoint;
+
+    fn ep(node: &str, ready: bool, serving: bool, terminating: bool) -> AgentEndpoint {
+        AgentEndpoint {
+            node: node.into(),
+            ready,
+            serving,
+            terminating,
+        }
+    }
+
+    /// The terminating event's premise: the node's only endpoint is
+    /// terminating and serving; a second (new, ready) one there, a
+    /// non-serving one, or none at all break it.
+    #[test]
+    fn only_terminating_serving_endpoint() {
+        let other = ep("b", true, true, false);
+        assert!(only_terminating_serving(
+            &[ep("a", false, true, true), other.clone()],
+            "a"
+        ));
+        assert!(!only_terminating_serving(
+            &[ep("a", false, true, true), ep("a", true, true, false)],
+            "a"
+        ));
+        assert!(!only_terminating_serving(
+            &[ep("a", false, false, true)],
+            "a"
+        ));
+        assert!(!only_terminating_serving(&[other], "a"));
+    }
+
+    /// The drain outlasts the settle time and the window.
+    #[test]
+    fn drain_outlasts_the_window() {
+        let o = Options {
+            deploy_dir: PathBuf::new(),
+            kubectl: PathBuf::new(),
+            work_dir: PathBuf::new(),
+            components: Components::default(),
+            registry: None,
+            tag: None,
+            policies: vec![],
+            events: vec![],
+            window: Duration::from_secs(20),
+            settle: Duration::from_secs(3),
+            timeout: Duration::from_secs(1),
+            poll: Duration::from_secs(1),
+            reconnect_every: "2s".into(),
+            retries: 3,
+            max_lost: None,
+            keep: false,
+            dry_run: true,
+            wait_for_deletion: false,
+        };
+        assert_eq!(o.drain_seconds(), 53);
+    }
+}
