@@ -265,7 +265,8 @@ impl Conn {
     }
 
     /// What every poll does with the socket's answer: bytes moved restart the
-    /// idle timer; a socket that is not ready fails once the idle time is over.
+    /// idle timer; a socket that is not ready fails once the idle time is
+    /// over, or once the connection was evicted.
     fn track<T>(
         &mut self,
         cx: &mut Context<'_>,
@@ -279,7 +280,10 @@ impl Conn {
                 }
                 Poll::Ready(Ok(v))
             }
-            Poll::Pending => match self.check_idle(cx) {
+            // Checked only when the socket is not ready: the hot path (bytes
+            // moving) costs nothing more, and an evicted connection is idle
+            // by definition, so its next poll comes here.
+            Poll::Pending => match self.check_idle(cx).and_then(|()| self.check_evicted(cx)) {
                 Ok(()) => Poll::Pending,
                 Err(e) => Poll::Ready(Err(e)),
             },
@@ -295,9 +299,6 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Err(e) = this.check_evicted(cx) {
-            return Poll::Ready(Err(e));
-        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
         let grew = buf.filled().len() > before;
