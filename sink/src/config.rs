@@ -26,9 +26,10 @@ pub const DEFAULT_MAX_GAPS_PER_GENERATOR: usize = 1024;
 /// Default `--max-connections` (per listener).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
 
-/// Default `--max-connections-per-peer`: a quarter of the default cap, so
-/// one address cannot fill a listener and at least four can hold a share.
-pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 32;
+/// Default `--max-connections-per-peer`: half the default cap, so one
+/// address cannot fill a listener, while an address that carries many
+/// clients (a node's pods behind SNAT) still has room.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 64;
 
 /// Default `--per-peer-exempt`: Istio's inbound passthrough address, from
 /// which every client arrives behind a sidecar.

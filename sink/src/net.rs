@@ -36,14 +36,15 @@
 //!    `--per-peer-exempt` (default `127.0.0.6`), and `0` turns it off.
 //! 2. **Room for newcomers**: when the listener is full, the newcomer is not
 //!    refused: the connection that has waited longest without a request is
-//!    closed (evicted) to make room. Candidates are, in this order: a
-//!    connection that never started a request (an idle or slowloris socket:
-//!    its head never completed), oldest first; then a keep-alive connection
-//!    that has been answered but has had no request for at least
-//!    [`EVICT_MIN_IDLE`], longest idle first. A connection with a request in
-//!    flight is never evicted, and neither is a client between two quick
-//!    requests (so a flood of new connections cannot churn busy agents out).
-//!    Only when there is no candidate is the newcomer refused.
+//!    closed (evicted) to make room. Candidates are the connections without
+//!    a request for at least [`EVICT_MIN_IDLE`] (since they opened, or since
+//!    their last answer), in this order: those that never started a request
+//!    (an idle or slowloris socket: its head never completed), oldest first;
+//!    then answered keep-alive connections, longest idle first. A connection
+//!    with a request in flight is never evicted, nor one that just opened
+//!    (its request may be on the way), nor a client between two quick
+//!    requests (so a burst of new connections cannot churn busy agents
+//!    out). Only when there is no candidate is the newcomer refused.
 //!
 //! Refused and evicted connections are counted per listener
 //! (`trace_sink_connections_refused_total{listener}`,
@@ -91,10 +92,16 @@ pub const H2_MAX_PENDING_RESETS: usize = 20;
 /// closes the connection.
 pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 256;
 
-/// A keep-alive connection that has been answered is evicted for a newcomer
-/// only after this long without a request: a client exporting more often
-/// than this keeps its connection whatever else arrives.
-pub const EVICT_MIN_IDLE: Duration = Duration::from_secs(1);
+/// A connection is evicted for a newcomer only after this long without a
+/// request (since it opened, or since its last answer): a client that just
+/// connected has time to send its first request, and one exporting more
+/// often than this keeps its connection whatever else arrives. A burst of
+/// new connections is refused rather than evicting each other.
+/// Three seconds: far more than a client needs to send its request after
+/// connecting, even on a loaded node, and still a small part of
+/// `--header-read-timeout` and `--idle-timeout`, which would close a silent
+/// socket anyway (only later).
+pub const EVICT_MIN_IDLE: Duration = Duration::from_secs(3);
 
 /// File descriptors kept out of the connection budget (standard streams,
 /// listeners, the runtime's epoll and timers, the Kubernetes API client).
@@ -441,7 +448,7 @@ impl Admission {
                 }
                 let proven = a.proven.load(Ordering::Relaxed);
                 let since = a.idle_since_ms.load(Ordering::Relaxed);
-                if proven && now.saturating_sub(since) < min_idle {
+                if now.saturating_sub(since) < min_idle {
                     return None;
                 }
                 Some((proven, since, id))
@@ -746,8 +753,8 @@ mod tests {
 
     /// A full listener evicts a connection that never started a request
     /// (the oldest) before an answered one, never one with a request in
-    /// flight nor one answered less than EVICT_MIN_IDLE ago; with none left
-    /// to evict the newcomer is refused.
+    /// flight nor one opened or answered less than EVICT_MIN_IDLE ago; with
+    /// none left to evict the newcomer is refused.
     #[test]
     fn a_full_listener_evicts_the_longest_idle() {
         let a = admission(3, 0, &[]);
@@ -756,20 +763,23 @@ mod tests {
         let (_, _s3, silent) = a.admit(ip("10.0.0.3")).unwrap();
         let _in_flight = busy.begin();
         drop(answered.begin());
-        idle_for(&a, &answered, Duration::from_secs(5));
-        idle_for(&a, &silent, Duration::from_millis(10));
+        idle_for(&a, &answered, EVICT_MIN_IDLE + Duration::from_secs(5));
+        idle_for(&a, &silent, EVICT_MIN_IDLE + Duration::from_secs(1));
         // The silent socket goes first, although it has been idle for less.
         let (how, _s4, fresh) = a.admit(ip("10.0.0.4")).unwrap();
         assert_eq!(how, Admit::Evicted);
         assert!(silent.evict.is_cancelled() && !answered.evict.is_cancelled());
-        // Silent sockets go first whatever their age: the newest one now.
-        idle_for(&a, &fresh, Duration::ZERO);
+        // A socket that just opened is not evicted: the answered one goes.
+        assert!(!fresh.evict.is_cancelled());
         let (_, _s5, newer) = a.admit(ip("10.0.0.5")).unwrap();
-        assert!(fresh.evict.is_cancelled() && !answered.evict.is_cancelled());
-        // Once that one is answered too, the longest idle of the answered goes.
-        drop(newer.begin());
+        assert!(answered.evict.is_cancelled() && !fresh.evict.is_cancelled());
+        // Nothing idle long enough is left: the next newcomer is refused,
+        // until a silent socket has waited EVICT_MIN_IDLE.
+        assert_eq!(a.admit(ip("10.0.0.6")).err(), Some(Admit::Full));
+        idle_for(&a, &fresh, EVICT_MIN_IDLE);
+        idle_for(&a, &newer, EVICT_MIN_IDLE * 2);
         let (_, _s6, _) = a.admit(ip("10.0.0.6")).unwrap();
-        assert!(answered.evict.is_cancelled() && !newer.evict.is_cancelled());
+        assert!(newer.evict.is_cancelled() && !fresh.evict.is_cancelled());
         assert!(
             !busy.evict.is_cancelled(),
             "a request in flight is never evicted"
