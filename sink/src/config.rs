@@ -26,6 +26,15 @@ pub const DEFAULT_MAX_GAPS_PER_GENERATOR: usize = 1024;
 /// Default `--max-connections` (per listener).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
 
+/// Default `--max-connections-per-peer`: half the default cap, so one
+/// address cannot fill a listener, while an address that carries many
+/// clients (a node's pods behind SNAT) still has room.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 64;
+
+/// Default `--per-peer-exempt`: Istio's inbound passthrough address, from
+/// which every client arrives behind a sidecar.
+pub const DEFAULT_PER_PEER_EXEMPT: &str = "127.0.0.6";
+
 /// Default `--max-streams` (HTTP/2 streams per connection).
 pub const DEFAULT_MAX_STREAMS: u32 = 16;
 
@@ -36,8 +45,13 @@ pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 32 * 1024 * 1024;
 /// requests and answers (`--max-connections` and the flags next to it).
 #[derive(Debug, Clone)]
 pub struct TransportLimits {
-    /// Connections open at once on each listener; more are closed at once.
+    /// Connections open at once on each listener; a newcomer beyond it evicts
+    /// the longest-idle connection, or is closed at once if none is idle.
     pub max_connections: usize,
+    /// Connections one peer address may hold on one listener (0: no share).
+    pub max_connections_per_peer: usize,
+    /// Peer addresses the per-peer share does not apply to (a mesh sidecar's).
+    pub per_peer_exempt: Vec<std::net::IpAddr>,
     /// HTTP/2 streams open at once on one connection (`MAX_CONCURRENT_STREAMS`).
     pub max_streams: u32,
     /// A connection with no byte read or written for this long is closed.
@@ -58,6 +72,8 @@ impl Default for TransportLimits {
     fn default() -> Self {
         TransportLimits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
+            per_peer_exempt: vec![DEFAULT_PER_PEER_EXEMPT.parse().expect("an IP address")],
             max_streams: DEFAULT_MAX_STREAMS,
             idle_timeout: std::time::Duration::from_secs(60),
             header_read_timeout: std::time::Duration::from_secs(10),

@@ -142,10 +142,18 @@ impl K8sArgs {
 /// Transport and memory limits (docs/limits.md).
 #[derive(Args, Debug)]
 struct LimitArgs {
-    /// Connections open at once on each listener; more are closed at once.
+    /// Connections open at once on each listener; a newcomer beyond it evicts the longest-idle one (none idle: it is closed).
     #[arg(long, env = "SINK_MAX_CONNECTIONS", default_value_t = trace_sink::config::DEFAULT_MAX_CONNECTIONS as u64,
           value_parser = clap::value_parser!(u64).range(1..=65536))]
     max_connections: u64,
+    /// Connections one peer address may hold on each listener; more from it are closed at once (0: no per-peer share).
+    #[arg(long, env = "SINK_MAX_CONNECTIONS_PER_PEER", default_value_t = trace_sink::config::DEFAULT_MAX_CONNECTIONS_PER_PEER as u64,
+          value_parser = clap::value_parser!(u64).range(0..=65536))]
+    max_connections_per_peer: u64,
+    /// Comma-separated peer addresses the per-peer share does not apply to (a mesh sidecar's: Istio's is 127.0.0.6); empty for none.
+    #[arg(long, env = "SINK_PER_PEER_EXEMPT", default_value = trace_sink::config::DEFAULT_PER_PEER_EXEMPT,
+          value_parser = parse_ip_list)]
+    per_peer_exempt: IpList,
     /// HTTP/2 streams open at once on one connection (MAX_CONCURRENT_STREAMS).
     #[arg(long, env = "SINK_MAX_STREAMS", default_value_t = trace_sink::config::DEFAULT_MAX_STREAMS,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -201,6 +209,24 @@ struct CheckArgs {
     /// Print the final report and stats as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+/// A comma-separated list of IP addresses (a type of its own: clap reads a
+/// `Vec` as a repeated flag).
+#[derive(Debug, Clone)]
+struct IpList(Vec<std::net::IpAddr>);
+
+fn parse_ip_list(s: &str) -> Result<IpList, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            a.parse().map_err(|_| {
+                format!("{a:?} is not an IP address (a comma-separated list of addresses)")
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map(IpList)
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
@@ -267,6 +293,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
     }
     let transport = TransportLimits {
         max_connections: l.max_connections as usize,
+        max_connections_per_peer: l.max_connections_per_peer as usize,
+        per_peer_exempt: l.per_peer_exempt.0.clone(),
         max_streams: l.max_streams,
         idle_timeout: l.idle_timeout,
         header_read_timeout: l.header_read_timeout,

@@ -48,6 +48,8 @@ pub struct Metrics {
     conflicts: Counter,
     peer_spans: Family<PeerLabels, Counter>,
     refused: Family<ListenerLabels, Counter>,
+    evicted: Family<ListenerLabels, Counter>,
+    accepted: Family<ListenerLabels, Counter>,
     known_routes: Mutex<HashSet<(Option<String>, Option<String>)>>,
     max_series: usize,
 }
@@ -89,12 +91,26 @@ impl Metrics {
         let refused = Family::<ListenerLabels, Counter>::default();
         registry.register(
             "connections_refused",
-            "Connections closed at once because the listener had --max-connections open",
+            "Connections closed at once: their peer held --max-connections-per-peer, or the listener had --max-connections open and none could be evicted",
             refused.clone(),
+        );
+        let accepted = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "connections_accepted",
+            "Connections accepted from the kernel, before the sink admits, evicts for or refuses them",
+            accepted.clone(),
+        );
+        let evicted = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "connections_evicted",
+            "Idle connections closed to admit a new one because the listener had --max-connections open",
+            evicted.clone(),
         );
         Metrics {
             registry,
             refused,
+            evicted,
+            accepted,
             spans,
             requests,
             overflow,
@@ -154,9 +170,23 @@ impl Metrics {
             .inc_by(n);
     }
 
-    /// Counts a connection closed because its listener was full.
+    /// Counts a connection closed at once (peer share reached, or listener full).
     pub(crate) fn count_refused_connection(&self, listener: &'static str) {
         self.refused
+            .get_or_create(&ListenerLabels { listener })
+            .inc();
+    }
+
+    /// Counts a connection taken from the kernel's queue.
+    pub(crate) fn count_accepted_connection(&self, listener: &'static str) {
+        self.accepted
+            .get_or_create(&ListenerLabels { listener })
+            .inc();
+    }
+
+    /// Counts a connection closed to make room for a new one.
+    pub(crate) fn count_evicted_connection(&self, listener: &'static str) {
+        self.evicted
             .get_or_create(&ListenerLabels { listener })
             .inc();
     }

@@ -91,7 +91,21 @@ impl SinkBuilder {
         let addr = |l: &Option<TcpListener>| l.as_ref().map(TcpListener::local_addr).transpose();
         let (grpc_addr, http_addr, api_addr) =
             (addr(&self.grpc)?, addr(&self.http)?, addr(&self.api)?);
-        let limits = shared.config.transport.clone();
+        let mut limits = shared.config.transport.clone();
+        let listeners = [&self.grpc, &self.http, &self.api]
+            .iter()
+            .filter(|l| l.is_some())
+            .count();
+        let nofile = crate::net::descriptor_limit();
+        let fitted = crate::net::fit_to_descriptors(limits.max_connections, listeners, nofile);
+        if fitted < limits.max_connections {
+            tracing::warn!(
+                "the file limit (RLIMIT_NOFILE {}) holds {fitted} connections per listener, not --max-connections {}: using {fitted}",
+                nofile.unwrap_or_default(),
+                limits.max_connections
+            );
+            limits.max_connections = fitted;
+        }
         let acceptor =
             |l: TcpListener, name| Acceptor::new(l, &limits, shared.metrics.clone(), name);
         if let Some(l) = self.grpc {

@@ -202,7 +202,7 @@ async fn export(
     let gzip = request_gzip(req.headers())?;
     let peer = req
         .extensions()
-        .get::<tonic::transport::server::TcpConnectInfo>()
+        .get::<net::ConnInfo>()
         .and_then(|info| info.remote_addr());
     let message = read_unary(req.into_body(), gzip, shared.config.max_request_bytes).await?;
     // What stays in memory now is the message (inflated if it was gzip), not
@@ -326,6 +326,7 @@ pub async fn serve(
     let timeout = shared.config.request_timeout;
     let layer = tower::ServiceBuilder::new()
         .map_response(move |resp| map_rejection(&shared, resp))
+        .layer(net::TrackRequestsLayer)
         .into_inner();
     let incoming = acceptor.into_stream(cancel.clone());
     tonic::transport::Server::builder()
