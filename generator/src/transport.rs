@@ -23,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
 use tokio::net::TcpStream;
 use tonic::transport::Channel;
+use trace_proto::json::Int64;
 use trace_proto::otlp::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 
 use crate::config::{Compression, ConfigError, ExporterSettings, Protocol};
@@ -633,24 +634,24 @@ impl Exporter {
                         format!("HTTP {status} with an unreadable body: {why}"),
                     )
                 })?;
-                let decoded = if bytes.is_empty() {
+                let undecodable = |e: &dyn std::fmt::Display| {
+                    Failure::new(
+                        Reason::BadResponse,
+                        format!("HTTP {status} with an undecodable body: {e}"),
+                    )
+                };
+                if bytes.is_empty() {
                     // An empty body is the empty protobuf message; the
                     // OpenTelemetry Collector's exporter reads it as full
                     // success in JSON too.
                     Ok(Accepted::default())
                 } else if *json {
-                    json_response(&bytes)
+                    json_response(&bytes).map_err(|e| undecodable(&e))
                 } else {
-                    ExportTraceServiceResponse::decode(bytes)
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| accepted(r).map_err(|f| f.message))
-                };
-                decoded.map_err(|e| {
-                    Failure::new(
-                        Reason::BadResponse,
-                        format!("HTTP {status} with an undecodable body: {e}"),
-                    )
-                })
+                    let resp =
+                        ExportTraceServiceResponse::decode(bytes).map_err(|e| undecodable(&e))?;
+                    accepted(resp).map_err(|f| undecodable(&f.message))
+                }
             }
         }
     }
@@ -673,14 +674,31 @@ fn accepted(resp: ExportTraceServiceResponse) -> Result<Accepted, Failure> {
     })
 }
 
+/// Why an OTLP/JSON success answer could not be read ([`json_response`]).
+#[derive(Debug, thiserror::Error)]
+enum BadJson {
+    #[error("not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("not a JSON object")]
+    NotObject,
+    #[error("partialSuccess is not an object: {0}")]
+    PartialSuccess(serde_json::Value),
+    #[error("rejectedSpans is not an int64: {0}")]
+    RejectedSpans(serde_json::Value),
+    #[error("errorMessage is not a string: {0}")]
+    ErrorMessage(serde_json::Value),
+    #[error("negative rejectedSpans {0}")]
+    Negative(i64),
+}
+
 /// Reads an OTLP/JSON `ExportTraceServiceResponse` as proto3 JSON does:
-/// `rejectedSpans` (or `rejected_spans`) is an int64, written as a string or
-/// a number; `null` means unset; unknown fields are ignored. (The serde
-/// derive of `opentelemetry-proto` takes numbers only, so a string, which is
-/// how OTLP/JSON writes int64, would be lost.)
-fn json_response(bytes: &[u8]) -> Result<Accepted, String> {
+/// `rejectedSpans` (or `rejected_spans`) is an int64 ([`Int64`], the reader
+/// the sink reads `intValue` with); `null` means unset; unknown fields are
+/// ignored. (The serde derive of `opentelemetry-proto` takes numbers only,
+/// so a string, which is how OTLP/JSON writes int64, would be lost.)
+fn json_response(bytes: &[u8]) -> Result<Accepted, BadJson> {
     use serde_json::Value;
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    let v: Value = serde_json::from_slice(bytes)?;
     let field = |o: &serde_json::Map<String, Value>, camel: &str, snake: &str| {
         o.get(camel)
             .or_else(|| o.get(snake))
@@ -688,43 +706,27 @@ fn json_response(bytes: &[u8]) -> Result<Accepted, String> {
             .cloned()
     };
     let Value::Object(top) = v else {
-        return Err("not a JSON object".into());
+        return Err(BadJson::NotObject);
     };
     let partial = match field(&top, "partialSuccess", "partial_success") {
         None => return Ok(Accepted::default()),
         Some(Value::Object(p)) => p,
-        Some(other) => return Err(format!("partialSuccess is not an object: {other}")),
+        Some(other) => return Err(BadJson::PartialSuccess(other)),
     };
     let rejected = match field(&partial, "rejectedSpans", "rejected_spans") {
         None => 0,
-        Some(v) => json_int64(&v).ok_or_else(|| format!("rejectedSpans is not an int64: {v}"))?,
+        Some(v) => match serde_json::from_value::<Int64>(v.clone()) {
+            Ok(Int64(i)) => i,
+            Err(_) => return Err(BadJson::RejectedSpans(v)),
+        },
     };
     let message = match field(&partial, "errorMessage", "error_message") {
         None => String::new(),
         Some(Value::String(s)) => s,
-        Some(other) => return Err(format!("errorMessage is not a string: {other}")),
+        Some(other) => return Err(BadJson::ErrorMessage(other)),
     };
-    let rejected =
-        u64::try_from(rejected).map_err(|_| format!("negative rejectedSpans {rejected}"))?;
+    let rejected = u64::try_from(rejected).map_err(|_| BadJson::Negative(rejected))?;
     Ok(Accepted { rejected, message })
-}
-
-/// A proto3 JSON int64: a number or a decimal string, integral (`"5"`, `5`,
-/// `5.0`, `"5e0"`), in range.
-fn json_int64(v: &serde_json::Value) -> Option<i64> {
-    let integral = |f: f64| {
-        (f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64).then_some(f as i64)
-    };
-    match v {
-        serde_json::Value::Number(n) => n.as_i64().or_else(|| n.as_f64().and_then(integral)),
-        serde_json::Value::String(s) => s.parse::<i64>().ok().or_else(|| {
-            s.parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .and_then(integral)
-        }),
-        _ => None,
-    }
 }
 
 /// An HTTP/1.1 client reading an HTTP/2 server's first frames (a gRPC port answering

@@ -11,6 +11,7 @@
 //!   spelling (`http/protobuf`) and trace-sink's label (`http_protobuf`).
 //! - [`stats`]: the versioned `/stats` JSON of trace-sink and trace-gen.
 //! - [`check`]: the conditions behind `/check` and `trace-sink check`.
+//! - [`json`]: the one proto3 JSON int64 reader ([`json::Int64`]) of both binaries.
 //! - [`error`]: printing an error with its causes, one way for both crates.
 //! - `cli` (feature `cli`): logging, the shutdown signal and URL flags of both binaries.
 //!
@@ -22,6 +23,7 @@ pub mod check;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod error;
+pub mod json;
 pub mod keys;
 pub mod otlp;
 pub mod protocol;

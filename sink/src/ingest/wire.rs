@@ -27,6 +27,7 @@
 //!   JSON does not have and that the element count would not see.
 
 use serde::{Deserialize, Deserializer};
+use trace_proto::json::Int64;
 
 /// An export request: resource spans only.
 #[derive(Clone, PartialEq, prost::Message, Deserialize)]
@@ -197,36 +198,6 @@ impl prost::Message for AnyValue {
     }
 }
 
-/// An OTLP/JSON `intValue`: a JSON integer or a string of digits. Anything
-/// else is an error, read without buffering it first.
-struct JsonInt(i64);
-
-impl<'de> Deserialize<'de> for JsonInt {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = JsonInt;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an int64 as a number or a string")
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<JsonInt, E> {
-                Ok(JsonInt(v))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<JsonInt, E> {
-                i64::try_from(v)
-                    .map(JsonInt)
-                    .map_err(|_| E::custom(format!("intValue {v} is out of int64 range")))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<JsonInt, E> {
-                v.parse()
-                    .map(JsonInt)
-                    .map_err(|_| E::custom(format!("intValue {v:?} is not an int64")))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 /// The members of an OTLP/JSON `AnyValue`, by their JSON name or their proto
 /// field name (proto3 JSON accepts both).
 enum AnyValueKey {
@@ -292,8 +263,8 @@ impl<'de> Deserialize<'de> for AnyValue {
                             map.next_value::<Option<String>>()?.map(Value::StringValue)
                         }
                         AnyValueKey::Int => map
-                            .next_value::<Option<JsonInt>>()?
-                            .map(|JsonInt(i)| Value::IntValue(i)),
+                            .next_value::<Option<Int64>>()?
+                            .map(|Int64(i)| Value::IntValue(i)),
                         AnyValueKey::Other => map
                             .next_value::<Option<IgnoredAny>>()?
                             .map(|_| Value::Other),
