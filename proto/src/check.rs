@@ -258,6 +258,7 @@ mod tests {
             requests: Default::default(),
             agent_node_conflicts: 0,
             kubernetes: None,
+            summary: false,
         };
         for &(g, a, n) in routes {
             s.spans_total += n;

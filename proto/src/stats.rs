@@ -19,7 +19,10 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// trace-sink's `GET /stats` (and the body of `POST /reset`).
+/// trace-sink's `GET /stats` (and the body of `POST /reset`), and its
+/// `?summary=true` form: the same document with `summary` true, written
+/// without the per-series tables (`routes`, `agents`, `generators`), which
+/// read back as empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SinkStats {
     /// Always [`SINK_STATS_SCHEMA`].
@@ -42,10 +45,13 @@ pub struct SinkStats {
     #[serde(default)]
     pub overflow_generator_spans: u64,
     /// Spans per (generator node, agent node).
+    #[serde(default)]
     pub routes: Vec<RouteStats>,
     /// Spans per agent node, with the peer addresses that delivered them.
+    #[serde(default)]
     pub agents: Vec<AgentStats>,
     /// Per generator id: sequence accounting.
+    #[serde(default)]
     pub generators: Vec<GeneratorStats>,
     /// Export requests by protocol (`grpc`, `http_protobuf`, `http_json`, `http`)
     /// and outcome (`ok`, `bad_request`, `too_large`, `unsupported_media_type`, ...).
@@ -59,6 +65,10 @@ pub struct SinkStats {
     /// the peers resolved to. Absent when it is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesStats>,
+    /// `true` in the `?summary=true` document, whose tables are left out (so
+    /// that "omitted" is never read as "none"); absent in the full one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub summary: bool,
 }
 
 /// Where a span's agent node came from: the value of `routes[].attribution`.

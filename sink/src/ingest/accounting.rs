@@ -615,6 +615,7 @@ fn view(st: &mut State, tables: bool, peer_attribution: bool) -> StatsView {
             .insert(o.as_str(), n);
     }
     StatsView {
+        tables,
         since: Millis::of(st.since),
         spans_total: st.spans_total,
         names,
@@ -910,6 +911,39 @@ mod tests {
             serde_json::to_string(&stats).unwrap()
         );
         assert_eq!(serde_json::from_slice::<SinkStats>(&json).unwrap(), stats);
+        // The summary is the same type: written without the tables and with
+        // `"summary":true` last, in the full document's order otherwise, and
+        // it reads back as the snapshot with empty tables.
+        let summary_view = acc.view(false);
+        let summary_json = String::from_utf8(summary_view.to_json()).unwrap();
+        let mut want = SinkStats {
+            routes: vec![],
+            agents: vec![],
+            generators: vec![],
+            summary: true,
+            ..stats.clone()
+        };
+        want.kubernetes = summary_view.to_stats().kubernetes;
+        assert_eq!(
+            serde_json::from_str::<SinkStats>(&summary_json).unwrap(),
+            want
+        );
+        assert_eq!(summary_view.to_stats(), want);
+        let full = serde_json::to_string(&SinkStats {
+            summary: false,
+            ..want.clone()
+        })
+        .unwrap();
+        let (head, tail) = full
+            .split_once(r#","routes":[],"agents":[],"generators":[]"#)
+            .unwrap();
+        assert_eq!(
+            summary_json,
+            format!(
+                "{head}{},\"summary\":true}}",
+                tail.strip_suffix('}').unwrap()
+            )
+        );
         // The Accounting's own snapshot is the same numbers (API state blank).
         let mut typed = acc.snapshot();
         typed.kubernetes = stats.kubernetes.clone();

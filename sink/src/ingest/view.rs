@@ -234,9 +234,12 @@ pub(crate) struct GeneratorRow {
 }
 
 /// The numbers of `/stats` as taken under the accounting lock (see the module
-/// doc). The tables are empty in a view taken without them (`?summary=true`).
+/// doc). The tables are empty in a view taken without them (`?summary=true`),
+/// which is written as the summary document.
 #[derive(Debug, Clone)]
 pub struct StatsView {
+    /// Taken with the tables (the full document), or without (the summary).
+    pub(crate) tables: bool,
     pub(crate) since: Millis,
     pub(crate) spans_total: u64,
     pub(crate) local: u64,
@@ -325,6 +328,7 @@ impl StatsView {
                 .collect(),
             agent_node_conflicts: self.conflicts,
             kubernetes: self.kubernetes.clone(),
+            summary: !self.tables,
         }
     }
 
@@ -333,7 +337,9 @@ impl StatsView {
     }
 
     /// The JSON of [`StatsView::to_stats`] as serde writes it, byte for byte,
-    /// written straight from the view (see the module doc).
+    /// written straight from the view (see the module doc); a view taken
+    /// without the tables is the summary: the same document, the tables left
+    /// out, `"summary":true` last.
     pub fn to_json(&self) -> Vec<u8> {
         // Rows are 150 to 250 bytes at 10,000 series.
         let rows = self.routes.len() + self.agents.len() + self.generators.len();
@@ -342,7 +348,6 @@ impl StatsView {
             time_secs: u64::MAX,
             time_text: [0; 24],
         };
-        let names = &self.names;
         w.raw("{\"schema\":");
         w.str(SINK_STATS_SCHEMA);
         w.raw(",\"since\":");
@@ -359,6 +364,27 @@ impl StatsView {
         w.u64(self.overflow);
         w.raw(",\"overflow_generator_spans\":");
         w.u64(self.overflow_generators);
+        if self.tables {
+            self.write_tables(&mut w);
+        }
+        w.raw(",\"requests\":");
+        w.serde(&self.requests);
+        w.raw(",\"agent_node_conflicts\":");
+        w.u64(self.conflicts);
+        if let Some(k) = &self.kubernetes {
+            w.raw(",\"kubernetes\":");
+            w.serde(k);
+        }
+        if !self.tables {
+            w.raw(",\"summary\":true");
+        }
+        w.raw("}");
+        w.out
+    }
+
+    /// `routes`, `agents` and `generators`, each preceded by a comma.
+    fn write_tables(&self, w: &mut Json) {
+        let names = &self.names;
         w.raw(",\"routes\":[");
         for (i, r) in self.routes.iter().enumerate() {
             w.raw(if i == 0 { "{" } else { ",{" });
@@ -428,16 +454,7 @@ impl StatsView {
             w.time(g.last);
             w.raw("}");
         }
-        w.raw("],\"requests\":");
-        w.serde(&self.requests);
-        w.raw(",\"agent_node_conflicts\":");
-        w.u64(self.conflicts);
-        if let Some(k) = &self.kubernetes {
-            w.raw(",\"kubernetes\":");
-            w.serde(k);
-        }
-        w.raw("}");
-        w.out
+        w.raw("]");
     }
 }
 
