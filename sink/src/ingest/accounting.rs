@@ -413,8 +413,8 @@ impl Accounting {
             }
             if let Some(route) = st.routes.get_mut(key) {
                 route.spans += n;
-                if let Some(source) = agent.source {
-                    route.by_source[source.index()] += n;
+                if let Some(i) = agent.source.and_then(|s| s.index()) {
+                    route.by_source[i] += n;
                 }
                 if agent.conflict {
                     if route.conflicts == 0
@@ -607,12 +607,9 @@ fn view(st: &mut State, tables: bool, peer_attribution: bool) -> StatsView {
             });
         }
     }
-    let mut requests: BTreeMap<&'static str, BTreeMap<&'static str, u64>> = BTreeMap::new();
+    let mut requests: BTreeMap<Via, BTreeMap<Outcome, u64>> = BTreeMap::new();
     for (&(p, o), &n) in &st.requests {
-        requests
-            .entry(p.as_str())
-            .or_default()
-            .insert(o.as_str(), n);
+        requests.entry(p).or_default().insert(o, n);
     }
     StatsView {
         tables,
@@ -857,9 +854,14 @@ mod tests {
         assert!(stats.agent_node_conflicts > 0);
         assert!(stats.routes.len() == 150, "{}", stats.routes.len());
         assert!(stats.generators.len() == 120);
-        for source in ["attribute", "peer", "both", "mixed"] {
-            let with =
-                |r: &&trace_proto::stats::RouteStats| r.attribution.as_deref() == Some(source);
+        use trace_proto::stats::Attribution;
+        for source in [
+            Attribution::Attribute,
+            Attribution::Peer,
+            Attribution::Both,
+            Attribution::Mixed,
+        ] {
+            let with = |r: &&trace_proto::stats::RouteStats| r.attribution == Some(source);
             assert!(
                 stats.routes.iter().any(|r| with(&r)),
                 "no route of {source}"

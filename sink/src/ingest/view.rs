@@ -33,9 +33,10 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use trace_proto::outcome::{Outcome, Via};
 use trace_proto::stats::{
-    ATTRIBUTION_MIXED, AgentStats, Attribution, GeneratorStats, KubernetesStats, RouteStats,
-    SINK_STATS_SCHEMA, SinkStats,
+    AgentStats, Attribution, GeneratorStats, KubernetesStats, RouteStats, SINK_STATS_SCHEMA,
+    SinkStats,
 };
 
 /// A time as milliseconds since the Unix epoch (the precision of `/stats`).
@@ -190,21 +191,25 @@ const SOURCES_BY_NAME: [Attribution; 3] =
     [Attribution::Attribute, Attribution::Both, Attribution::Peer];
 
 impl RouteRow {
-    fn attribution(&self) -> Option<&'static str> {
+    fn spans_from(&self, source: Attribution) -> u64 {
+        source.index().map_or(0, |i| self.by_source[i])
+    }
+
+    fn attribution(&self) -> Option<Attribution> {
         let mut with_spans = SOURCES_BY_NAME
             .into_iter()
-            .filter(|s| self.by_source[s.index()] > 0);
+            .filter(|&s| self.spans_from(s) > 0);
         match (with_spans.next(), with_spans.next()) {
             (None, _) => None,
-            (Some(one), None) => Some(one.as_str()),
-            (Some(_), Some(_)) => Some(ATTRIBUTION_MIXED),
+            (Some(one), None) => Some(one),
+            (Some(_), Some(_)) => Some(Attribution::Mixed),
         }
     }
 
-    fn by_source(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+    fn by_source(&self) -> impl Iterator<Item = (Attribution, u64)> + '_ {
         SOURCES_BY_NAME
             .into_iter()
-            .map(|s| (s.as_str(), self.by_source[s.index()]))
+            .map(|s| (s, self.spans_from(s)))
             .filter(|&(_, n)| n > 0)
     }
 }
@@ -252,7 +257,7 @@ pub struct StatsView {
     pub(crate) agents: Vec<AgentRow>,
     pub(crate) peers: Vec<SocketAddr>,
     pub(crate) generators: Vec<GeneratorRow>,
-    pub(crate) requests: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+    pub(crate) requests: BTreeMap<Via, BTreeMap<Outcome, u64>>,
     pub(crate) conflicts: u64,
     /// With `--k8s-attribution`: `peer_spans` from the accounting, the API's
     /// state for the caller to fill in.
@@ -288,8 +293,8 @@ impl StatsView {
                     spans: r.spans,
                     first_seen: r.first.rfc3339(),
                     last_seen: r.last.rfc3339(),
-                    attribution: r.attribution().map(str::to_owned),
-                    spans_by_attribution: r.by_source().map(|(k, n)| (k.to_owned(), n)).collect(),
+                    attribution: r.attribution(),
+                    spans_by_attribution: r.by_source().collect(),
                     agent_node_conflicts: r.conflicts,
                 })
                 .collect(),
@@ -318,14 +323,7 @@ impl StatsView {
                     last_seen: g.last.rfc3339(),
                 })
                 .collect(),
-            requests: self
-                .requests
-                .iter()
-                .map(|(p, by)| {
-                    let by = by.iter().map(|(o, n)| ((*o).to_owned(), *n)).collect();
-                    ((*p).to_owned(), by)
-                })
-                .collect(),
+            requests: self.requests.clone(),
             agent_node_conflicts: self.conflicts,
             kubernetes: self.kubernetes.clone(),
             summary: !self.tables,
@@ -399,13 +397,13 @@ impl StatsView {
             w.raw(",\"last_seen\":");
             w.time(r.last);
             w.raw(",\"attribution\":");
-            w.opt_str(r.attribution());
+            w.opt_str(r.attribution().map(Attribution::as_str));
             w.raw(",\"spans_by_attribution\":{");
             for (j, (source, n)) in r.by_source().enumerate() {
                 if j > 0 {
                     w.raw(",");
                 }
-                w.str(source);
+                w.str(source.as_str());
                 w.raw(":");
                 w.u64(n);
             }
