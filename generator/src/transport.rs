@@ -187,7 +187,7 @@ fn status_failure(status: &tonic::Status, answer: &GrpcAnswer) -> Failure {
     if let Some(src) = StdError::source(status) {
         let mut f = transport_failure(src);
         if f.reason != Reason::Transport || status.code() != tonic::Code::Unknown {
-            if f.reason == Reason::Transport && answered_http1(&f.message) {
+            if f.reason == Reason::Transport && answered_http1(src) {
                 f.message = not_grpc("HTTP/1.1", &f.message);
             }
             return f;
@@ -209,7 +209,7 @@ fn status_failure(status: &tonic::Status, answer: &GrpcAnswer) -> Failure {
     let detail = format!("gRPC {code:?}: {}", status.message());
     let mut f = Failure::new(
         Reason::Grpc(code),
-        match plain_http_status(status.message()) {
+        match answer.plain_http_status() {
             Some(code) => not_grpc(&format!("HTTP {code} without gRPC framing"), &detail),
             None => detail,
         },
@@ -245,6 +245,16 @@ impl GrpcAnswer {
             .and_then(|v| v.trim().parse::<i32>().ok())
         {
             a.1 = Some(code);
+        }
+    }
+
+    /// The HTTP status of an answer that carried no gRPC framing (no
+    /// `grpc-status` at all, and not 2xx): what the server really said,
+    /// where tonic reports a body it cannot decode or a status it mapped.
+    fn plain_http_status(&self) -> Option<u16> {
+        match *self.lock() {
+            (Some(http), None) if !(200..300).contains(&http) => Some(http),
+            _ => None,
         }
     }
 
@@ -312,35 +322,20 @@ fn not_grpc(answer: &str, detail: &str) -> String {
     )
 }
 
-/// The HTTP status of a response that carried no gRPC framing: tonic reports it as a
-/// body it cannot decode (`invalid compression flag` while receiving a `404`) or as a
-/// missing `grpc-status` mapped from the HTTP status. Tonic has no typed error for
-/// this, so its messages are matched (tests/wrong_protocol.rs pins them).
-fn plain_http_status(message: &str) -> Option<String> {
-    let after = |marker: &str| {
-        message
-            .split_once(marker)
-            .map(|(_, rest)| {
-                rest.trim()
-                    .chars()
-                    .take_while(|c| c.is_ascii_digit())
-                    .collect::<String>()
-            })
-            .filter(|code| code.len() == 3 && !code.starts_with('2'))
-    };
-    after("while receiving response with status:")
-        .or_else(|| after("mapped from HTTP status code"))
-        .or_else(|| {
-            message
-                .contains("invalid compression flag")
-                .then(|| "response".to_owned())
-        })
+/// An HTTP/2 client (gRPC) reading an HTTP/1.1 answer: `HTTP/1.1 400 ...` read as a
+/// frame header is a frame far over the size limit, which h2 reports as its
+/// `FRAME_SIZE_ERROR` (found by type on the error's source chain).
+fn answered_http1(e: &(dyn StdError + 'static)) -> bool {
+    causes(e)
+        .filter_map(|c| c.downcast_ref::<h2::Error>())
+        .any(|h2| h2.reason() == Some(h2::Reason::FRAME_SIZE_ERROR))
 }
 
-/// An HTTP/2 client (gRPC) reading an HTTP/1.1 answer: `HTTP/1.1 400 ...` read as a
-/// frame header is a frame far over the size limit.
-fn answered_http1(message: &str) -> bool {
-    message.contains("frame with invalid size") || message.contains("invalid preface")
+/// `e` and its sources, outermost first.
+fn causes<'a>(
+    e: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(e), |&c| c.source())
 }
 
 /// gRPC path of OTLP trace export.
@@ -730,10 +725,13 @@ fn json_response(bytes: &[u8]) -> Result<Accepted, BadJson> {
 }
 
 /// An HTTP/1.1 client reading an HTTP/2 server's first frames (a gRPC port answering
-/// an OTLP/HTTP request): hyper's parse error on the version. hyper is not a direct
-/// dependency, so its message is matched (tests/wrong_protocol.rs pins it).
+/// an OTLP/HTTP request): hyper fails to parse the status line (found by type
+/// on the error's source chain: a parse error that is not of the status code or of
+/// the size, which leaves the version, as the frame's bytes are no `HTTP/1.x`).
 fn answered_http2(e: &(dyn StdError + 'static)) -> bool {
-    trace_proto::error::chain(e).contains("invalid HTTP version parsed")
+    causes(e)
+        .filter_map(|c| c.downcast_ref::<hyper::Error>())
+        .any(|h| h.is_parse() && !h.is_parse_status() && !h.is_parse_too_large())
 }
 
 /// Plain words for the answers that mean "not an OTLP/HTTP traces endpoint": a 404
