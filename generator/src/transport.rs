@@ -23,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
 use tokio::net::TcpStream;
 use tonic::transport::Channel;
+use trace_proto::json::Int64;
 use trace_proto::otlp::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 
 use crate::config::{Compression, ConfigError, ExporterSettings, Protocol};
@@ -186,7 +187,7 @@ fn status_failure(status: &tonic::Status, answer: &GrpcAnswer) -> Failure {
     if let Some(src) = StdError::source(status) {
         let mut f = transport_failure(src);
         if f.reason != Reason::Transport || status.code() != tonic::Code::Unknown {
-            if f.reason == Reason::Transport && answered_http1(&f.message) {
+            if f.reason == Reason::Transport && answered_http1(src) {
                 f.message = not_grpc("HTTP/1.1", &f.message);
             }
             return f;
@@ -208,7 +209,7 @@ fn status_failure(status: &tonic::Status, answer: &GrpcAnswer) -> Failure {
     let detail = format!("gRPC {code:?}: {}", status.message());
     let mut f = Failure::new(
         Reason::Grpc(code),
-        match plain_http_status(status.message()) {
+        match answer.plain_http_status() {
             Some(code) => not_grpc(&format!("HTTP {code} without gRPC framing"), &detail),
             None => detail,
         },
@@ -244,6 +245,16 @@ impl GrpcAnswer {
             .and_then(|v| v.trim().parse::<i32>().ok())
         {
             a.1 = Some(code);
+        }
+    }
+
+    /// The HTTP status of an answer that carried no gRPC framing (no
+    /// `grpc-status` at all, and not 2xx): what the server really said,
+    /// where tonic reports a body it cannot decode or a status it mapped.
+    fn plain_http_status(&self) -> Option<u16> {
+        match *self.lock() {
+            (Some(http), None) if !(200..300).contains(&http) => Some(http),
+            _ => None,
         }
     }
 
@@ -311,35 +322,20 @@ fn not_grpc(answer: &str, detail: &str) -> String {
     )
 }
 
-/// The HTTP status of a response that carried no gRPC framing: tonic reports it as a
-/// body it cannot decode (`invalid compression flag` while receiving a `404`) or as a
-/// missing `grpc-status` mapped from the HTTP status. Tonic has no typed error for
-/// this, so its messages are matched (tests/wrong_protocol.rs pins them).
-fn plain_http_status(message: &str) -> Option<String> {
-    let after = |marker: &str| {
-        message
-            .split_once(marker)
-            .map(|(_, rest)| {
-                rest.trim()
-                    .chars()
-                    .take_while(|c| c.is_ascii_digit())
-                    .collect::<String>()
-            })
-            .filter(|code| code.len() == 3 && !code.starts_with('2'))
-    };
-    after("while receiving response with status:")
-        .or_else(|| after("mapped from HTTP status code"))
-        .or_else(|| {
-            message
-                .contains("invalid compression flag")
-                .then(|| "response".to_owned())
-        })
+/// An HTTP/2 client (gRPC) reading an HTTP/1.1 answer: `HTTP/1.1 400 ...` read as a
+/// frame header is a frame far over the size limit, which h2 reports as its
+/// `FRAME_SIZE_ERROR` (found by type on the error's source chain).
+fn answered_http1(e: &(dyn StdError + 'static)) -> bool {
+    causes(e)
+        .filter_map(|c| c.downcast_ref::<h2::Error>())
+        .any(|h2| h2.reason() == Some(h2::Reason::FRAME_SIZE_ERROR))
 }
 
-/// An HTTP/2 client (gRPC) reading an HTTP/1.1 answer: `HTTP/1.1 400 ...` read as a
-/// frame header is a frame far over the size limit.
-fn answered_http1(message: &str) -> bool {
-    message.contains("frame with invalid size") || message.contains("invalid preface")
+/// `e` and its sources, outermost first.
+fn causes<'a>(
+    e: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(e), |&c| c.source())
 }
 
 /// gRPC path of OTLP trace export.
@@ -633,24 +629,24 @@ impl Exporter {
                         format!("HTTP {status} with an unreadable body: {why}"),
                     )
                 })?;
-                let decoded = if bytes.is_empty() {
+                let undecodable = |e: &dyn std::fmt::Display| {
+                    Failure::new(
+                        Reason::BadResponse,
+                        format!("HTTP {status} with an undecodable body: {e}"),
+                    )
+                };
+                if bytes.is_empty() {
                     // An empty body is the empty protobuf message; the
                     // OpenTelemetry Collector's exporter reads it as full
                     // success in JSON too.
                     Ok(Accepted::default())
                 } else if *json {
-                    json_response(&bytes)
+                    json_response(&bytes).map_err(|e| undecodable(&e))
                 } else {
-                    ExportTraceServiceResponse::decode(bytes)
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| accepted(r).map_err(|f| f.message))
-                };
-                decoded.map_err(|e| {
-                    Failure::new(
-                        Reason::BadResponse,
-                        format!("HTTP {status} with an undecodable body: {e}"),
-                    )
-                })
+                    let resp =
+                        ExportTraceServiceResponse::decode(bytes).map_err(|e| undecodable(&e))?;
+                    accepted(resp).map_err(|f| undecodable(&f.message))
+                }
             }
         }
     }
@@ -673,14 +669,31 @@ fn accepted(resp: ExportTraceServiceResponse) -> Result<Accepted, Failure> {
     })
 }
 
+/// Why an OTLP/JSON success answer could not be read ([`json_response`]).
+#[derive(Debug, thiserror::Error)]
+enum BadJson {
+    #[error("not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("not a JSON object")]
+    NotObject,
+    #[error("partialSuccess is not an object: {0}")]
+    PartialSuccess(serde_json::Value),
+    #[error("rejectedSpans is not an int64: {0}")]
+    RejectedSpans(serde_json::Value),
+    #[error("errorMessage is not a string: {0}")]
+    ErrorMessage(serde_json::Value),
+    #[error("negative rejectedSpans {0}")]
+    Negative(i64),
+}
+
 /// Reads an OTLP/JSON `ExportTraceServiceResponse` as proto3 JSON does:
-/// `rejectedSpans` (or `rejected_spans`) is an int64, written as a string or
-/// a number; `null` means unset; unknown fields are ignored. (The serde
-/// derive of `opentelemetry-proto` takes numbers only, so a string, which is
-/// how OTLP/JSON writes int64, would be lost.)
-fn json_response(bytes: &[u8]) -> Result<Accepted, String> {
+/// `rejectedSpans` (or `rejected_spans`) is an int64 ([`Int64`], the reader
+/// the sink reads `intValue` with); `null` means unset; unknown fields are
+/// ignored. (The serde derive of `opentelemetry-proto` takes numbers only,
+/// so a string, which is how OTLP/JSON writes int64, would be lost.)
+fn json_response(bytes: &[u8]) -> Result<Accepted, BadJson> {
     use serde_json::Value;
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    let v: Value = serde_json::from_slice(bytes)?;
     let field = |o: &serde_json::Map<String, Value>, camel: &str, snake: &str| {
         o.get(camel)
             .or_else(|| o.get(snake))
@@ -688,50 +701,37 @@ fn json_response(bytes: &[u8]) -> Result<Accepted, String> {
             .cloned()
     };
     let Value::Object(top) = v else {
-        return Err("not a JSON object".into());
+        return Err(BadJson::NotObject);
     };
     let partial = match field(&top, "partialSuccess", "partial_success") {
         None => return Ok(Accepted::default()),
         Some(Value::Object(p)) => p,
-        Some(other) => return Err(format!("partialSuccess is not an object: {other}")),
+        Some(other) => return Err(BadJson::PartialSuccess(other)),
     };
     let rejected = match field(&partial, "rejectedSpans", "rejected_spans") {
         None => 0,
-        Some(v) => json_int64(&v).ok_or_else(|| format!("rejectedSpans is not an int64: {v}"))?,
+        Some(v) => match serde_json::from_value::<Int64>(v.clone()) {
+            Ok(Int64(i)) => i,
+            Err(_) => return Err(BadJson::RejectedSpans(v)),
+        },
     };
     let message = match field(&partial, "errorMessage", "error_message") {
         None => String::new(),
         Some(Value::String(s)) => s,
-        Some(other) => return Err(format!("errorMessage is not a string: {other}")),
+        Some(other) => return Err(BadJson::ErrorMessage(other)),
     };
-    let rejected =
-        u64::try_from(rejected).map_err(|_| format!("negative rejectedSpans {rejected}"))?;
+    let rejected = u64::try_from(rejected).map_err(|_| BadJson::Negative(rejected))?;
     Ok(Accepted { rejected, message })
 }
 
-/// A proto3 JSON int64: a number or a decimal string, integral (`"5"`, `5`,
-/// `5.0`, `"5e0"`), in range.
-fn json_int64(v: &serde_json::Value) -> Option<i64> {
-    let integral = |f: f64| {
-        (f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64).then_some(f as i64)
-    };
-    match v {
-        serde_json::Value::Number(n) => n.as_i64().or_else(|| n.as_f64().and_then(integral)),
-        serde_json::Value::String(s) => s.parse::<i64>().ok().or_else(|| {
-            s.parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .and_then(integral)
-        }),
-        _ => None,
-    }
-}
-
 /// An HTTP/1.1 client reading an HTTP/2 server's first frames (a gRPC port answering
-/// an OTLP/HTTP request): hyper's parse error on the version. hyper is not a direct
-/// dependency, so its message is matched (tests/wrong_protocol.rs pins it).
+/// an OTLP/HTTP request): hyper fails to parse the status line (found by type
+/// on the error's source chain: a parse error that is not of the status code or of
+/// the size, which leaves the version, as the frame's bytes are no `HTTP/1.x`).
 fn answered_http2(e: &(dyn StdError + 'static)) -> bool {
-    trace_proto::error::chain(e).contains("invalid HTTP version parsed")
+    causes(e)
+        .filter_map(|c| c.downcast_ref::<hyper::Error>())
+        .any(|h| h.is_parse() && !h.is_parse_status() && !h.is_parse_too_large())
 }
 
 /// Plain words for the answers that mean "not an OTLP/HTTP traces endpoint": a 404

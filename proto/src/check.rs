@@ -9,6 +9,8 @@
 //! `silent_nodes` fails with that reason. `expect_local` stays exact: the
 //! local, remote and unattributed totals count every span, overflowed or not.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::stats::SinkStats;
@@ -47,7 +49,7 @@ pub enum Polarity {
     Negative,
 }
 
-/// One failed condition, in words.
+/// One failed condition, in words: a [`Violation`] as `/check` writes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     /// Positive or negative condition.
@@ -88,134 +90,252 @@ pub fn spans_from(stats: &SinkStats, node: &str) -> u64 {
         .sum()
 }
 
-/// Evaluates `cond` on `stats`.
-pub fn evaluate(stats: &SinkStats, cond: &Conditions) -> CheckReport {
-    let mut failures = Vec::new();
-    let mut fail = |polarity, message: String| failures.push(Failure { polarity, message });
-    if stats.spans_total < cond.min_spans {
-        fail(
-            Polarity::Positive,
-            format!(
-                "expected at least {} spans, got {}",
-                cond.min_spans, stats.spans_total
+/// Spans on one route (generator node -> agent node), as a violation names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpans {
+    /// Generator node, `None` if unknown.
+    pub generator_node: Option<String>,
+    /// Agent node, `None` if unknown.
+    pub agent_node: Option<String>,
+    /// The spans (or conflicting spans) on it.
+    pub spans: u64,
+}
+
+impl fmt::Display for RouteSpans {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} -> {}: {}",
+            self.generator_node.as_deref().unwrap_or("?"),
+            self.agent_node.as_deref().unwrap_or("?"),
+            self.spans
+        )
+    }
+}
+
+/// One failed condition, with its numbers: what [`evaluate`] reports as a
+/// [`Failure`] (its [`Violation::polarity`], and its `Display` as the message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// Fewer spans than `min_spans`.
+    TooFewSpans {
+        /// `min_spans`.
+        min: u64,
+        /// `spans_total`.
+        got: u64,
+    },
+    /// A node of `from_nodes` delivered nothing (among the routes tracked,
+    /// when `overflow` spans are not broken down by node).
+    NoSpansFrom {
+        /// The node.
+        node: String,
+        /// `overflow_spans`.
+        overflow: u64,
+    },
+    /// `expect_local`, and spans travelled between nodes.
+    Remote {
+        /// `remote_spans`.
+        spans: u64,
+        /// The remote routes.
+        routes: Vec<RouteSpans>,
+    },
+    /// `expect_local`, and spans of an unknown generator or agent node.
+    Unattributed {
+        /// `unattributed_spans`.
+        spans: u64,
+    },
+    /// A node of `silent_nodes` has no route, but spans overflowed the route table.
+    CannotProveSilent {
+        /// The node.
+        node: String,
+        /// `overflow_spans`.
+        overflow: u64,
+    },
+    /// A node of `silent_nodes` delivered spans.
+    NotSilent {
+        /// The node.
+        node: String,
+        /// Its spans.
+        spans: u64,
+        /// Its spans per agent node (`None`: no agent).
+        via: Vec<(u64, Option<String>)>,
+    },
+    /// Spans whose agent-node attribute and peer's node disagreed.
+    AgentNodeConflicts {
+        /// `agent_node_conflicts`.
+        spans: u64,
+        /// The routes with conflicts (by the peer's node), their conflicting spans.
+        routes: Vec<RouteSpans>,
+    },
+}
+
+impl Violation {
+    /// Whether the condition must become true ([`Polarity::Positive`]) or stay true.
+    pub fn polarity(&self) -> Polarity {
+        match self {
+            Violation::TooFewSpans { .. } | Violation::NoSpansFrom { .. } => Polarity::Positive,
+            _ => Polarity::Negative,
+        }
+    }
+}
+
+fn joined<T: fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::TooFewSpans { min, got } => {
+                write!(f, "expected at least {min} spans, got {got}")
+            }
+            Violation::NoSpansFrom { node, overflow } => {
+                write!(f, "no spans from generator node {node}")?;
+                if *overflow > 0 {
+                    write!(
+                        f,
+                        " among the routes tracked ({overflow} spans overflowed the route table, --max-series; theirs may be among them)"
+                    )?;
+                }
+                Ok(())
+            }
+            Violation::Remote { spans, routes } => write!(
+                f,
+                "expected only local spans, got {spans} remote ({})",
+                joined(routes)
             ),
-        );
+            Violation::Unattributed { spans } => write!(
+                f,
+                "expected only local spans, got {spans} unattributed (generator or agent node unknown)"
+            ),
+            Violation::CannotProveSilent { node, overflow } => write!(
+                f,
+                "cannot prove generator node {node} silent: {overflow} spans overflowed the route table (--max-series) and are not broken down by node"
+            ),
+            Violation::NotSilent { node, spans, via } => {
+                let via: Vec<String> = via
+                    .iter()
+                    .map(|(n, a)| format!("{n} via {}", a.as_deref().unwrap_or("no agent")))
+                    .collect();
+                write!(
+                    f,
+                    "expected no spans from generator node {node}, got {spans} ({})",
+                    via.join(", ")
+                )
+            }
+            Violation::AgentNodeConflicts { spans, routes } => write!(
+                f,
+                "{spans} spans carry an agent-node attribute naming another node than the Pod at \
+                 their connection's peer address runs on (by the peer's node: {})",
+                if routes.is_empty() {
+                    "routes not broken down".to_owned()
+                } else {
+                    joined(routes)
+                }
+            ),
+        }
+    }
+}
+
+impl From<&Violation> for Failure {
+    fn from(v: &Violation) -> Self {
+        Failure {
+            polarity: v.polarity(),
+            message: v.to_string(),
+        }
+    }
+}
+
+/// The conditions of `cond` that `stats` violates, in the order [`evaluate`]
+/// reports them.
+pub fn violations(stats: &SinkStats, cond: &Conditions) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let route = |r: &crate::stats::RouteStats, spans: u64| RouteSpans {
+        generator_node: r.generator_node.clone(),
+        agent_node: r.agent_node.clone(),
+        spans,
+    };
+    if stats.spans_total < cond.min_spans {
+        out.push(Violation::TooFewSpans {
+            min: cond.min_spans,
+            got: stats.spans_total,
+        });
     }
     for node in &cond.from_nodes {
         if spans_from(stats, node) == 0 {
-            let hidden = if stats.overflow_spans > 0 {
-                format!(
-                    " among the routes tracked ({} spans overflowed the route table, --max-series; theirs may be among them)",
-                    stats.overflow_spans
-                )
-            } else {
-                String::new()
-            };
-            fail(
-                Polarity::Positive,
-                format!("no spans from generator node {node}{hidden}"),
-            );
+            out.push(Violation::NoSpansFrom {
+                node: node.clone(),
+                overflow: stats.overflow_spans,
+            });
         }
     }
     if cond.expect_local {
         if stats.remote_spans > 0 {
-            let routes: Vec<String> = stats
+            let routes = stats
                 .routes
                 .iter()
                 .filter(
                     |r| matches!((&r.generator_node, &r.agent_node), (Some(g), Some(a)) if g != a),
                 )
-                .map(|r| {
-                    format!(
-                        "{} -> {}: {}",
-                        r.generator_node.as_deref().unwrap_or("?"),
-                        r.agent_node.as_deref().unwrap_or("?"),
-                        r.spans
-                    )
-                })
+                .map(|r| route(r, r.spans))
                 .collect();
-            fail(
-                Polarity::Negative,
-                format!(
-                    "expected only local spans, got {} remote ({})",
-                    stats.remote_spans,
-                    routes.join(", ")
-                ),
-            );
+            out.push(Violation::Remote {
+                spans: stats.remote_spans,
+                routes,
+            });
         }
         if stats.unattributed_spans > 0 {
-            fail(
-                Polarity::Negative,
-                format!(
-                    "expected only local spans, got {} unattributed (generator or agent node unknown)",
-                    stats.unattributed_spans
-                ),
-            );
+            out.push(Violation::Unattributed {
+                spans: stats.unattributed_spans,
+            });
         }
     }
     for node in &cond.silent_nodes {
         let n = spans_from(stats, node);
         if n == 0 && stats.overflow_spans > 0 {
-            fail(
-                Polarity::Negative,
-                format!(
-                    "cannot prove generator node {node} silent: {} spans overflowed the route table (--max-series) and are not broken down by node",
-                    stats.overflow_spans
-                ),
-            );
+            out.push(Violation::CannotProveSilent {
+                node: node.clone(),
+                overflow: stats.overflow_spans,
+            });
         }
         if n > 0 {
-            let via: Vec<String> = stats
+            let via = stats
                 .routes
                 .iter()
                 .filter(|r| r.generator_node.as_deref() == Some(node))
-                .map(|r| {
-                    format!(
-                        "{} via {}",
-                        r.spans,
-                        r.agent_node.as_deref().unwrap_or("no agent")
-                    )
-                })
+                .map(|r| (r.spans, r.agent_node.clone()))
                 .collect();
-            fail(
-                Polarity::Negative,
-                format!(
-                    "expected no spans from generator node {node}, got {n} ({})",
-                    via.join(", ")
-                ),
-            );
+            out.push(Violation::NotSilent {
+                node: node.clone(),
+                spans: n,
+                via,
+            });
         }
     }
     // Whatever was asked: two sources that disagree about an agent's node mean
     // one of them is wrong (typically an agent stamping the wrong node).
     if stats.agent_node_conflicts > 0 {
-        let routes: Vec<String> = stats
+        let routes = stats
             .routes
             .iter()
             .filter(|r| r.agent_node_conflicts > 0)
-            .map(|r| {
-                format!(
-                    "{} -> {}: {}",
-                    r.generator_node.as_deref().unwrap_or("?"),
-                    r.agent_node.as_deref().unwrap_or("?"),
-                    r.agent_node_conflicts
-                )
-            })
+            .map(|r| route(r, r.agent_node_conflicts))
             .collect();
-        fail(
-            Polarity::Negative,
-            format!(
-                "{} spans carry an agent-node attribute naming another node than the Pod at \
-                 their connection's peer address runs on (by the peer's node: {})",
-                stats.agent_node_conflicts,
-                if routes.is_empty() {
-                    "routes not broken down".to_owned()
-                } else {
-                    routes.join(", ")
-                }
-            ),
-        );
+        out.push(Violation::AgentNodeConflicts {
+            spans: stats.agent_node_conflicts,
+            routes,
+        });
     }
+    out
+}
+
+/// Evaluates `cond` on `stats`: each [`Violation`] as a [`Failure`].
+pub fn evaluate(stats: &SinkStats, cond: &Conditions) -> CheckReport {
+    let failures: Vec<Failure> = violations(stats, cond).iter().map(Failure::from).collect();
     CheckReport {
         pass: failures.is_empty(),
         failures,
@@ -258,6 +378,7 @@ mod tests {
             requests: Default::default(),
             agent_node_conflicts: 0,
             kubernetes: None,
+            summary: false,
         };
         for &(g, a, n) in routes {
             s.spans_total += n;
@@ -297,26 +418,61 @@ mod tests {
         assert!(r.pass, "{:?}", r.failures);
     }
 
-    /// Each condition fails on its own, with its polarity and a message naming the cause.
+    /// Each condition fails on its own, as its violation with its numbers,
+    /// reported with its polarity and its message.
     #[test]
     fn each_condition_can_fail() {
         let s = stats(&[(Some("a"), Some("b"), 3), (Some("c"), None, 1)]);
         let r = evaluate(&s, &cond(false, 5, &[], &[]));
         assert_eq!(r.failures.len(), 1);
         assert_eq!(r.failures[0].polarity, Polarity::Positive);
-        let r = evaluate(&s, &cond(false, 0, &["b"], &[]));
-        assert!(
-            r.failures[0]
-                .message
-                .contains("no spans from generator node b")
+        assert_eq!(
+            violations(&s, &cond(false, 5, &[], &[])),
+            [Violation::TooFewSpans { min: 5, got: 4 }]
         );
-        let r = evaluate(&s, &cond(true, 0, &[], &[]));
-        assert_eq!(r.failures.len(), 2);
-        assert!(r.failures[0].message.contains("a -> b: 3"));
-        assert!(r.failures[1].message.contains("1 unattributed"));
+        assert_eq!(
+            violations(&s, &cond(false, 0, &["b"], &[])),
+            [Violation::NoSpansFrom {
+                node: "b".into(),
+                overflow: 0
+            }]
+        );
+        let local = cond(true, 0, &[], &[]);
+        let v = violations(&s, &local);
+        assert_eq!(
+            v,
+            [
+                Violation::Remote {
+                    spans: 3,
+                    routes: vec![RouteSpans {
+                        generator_node: Some("a".into()),
+                        agent_node: Some("b".into()),
+                        spans: 3
+                    }]
+                },
+                Violation::Unattributed { spans: 1 }
+            ]
+        );
+        // The report is the violations, in words.
+        let r = evaluate(&s, &local);
+        assert_eq!(r.failures, v.iter().map(Failure::from).collect::<Vec<_>>());
         assert!(r.failures.iter().all(|f| f.polarity == Polarity::Negative));
-        let r = evaluate(&s, &cond(false, 0, &[], &["a"]));
-        assert!(r.failures[0].message.contains("3 via b"));
+        assert_eq!(
+            r.failures[0].message,
+            "expected only local spans, got 3 remote (a -> b: 3)"
+        );
+        assert_eq!(
+            violations(&s, &cond(false, 0, &[], &["a"])),
+            [Violation::NotSilent {
+                node: "a".into(),
+                spans: 3,
+                via: vec![(3, Some("b".into()))]
+            }]
+        );
+        assert_eq!(
+            evaluate(&s, &cond(false, 0, &[], &["a"])).failures[0].message,
+            "expected no spans from generator node a, got 3 (3 via b)"
+        );
     }
 
     /// Agent node conflicts (attribute vs. peer) fail every check, as a
@@ -332,10 +488,16 @@ mod tests {
             assert!(!r.pass);
             assert_eq!(r.failures.len(), 1);
             assert_eq!(r.failures[0].polarity, Polarity::Negative);
-            assert!(
-                r.failures[0].message.contains("a -> a: 2"),
-                "{}",
-                r.failures[0].message
+            assert_eq!(
+                violations(&s, &c),
+                [Violation::AgentNodeConflicts {
+                    spans: 2,
+                    routes: vec![RouteSpans {
+                        generator_node: Some("a".into()),
+                        agent_node: Some("a".into()),
+                        spans: 2
+                    }]
+                }]
             );
             assert_eq!(r.agent_node_conflicts, 2);
         }
@@ -376,15 +538,20 @@ mod tests {
         assert!(!r.pass);
         assert_eq!(r.failures.len(), 1, "{:?}", r.failures);
         assert_eq!(r.failures[0].polarity, Polarity::Negative);
-        assert!(
-            r.failures[0]
-                .message
-                .contains("cannot prove generator node b silent: 3 spans overflowed"),
-            "{}",
-            r.failures[0].message
+        assert_eq!(
+            violations(&s, &cond(true, 0, &[], &["b"])),
+            [Violation::CannotProveSilent {
+                node: "b".into(),
+                overflow: 3
+            }]
         );
-        let r = evaluate(&s, &cond(false, 0, &["b"], &[]));
-        assert!(r.failures[0].message.contains("3 spans overflowed"));
+        assert_eq!(
+            violations(&s, &cond(false, 0, &["b"], &[])),
+            [Violation::NoSpansFrom {
+                node: "b".into(),
+                overflow: 3
+            }]
+        );
         // Only-local is judged on the totals, which include the overflow.
         assert!(evaluate(&s, &cond(true, 0, &["a"], &[])).pass);
         s.remote_spans += 1;

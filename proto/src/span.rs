@@ -11,6 +11,10 @@ use crate::otlp::{
 };
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use prost::encoding::{
+    WireType, bytes, encode_key, encode_varint, encoded_len_varint, fixed64, int32, int64, key_len,
+    message, string,
+};
 
 /// Name of every span trace-gen builds.
 pub const SPAN_NAME: &str = "trace-gen";
@@ -83,21 +87,17 @@ pub fn build_request_with_seqs(
     build_request(resource_attributes, spans)
 }
 
-/// Appends `v` as a protobuf varint.
+/// A length-delimited field's key and length, written by prost's encoders.
 #[inline]
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+fn put_len(out: &mut Vec<u8>, tag: u32, len: usize) {
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(len as u64, out);
 }
 
-/// Appends a length-delimited field's key and length.
+/// Bytes of a length-delimited field of `len` bytes: key, length, value.
 #[inline]
-fn put_len(out: &mut Vec<u8>, tag: u8, len: usize) {
-    out.push((tag << 3) | 2);
-    put_varint(out, len as u64);
+const fn field_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
 /// The request [`build_request`] would make of [`build_span`]s for `seqs`
@@ -105,80 +105,64 @@ fn put_len(out: &mut Vec<u8>, tag: u8, len: usize) {
 /// as protobuf bytes: byte for byte what prost encodes, without building a
 /// `Span` per span (five allocations each) or walking them twice for lengths.
 /// trace-gen sends these bytes as they are over gRPC and OTLP/HTTP protobuf.
+///
+/// Every key, varint and length is written and measured by `prost::encoding`
+/// (the field numbers are those of `opentelemetry-proto`'s messages); what is
+/// done by hand is only the order: the fixed part of a span is encoded once
+/// per request, copied per span, and its ids filled in at the offsets prost's
+/// lengths give.
 pub fn encode_request(
     resource_attributes: &[KeyValue],
     seqs: std::ops::RangeInclusive<u64>,
     now: SystemTime,
     rng: &mut impl Rng,
 ) -> Vec<u8> {
-    use prost::Message;
-    let end = nanos(now).to_le_bytes();
-    let start = nanos(now - Duration::from_millis(1)).to_le_bytes();
-    let key = keys::SEQUENCE.as_bytes();
+    let end = nanos(now);
+    let start = nanos(now - Duration::from_millis(1));
+    let key = keys::SEQUENCE.to_owned();
     // The attribute's value is an int64: a sequence number beyond it is clamped.
-    let clamp = |seq: u64| i64::try_from(seq).unwrap_or(i64::MAX) as u64;
-    // AnyValue { int_value } and KeyValue { key, value }.
-    let any_len = |seq: u64| 1 + varint_len_u64(seq);
-    let kv_len = |seq: u64| {
-        1 + varint_len(key.len()) + key.len() + 1 + varint_len(any_len(seq)) + any_len(seq)
-    };
-    let span_len = |seq: u64| {
-        let kv = kv_len(seq);
-        2 + 16 + 2 + 8 + 2 + SPAN_NAME.len() + 2 + 9 + 9 + 1 + varint_len(kv) + kv
-    };
+    let clamp = |seq: u64| i64::try_from(seq).unwrap_or(i64::MAX);
+    // Span.attributes = [KeyValue { key (1), value (2): AnyValue { int_value (3) } }].
+    let any_len = |seq: i64| int64::encoded_len(3, &seq);
+    let kv_len = |seq: i64| string::encoded_len(1, &key) + field_len(2, any_len(seq));
+    // Every span is the same bytes but for its ids and sequence number: the
+    // fixed part is encoded once, ids zeroed, and copied per span.
+    let mut fixed = Vec::with_capacity(64 + SPAN_NAME.len());
+    bytes::encode(1, &vec![0u8; 16], &mut fixed);
+    let trace_id_at = fixed.len() - 16;
+    bytes::encode(2, &vec![0u8; 8], &mut fixed);
+    let span_id_at = fixed.len() - 8;
+    string::encode(5, &SPAN_NAME.to_owned(), &mut fixed);
+    int32::encode(6, &(SpanKind::Client as i32), &mut fixed);
+    fixed64::encode(7, &start, &mut fixed);
+    fixed64::encode(8, &end, &mut fixed);
+    let span_len = |seq: i64| fixed.len() + field_len(9, kv_len(seq));
     // ScopeSpans.spans, measured first (arithmetic only) so that the spans are
     // written once, straight into the request, with no buffer per span.
     let spans_len: usize = seqs
         .clone()
-        .map(|seq| {
-            let len = span_len(clamp(seq));
-            1 + varint_len(len) + len
-        })
+        .map(|seq| field_len(2, span_len(clamp(seq))))
         .sum();
     // The envelope: the same as build_request's with no spans, plus the spans.
     let scope = InstrumentationScope {
         name: SCOPE_NAME.to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         ..Default::default()
-    }
-    .encode_to_vec();
+    };
     let resource = Resource {
         attributes: resource_attributes.to_vec(),
         ..Default::default()
-    }
-    .encode_to_vec();
-    let scope_spans_len = 1 + varint_len(scope.len()) + scope.len() + spans_len;
-    let rs_len = 1
-        + varint_len(resource.len())
-        + resource.len()
-        + 1
-        + varint_len(scope_spans_len)
-        + scope_spans_len;
-    let total = 1 + varint_len(rs_len) + rs_len;
+    };
+    let scope_spans_len = message::encoded_len(1, &scope) + spans_len;
+    let rs_len = message::encoded_len(1, &resource) + field_len(2, scope_spans_len);
+    let total = field_len(1, rs_len);
     let mut out = Vec::with_capacity(total);
     put_len(&mut out, 1, rs_len);
-    put_len(&mut out, 1, resource.len());
-    out.extend_from_slice(&resource);
+    message::encode(1, &resource, &mut out);
     put_len(&mut out, 2, scope_spans_len);
-    put_len(&mut out, 1, scope.len());
-    out.extend_from_slice(&scope);
-    // Every span is the same bytes but for its ids and sequence number: copy a
-    // template of the fixed part, then fill the ids in place.
-    let mut fixed = Vec::with_capacity(64 + SPAN_NAME.len());
-    put_len(&mut fixed, 1, 16);
-    fixed.extend_from_slice(&[0; 16]);
-    put_len(&mut fixed, 2, 8);
-    fixed.extend_from_slice(&[0; 8]);
-    put_len(&mut fixed, 5, SPAN_NAME.len());
-    fixed.extend_from_slice(SPAN_NAME.as_bytes());
-    fixed.extend_from_slice(&[6 << 3, SpanKind::Client as u8]);
-    fixed.push((7 << 3) | 1);
-    fixed.extend_from_slice(&start);
-    fixed.push((8 << 3) | 1);
-    fixed.extend_from_slice(&end);
+    message::encode(1, &scope, &mut out);
     let mut attr_key = Vec::with_capacity(2 + key.len());
-    put_len(&mut attr_key, 1, key.len());
-    attr_key.extend_from_slice(key);
+    string::encode(1, &key, &mut attr_key);
     for seq in seqs {
         let seq = clamp(seq);
         put_len(&mut out, 2, span_len(seq));
@@ -187,30 +171,15 @@ pub fn encode_request(
         // The same draws, in the same order, as build_span's.
         let trace_id = rng.random::<[u8; 16]>();
         let span_id = rng.random::<[u8; 8]>();
-        out[at + 2..at + 18].copy_from_slice(&trace_id);
-        out[at + 20..at + 28].copy_from_slice(&span_id);
+        out[at + trace_id_at..at + trace_id_at + 16].copy_from_slice(&trace_id);
+        out[at + span_id_at..at + span_id_at + 8].copy_from_slice(&span_id);
         put_len(&mut out, 9, kv_len(seq));
         out.extend_from_slice(&attr_key);
         put_len(&mut out, 2, any_len(seq));
-        out.push(3 << 3);
-        put_varint(&mut out, seq);
+        int64::encode(3, &seq, &mut out);
     }
     debug_assert_eq!(out.len(), total);
     out
-}
-
-fn varint_len(v: usize) -> usize {
-    varint_len_u64(v as u64)
-}
-
-fn varint_len_u64(v: u64) -> usize {
-    let mut n = 1;
-    let mut v = v >> 7;
-    while v > 0 {
-        n += 1;
-        v >>= 7;
-    }
-    n
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::outcome::{Outcome, Via};
+
 /// Schema version of [`SinkStats`].
 pub const SINK_STATS_SCHEMA: &str = "trace-sink/stats/v1";
 
@@ -19,7 +21,10 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// trace-sink's `GET /stats` (and the body of `POST /reset`).
+/// trace-sink's `GET /stats` (and the body of `POST /reset`), and its
+/// `?summary=true` form: the same document with `summary` true, written
+/// without the per-series tables (`routes`, `agents`, `generators`), which
+/// read back as empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SinkStats {
     /// Always [`SINK_STATS_SCHEMA`].
@@ -42,14 +47,17 @@ pub struct SinkStats {
     #[serde(default)]
     pub overflow_generator_spans: u64,
     /// Spans per (generator node, agent node).
+    #[serde(default)]
     pub routes: Vec<RouteStats>,
     /// Spans per agent node, with the peer addresses that delivered them.
+    #[serde(default)]
     pub agents: Vec<AgentStats>,
     /// Per generator id: sequence accounting.
+    #[serde(default)]
     pub generators: Vec<GeneratorStats>,
     /// Export requests by protocol (`grpc`, `http_protobuf`, `http_json`, `http`)
     /// and outcome (`ok`, `bad_request`, `too_large`, `unsupported_media_type`, ...).
-    pub requests: BTreeMap<String, BTreeMap<String, u64>>,
+    pub requests: BTreeMap<Via, BTreeMap<Outcome, u64>>,
     /// Spans whose agent-node attribute names another node than the Pod at
     /// the connection's peer address runs on (only with `--k8s-attribution`;
     /// such spans count on the peer's route). `/check` fails while it is not 0.
@@ -59,10 +67,16 @@ pub struct SinkStats {
     /// the peers resolved to. Absent when it is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesStats>,
+    /// `true` in the `?summary=true` document, whose tables are left out (so
+    /// that "omitted" is never read as "none"); absent in the full one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub summary: bool,
 }
 
-/// Where a span's agent node came from: the value of `routes[].attribution`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Where a span's agent node came from, and the value of
+/// `routes[].attribution` (where a route's spans came from more than one
+/// source, [`Attribution::Mixed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attribution {
     /// The span's agent-node attribute (`--agent-node-key`) only.
     Attribute,
@@ -71,30 +85,46 @@ pub enum Attribution {
     Peer,
     /// Both, and they agreed.
     Both,
+    /// A route's spans came from more than one of the sources above.
+    Mixed,
+    /// A label this version does not know (read from a newer sink's `/stats`).
+    Unknown,
 }
 
 impl Attribution {
-    /// Every source, in the order of [`Attribution::index`].
+    /// The sources of one span, in the order of [`Attribution::index`].
     pub const ALL: [Attribution; 3] =
         [Attribution::Attribute, Attribution::Peer, Attribution::Both];
 
-    /// `attribute`, `peer` or `both`.
+    /// `attribute`, `peer`, `both`, `mixed` (or `unknown`).
     pub fn as_str(self) -> &'static str {
         match self {
             Attribution::Attribute => "attribute",
             Attribution::Peer => "peer",
             Attribution::Both => "both",
+            Attribution::Mixed => "mixed",
+            Attribution::Unknown => "unknown",
         }
     }
 
-    /// Position in [`Attribution::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
+    /// The variant of a label; [`Attribution::Unknown`] for any other.
+    pub fn from_label(s: &str) -> Self {
+        Attribution::ALL
+            .into_iter()
+            .chain([Attribution::Mixed])
+            .find(|a| a.as_str() == s)
+            .unwrap_or(Attribution::Unknown)
+    }
+
+    /// Position of a source in [`Attribution::ALL`]; `None` for
+    /// [`Attribution::Mixed`] and [`Attribution::Unknown`], which no single
+    /// span has.
+    pub fn index(self) -> Option<usize> {
+        Attribution::ALL.iter().position(|&a| a == self)
     }
 }
 
-/// The label of spans whose agent nodes came from more than one source.
-pub const ATTRIBUTION_MIXED: &str = "mixed";
+crate::label::label_traits!(Attribution, "an attribution label");
 
 /// Kubernetes attribution in `/stats` (`--k8s-attribution`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,13 +203,13 @@ pub struct RouteStats {
     /// Last span on this route (RFC 3339).
     pub last_seen: String,
     /// Where the agent node of its spans came from: `attribute`, `peer` or
-    /// `both` ([`Attribution`]), `mixed` if its spans had more than one of
-    /// these; `null` when the agent node is unknown.
+    /// `both`, `mixed` if its spans had more than one of these
+    /// ([`Attribution`]); `null` when the agent node is unknown.
     #[serde(default)]
-    pub attribution: Option<String>,
+    pub attribution: Option<Attribution>,
     /// Its spans by where their agent node came from (sources with spans only).
     #[serde(default)]
-    pub spans_by_attribution: BTreeMap<String, u64>,
+    pub spans_by_attribution: BTreeMap<Attribution, u64>,
     /// Its spans whose agent-node attribute named another node than the
     /// peer's Pod (counted here, under the peer's node, and in `peer`).
     #[serde(default)]

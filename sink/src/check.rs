@@ -13,7 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 use trace_proto::check::{CheckReport, Conditions, Polarity, evaluate};
-use trace_proto::stats::{RouteKind, SinkStats};
+use trace_proto::stats::{Attribution, RouteKind, SinkStats};
 
 /// What `trace-sink check` was asked.
 #[derive(Debug, Clone)]
@@ -229,8 +229,8 @@ pub fn render(stats: &SinkStats) -> String {
         };
         // Where the agent node came from, when it did not come only from the
         // span's attribute (the classic case).
-        let from = match r.attribution.as_deref() {
-            None | Some("attribute") => String::new(),
+        let from = match r.attribution {
+            None | Some(Attribution::Attribute) => String::new(),
             Some(a) => format!(" (agent node by {a})"),
         };
         let conflicts = if r.agent_node_conflicts > 0 {

@@ -275,10 +275,19 @@ fn main() -> ExitCode {
     }
 }
 
-async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, String> {
+/// A listen address that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for {what} on {addr}: {source}")]
+struct BindError {
+    what: &'static str,
+    addr: SocketAddr,
+    source: std::io::Error,
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, BindError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))
+        .map_err(|source| BindError { what, addr, source })
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
@@ -331,7 +340,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         None => None,
     };
     let listeners = async {
-        Ok::<_, String>((
+        Ok::<_, BindError>((
             bind("OTLP/gRPC", args.grpc_listen).await?,
             bind("OTLP/HTTP", args.http_listen).await?,
             bind("the API", args.api_listen).await?,

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use trace_proto::stats::GeneratorReport;
+use trace_proto::stats::{Attribution, GeneratorReport};
 
 use crate::cluster::{self, Cluster};
 use crate::manifests::{self, Components, Manifests, describe, names};
@@ -638,8 +638,8 @@ impl Harness {
             judgements.push(Judgement {
                 check: "attribution".into(),
                 requires: "every agent node came from the peer (--peer-attribution)".into(),
-                pass: attr.as_deref() == Some("peer"),
-                detail: format!("attribution {}", attr.as_deref().unwrap_or("-")),
+                pass: attr == Some(Attribution::Peer),
+                detail: format!("attribution {}", attr.map_or("-", Attribution::as_str)),
             });
         }
         let step = StepResult {

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use trace_proto::stats::{GeneratorReport, RouteKind, SinkStats};
+use trace_proto::stats::{Attribution, GeneratorReport, RouteKind, SinkStats};
 
 /// One generator node's part of a step.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,17 +128,14 @@ pub fn measure_nodes(
 
 /// Where the agent nodes of a step's spans came from: the routes'
 /// `attribution` values, one -> it, several -> `mixed`, none -> `None`.
-pub fn attribution(stats: &SinkStats) -> Option<String> {
-    let values: BTreeSet<&str> = stats
-        .routes
-        .iter()
-        .filter_map(|r| r.attribution.as_deref())
-        .collect();
-    match values.len() {
-        0 => None,
-        1 => values.into_iter().next().map(str::to_owned),
-        _ => Some(trace_proto::stats::ATTRIBUTION_MIXED.to_owned()),
-    }
+pub fn attribution(stats: &SinkStats) -> Option<Attribution> {
+    let mut values = stats.routes.iter().filter_map(|r| r.attribution);
+    let first = values.next()?;
+    Some(if values.all(|a| a == first) {
+        first
+    } else {
+        Attribution::Mixed
+    })
 }
 
 /// The longest time each node delivered nothing, from `/stats` polled at a
@@ -232,6 +229,7 @@ pub(crate) mod tests {
             requests: Default::default(),
             agent_node_conflicts: 0,
             kubernetes: None,
+            summary: false,
         };
         for &(g, a, n) in routes {
             s.spans_total += n;
@@ -246,7 +244,7 @@ pub(crate) mod tests {
                 spans: n,
                 first_seen: String::new(),
                 last_seen: String::new(),
-                attribution: a.map(|_| "attribute".into()),
+                attribution: a.map(|_| Attribution::Attribute),
                 spans_by_attribution: Default::default(),
                 agent_node_conflicts: 0,
             });
@@ -356,9 +354,9 @@ pub(crate) mod tests {
     #[test]
     fn attribution_of_a_step() {
         let mut s = stats(&[("a", Some("a"), 1), ("b", Some("b"), 1)], &[]);
-        assert_eq!(attribution(&s).as_deref(), Some("attribute"));
-        s.routes[1].attribution = Some("peer".into());
-        assert_eq!(attribution(&s).as_deref(), Some("mixed"));
+        assert_eq!(attribution(&s), Some(Attribution::Attribute));
+        s.routes[1].attribution = Some(Attribution::Peer);
+        assert_eq!(attribution(&s), Some(Attribution::Mixed));
         assert_eq!(attribution(&stats(&[("a", None, 1)], &[])), None);
     }
 

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
+use trace_proto::stats::Attribution;
 
 use crate::measure::NodeMeasurement;
 use crate::promise::Judgement;
@@ -51,7 +52,7 @@ pub struct StepResult {
     /// Agent node unknown.
     pub unattributed_spans: u64,
     /// Where the agent nodes came from (`attribute`, `peer`, `both`, `mixed`), `null` if none.
-    pub attribution: Option<String>,
+    pub attribution: Option<Attribution>,
     /// Per generator node.
     pub nodes: Vec<NodeMeasurement>,
     /// Length of the step, seconds (set-up of the event included).
@@ -348,7 +349,7 @@ pub fn details(r: &Results) -> String {
             s.event,
             s.title,
             s.duration_seconds,
-            s.attribution.as_deref().unwrap_or("-")
+            s.attribution.map_or("-", Attribution::as_str)
         );
         let _ = writeln!(out, "{}", wrap(&head, WIDTH, "    "));
         for n in &s.nodes {
@@ -478,7 +479,7 @@ mod tests {
             local_spans: 1_234_560,
             remote_spans: 7,
             unattributed_spans: 0,
-            attribution: Some("attribute".into()),
+            attribution: Some(Attribution::Attribute),
             nodes: vec![NodeMeasurement {
                 node: "node-with-a-long-name-1".into(),
                 lost: 3,

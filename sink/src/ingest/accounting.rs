@@ -413,8 +413,8 @@ impl Accounting {
             }
             if let Some(route) = st.routes.get_mut(key) {
                 route.spans += n;
-                if let Some(source) = agent.source {
-                    route.by_source[source.index()] += n;
+                if let Some(i) = agent.source.and_then(|s| s.index()) {
+                    route.by_source[i] += n;
                 }
                 if agent.conflict {
                     if route.conflicts == 0
@@ -607,14 +607,12 @@ fn view(st: &mut State, tables: bool, peer_attribution: bool) -> StatsView {
             });
         }
     }
-    let mut requests: BTreeMap<&'static str, BTreeMap<&'static str, u64>> = BTreeMap::new();
+    let mut requests: BTreeMap<Via, BTreeMap<Outcome, u64>> = BTreeMap::new();
     for (&(p, o), &n) in &st.requests {
-        requests
-            .entry(p.as_str())
-            .or_default()
-            .insert(o.as_str(), n);
+        requests.entry(p).or_default().insert(o, n);
     }
     StatsView {
+        tables,
         since: Millis::of(st.since),
         spans_total: st.spans_total,
         names,
@@ -856,9 +854,14 @@ mod tests {
         assert!(stats.agent_node_conflicts > 0);
         assert!(stats.routes.len() == 150, "{}", stats.routes.len());
         assert!(stats.generators.len() == 120);
-        for source in ["attribute", "peer", "both", "mixed"] {
-            let with =
-                |r: &&trace_proto::stats::RouteStats| r.attribution.as_deref() == Some(source);
+        use trace_proto::stats::Attribution;
+        for source in [
+            Attribution::Attribute,
+            Attribution::Peer,
+            Attribution::Both,
+            Attribution::Mixed,
+        ] {
+            let with = |r: &&trace_proto::stats::RouteStats| r.attribution == Some(source);
             assert!(
                 stats.routes.iter().any(|r| with(&r)),
                 "no route of {source}"
@@ -910,6 +913,39 @@ mod tests {
             serde_json::to_string(&stats).unwrap()
         );
         assert_eq!(serde_json::from_slice::<SinkStats>(&json).unwrap(), stats);
+        // The summary is the same type: written without the tables and with
+        // `"summary":true` last, in the full document's order otherwise, and
+        // it reads back as the snapshot with empty tables.
+        let summary_view = acc.view(false);
+        let summary_json = String::from_utf8(summary_view.to_json()).unwrap();
+        let mut want = SinkStats {
+            routes: vec![],
+            agents: vec![],
+            generators: vec![],
+            summary: true,
+            ..stats.clone()
+        };
+        want.kubernetes = summary_view.to_stats().kubernetes;
+        assert_eq!(
+            serde_json::from_str::<SinkStats>(&summary_json).unwrap(),
+            want
+        );
+        assert_eq!(summary_view.to_stats(), want);
+        let full = serde_json::to_string(&SinkStats {
+            summary: false,
+            ..want.clone()
+        })
+        .unwrap();
+        let (head, tail) = full
+            .split_once(r#","routes":[],"agents":[],"generators":[]"#)
+            .unwrap();
+        assert_eq!(
+            summary_json,
+            format!(
+                "{head}{},\"summary\":true}}",
+                tail.strip_suffix('}').unwrap()
+            )
+        );
         // The Accounting's own snapshot is the same numbers (API state blank).
         let mut typed = acc.snapshot();
         typed.kubernetes = stats.kubernetes.clone();

@@ -255,27 +255,14 @@ impl Ingest {
     /// `GET /stats` as JSON bytes: the [`SinkStats`] document, or with
     /// `summary` its totals only: without the per-series tables `routes`,
     /// `agents` and `generators` (left out, so that "omitted" is never read as
-    /// "none"), and with `"summary": true`.
+    /// "none"), and with `"summary": true` ([`SinkStats::summary`]).
     ///
     /// The accounting lock is held only to copy the numbers
     /// ([`Accounting::view`]); the document is written after it is released,
     /// straight from that copy ([`view::StatsView::to_json`]: the bytes serde
     /// gives for the [`SinkStats`] of [`Ingest::snapshot`]).
     pub fn stats_json(&self, summary: bool) -> Vec<u8> {
-        let view = self.view(!summary);
-        if !summary {
-            return view.to_json();
-        }
-        let mut doc = serde_json::to_value(view.to_stats());
-        if let Ok(serde_json::Value::Object(map)) = &mut doc {
-            for table in ["routes", "agents", "generators"] {
-                map.remove(table);
-            }
-            map.insert("summary".into(), serde_json::Value::Bool(true));
-        }
-        // Serializing plain data with string keys cannot fail.
-        doc.and_then(|doc| serde_json::to_vec(&doc))
-            .unwrap_or_default()
+        self.view(!summary).to_json()
     }
 
     /// The current numbers.

@@ -33,9 +33,10 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use trace_proto::outcome::{Outcome, Via};
 use trace_proto::stats::{
-    ATTRIBUTION_MIXED, AgentStats, Attribution, GeneratorStats, KubernetesStats, RouteStats,
-    SINK_STATS_SCHEMA, SinkStats,
+    AgentStats, Attribution, GeneratorStats, KubernetesStats, RouteStats, SINK_STATS_SCHEMA,
+    SinkStats,
 };
 
 /// A time as milliseconds since the Unix epoch (the precision of `/stats`).
@@ -190,21 +191,25 @@ const SOURCES_BY_NAME: [Attribution; 3] =
     [Attribution::Attribute, Attribution::Both, Attribution::Peer];
 
 impl RouteRow {
-    fn attribution(&self) -> Option<&'static str> {
+    fn spans_from(&self, source: Attribution) -> u64 {
+        source.index().map_or(0, |i| self.by_source[i])
+    }
+
+    fn attribution(&self) -> Option<Attribution> {
         let mut with_spans = SOURCES_BY_NAME
             .into_iter()
-            .filter(|s| self.by_source[s.index()] > 0);
+            .filter(|&s| self.spans_from(s) > 0);
         match (with_spans.next(), with_spans.next()) {
             (None, _) => None,
-            (Some(one), None) => Some(one.as_str()),
-            (Some(_), Some(_)) => Some(ATTRIBUTION_MIXED),
+            (Some(one), None) => Some(one),
+            (Some(_), Some(_)) => Some(Attribution::Mixed),
         }
     }
 
-    fn by_source(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+    fn by_source(&self) -> impl Iterator<Item = (Attribution, u64)> + '_ {
         SOURCES_BY_NAME
             .into_iter()
-            .map(|s| (s.as_str(), self.by_source[s.index()]))
+            .map(|s| (s, self.spans_from(s)))
             .filter(|&(_, n)| n > 0)
     }
 }
@@ -234,9 +239,12 @@ pub(crate) struct GeneratorRow {
 }
 
 /// The numbers of `/stats` as taken under the accounting lock (see the module
-/// doc). The tables are empty in a view taken without them (`?summary=true`).
+/// doc). The tables are empty in a view taken without them (`?summary=true`),
+/// which is written as the summary document.
 #[derive(Debug, Clone)]
 pub struct StatsView {
+    /// Taken with the tables (the full document), or without (the summary).
+    pub(crate) tables: bool,
     pub(crate) since: Millis,
     pub(crate) spans_total: u64,
     pub(crate) local: u64,
@@ -249,7 +257,7 @@ pub struct StatsView {
     pub(crate) agents: Vec<AgentRow>,
     pub(crate) peers: Vec<SocketAddr>,
     pub(crate) generators: Vec<GeneratorRow>,
-    pub(crate) requests: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+    pub(crate) requests: BTreeMap<Via, BTreeMap<Outcome, u64>>,
     pub(crate) conflicts: u64,
     /// With `--k8s-attribution`: `peer_spans` from the accounting, the API's
     /// state for the caller to fill in.
@@ -285,8 +293,8 @@ impl StatsView {
                     spans: r.spans,
                     first_seen: r.first.rfc3339(),
                     last_seen: r.last.rfc3339(),
-                    attribution: r.attribution().map(str::to_owned),
-                    spans_by_attribution: r.by_source().map(|(k, n)| (k.to_owned(), n)).collect(),
+                    attribution: r.attribution(),
+                    spans_by_attribution: r.by_source().collect(),
                     agent_node_conflicts: r.conflicts,
                 })
                 .collect(),
@@ -315,16 +323,10 @@ impl StatsView {
                     last_seen: g.last.rfc3339(),
                 })
                 .collect(),
-            requests: self
-                .requests
-                .iter()
-                .map(|(p, by)| {
-                    let by = by.iter().map(|(o, n)| ((*o).to_owned(), *n)).collect();
-                    ((*p).to_owned(), by)
-                })
-                .collect(),
+            requests: self.requests.clone(),
             agent_node_conflicts: self.conflicts,
             kubernetes: self.kubernetes.clone(),
+            summary: !self.tables,
         }
     }
 
@@ -333,7 +335,9 @@ impl StatsView {
     }
 
     /// The JSON of [`StatsView::to_stats`] as serde writes it, byte for byte,
-    /// written straight from the view (see the module doc).
+    /// written straight from the view (see the module doc); a view taken
+    /// without the tables is the summary: the same document, the tables left
+    /// out, `"summary":true` last.
     pub fn to_json(&self) -> Vec<u8> {
         // Rows are 150 to 250 bytes at 10,000 series.
         let rows = self.routes.len() + self.agents.len() + self.generators.len();
@@ -342,7 +346,6 @@ impl StatsView {
             time_secs: u64::MAX,
             time_text: [0; 24],
         };
-        let names = &self.names;
         w.raw("{\"schema\":");
         w.str(SINK_STATS_SCHEMA);
         w.raw(",\"since\":");
@@ -359,6 +362,27 @@ impl StatsView {
         w.u64(self.overflow);
         w.raw(",\"overflow_generator_spans\":");
         w.u64(self.overflow_generators);
+        if self.tables {
+            self.write_tables(&mut w);
+        }
+        w.raw(",\"requests\":");
+        w.serde(&self.requests);
+        w.raw(",\"agent_node_conflicts\":");
+        w.u64(self.conflicts);
+        if let Some(k) = &self.kubernetes {
+            w.raw(",\"kubernetes\":");
+            w.serde(k);
+        }
+        if !self.tables {
+            w.raw(",\"summary\":true");
+        }
+        w.raw("}");
+        w.out
+    }
+
+    /// `routes`, `agents` and `generators`, each preceded by a comma.
+    fn write_tables(&self, w: &mut Json) {
+        let names = &self.names;
         w.raw(",\"routes\":[");
         for (i, r) in self.routes.iter().enumerate() {
             w.raw(if i == 0 { "{" } else { ",{" });
@@ -373,13 +397,13 @@ impl StatsView {
             w.raw(",\"last_seen\":");
             w.time(r.last);
             w.raw(",\"attribution\":");
-            w.opt_str(r.attribution());
+            w.opt_str(r.attribution().map(Attribution::as_str));
             w.raw(",\"spans_by_attribution\":{");
             for (j, (source, n)) in r.by_source().enumerate() {
                 if j > 0 {
                     w.raw(",");
                 }
-                w.str(source);
+                w.str(source.as_str());
                 w.raw(":");
                 w.u64(n);
             }
@@ -428,16 +452,7 @@ impl StatsView {
             w.time(g.last);
             w.raw("}");
         }
-        w.raw("],\"requests\":");
-        w.serde(&self.requests);
-        w.raw(",\"agent_node_conflicts\":");
-        w.u64(self.conflicts);
-        if let Some(k) = &self.kubernetes {
-            w.raw(",\"kubernetes\":");
-            w.serde(k);
-        }
-        w.raw("}");
-        w.out
+        w.raw("]");
     }
 }
 

@@ -27,6 +27,7 @@
 //!   JSON does not have and that the element count would not see.
 
 use serde::{Deserialize, Deserializer};
+use trace_proto::json::Int64;
 
 /// An export request: resource spans only.
 #[derive(Clone, PartialEq, prost::Message, Deserialize)]
@@ -197,36 +198,6 @@ impl prost::Message for AnyValue {
     }
 }
 
-/// An OTLP/JSON `intValue`: a JSON integer or a string of digits. Anything
-/// else is an error, read without buffering it first.
-struct JsonInt(i64);
-
-impl<'de> Deserialize<'de> for JsonInt {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = JsonInt;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an int64 as a number or a string")
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<JsonInt, E> {
-                Ok(JsonInt(v))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<JsonInt, E> {
-                i64::try_from(v)
-                    .map(JsonInt)
-                    .map_err(|_| E::custom(format!("intValue {v} is out of int64 range")))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<JsonInt, E> {
-                v.parse()
-                    .map(JsonInt)
-                    .map_err(|_| E::custom(format!("intValue {v:?} is not an int64")))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 /// The members of an OTLP/JSON `AnyValue`, by their JSON name or their proto
 /// field name (proto3 JSON accepts both).
 enum AnyValueKey {
@@ -292,8 +263,8 @@ impl<'de> Deserialize<'de> for AnyValue {
                             map.next_value::<Option<String>>()?.map(Value::StringValue)
                         }
                         AnyValueKey::Int => map
-                            .next_value::<Option<JsonInt>>()?
-                            .map(|JsonInt(i)| Value::IntValue(i)),
+                            .next_value::<Option<Int64>>()?
+                            .map(|Int64(i)| Value::IntValue(i)),
                         AnyValueKey::Other => map
                             .next_value::<Option<IgnoredAny>>()?
                             .map(|_| Value::Other),
@@ -394,7 +365,7 @@ enum Kind {
 }
 
 impl Kind {
-    fn child(self, field: u64) -> Option<Kind> {
+    fn child(self, field: u32) -> Option<Kind> {
         match (self, field) {
             (Kind::Request, 1) => Some(Kind::ResourceSpans),
             (Kind::ResourceSpans, 1) => Some(Kind::Resource),
@@ -407,85 +378,34 @@ impl Kind {
     }
 }
 
-fn varint(buf: &mut &[u8]) -> Result<u64, ScanError> {
-    let mut v: u64 = 0;
-    for i in 0..10 {
-        let (&b, rest) = buf.split_first().ok_or(ScanError::Malformed)?;
-        *buf = rest;
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b < 0x80 {
-            return Ok(v);
-        }
-    }
-    Err(ScanError::Malformed)
-}
-
-fn skip(buf: &mut &[u8], n: u64) -> Result<(), ScanError> {
-    let n = usize::try_from(n).map_err(|_| ScanError::Malformed)?;
-    if buf.len() < n {
-        return Err(ScanError::Malformed);
-    }
-    *buf = &buf[n..];
-    Ok(())
-}
-
-/// Nesting allowed for groups (prost's recursion limit).
-const MAX_GROUP_DEPTH: u32 = 100;
-
-/// Skips a group (deprecated wire types 3/4, which prost still accepts in
-/// unknown fields) up to its matching end.
-fn skip_group(buf: &mut &[u8], field: u64, depth: u32) -> Result<(), ScanError> {
-    if depth > MAX_GROUP_DEPTH {
-        return Err(ScanError::Malformed);
-    }
-    loop {
-        let key = varint(buf)?;
-        match key & 7 {
-            0 => {
-                varint(buf)?;
-            }
-            1 => skip(buf, 8)?,
-            5 => skip(buf, 4)?,
-            2 => {
-                let len = varint(buf)?;
-                skip(buf, len)?;
-            }
-            3 => skip_group(buf, key >> 3, depth + 1)?,
-            4 if key >> 3 == field => return Ok(()),
-            _ => return Err(ScanError::Malformed),
-        }
-    }
-}
-
+/// The walk under [`count_elements`]: keys, lengths and skipped fields
+/// (groups too, to prost's recursion limit) are read by `prost::encoding`,
+/// so it refuses what prost's decoder refuses in the wire format itself.
 fn walk(mut buf: &[u8], kind: Kind, count: &mut u64, limit: u64) -> Result<(), ScanError> {
+    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+    let malformed = |_: prost::DecodeError| ScanError::Malformed;
     while !buf.is_empty() {
-        let key = varint(&mut buf)?;
-        match key & 7 {
-            3 => skip_group(&mut buf, key >> 3, 1)?,
-            0 => {
-                varint(&mut buf)?;
-            }
-            1 => skip(&mut buf, 8)?,
-            5 => skip(&mut buf, 4)?,
-            2 => {
-                let len = varint(&mut buf)?;
+        let (tag, wire_type) = decode_key(&mut buf).map_err(malformed)?;
+        match (wire_type, kind.child(tag)) {
+            (WireType::LengthDelimited, Some(child)) => {
+                let len = decode_varint(&mut buf).map_err(malformed)?;
                 let n = usize::try_from(len).map_err(|_| ScanError::Malformed)?;
                 if buf.len() < n {
                     return Err(ScanError::Malformed);
                 }
                 let (sub, rest) = buf.split_at(n);
                 buf = rest;
-                if let Some(child) = kind.child(key >> 3) {
-                    *count += 1;
-                    if *count > limit {
-                        return Err(ScanError::TooMany);
-                    }
-                    if child != Kind::Leaf {
-                        walk(sub, child, count, limit)?;
-                    }
+                *count += 1;
+                if *count > limit {
+                    return Err(ScanError::TooMany);
+                }
+                if child != Kind::Leaf {
+                    walk(sub, child, count, limit)?;
                 }
             }
-            _ => return Err(ScanError::Malformed),
+            _ => {
+                skip_field(wire_type, tag, &mut buf, DecodeContext::default()).map_err(malformed)?
+            }
         }
     }
     Ok(())
