@@ -93,9 +93,10 @@ async fn generic_endpoint_for_http() {
 #[tokio::test(flavor = "multi_thread")]
 async fn flags_win() {
     let sink = start_sink().await;
+    let closed = closed_port();
     let mut c = gen_cmd();
     c.env("NODE_NAME", "env-node")
-        .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", closed_port_url())
+        .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &closed.url)
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
         .env("OTEL_SERVICE_NAME", "env-svc")
         .args([
@@ -123,12 +124,13 @@ async fn flags_win() {
 /// logged once, not per failure.
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_one_on_failure() {
+    let closed = closed_port();
     let mut c = gen_cmd();
     c.args([
         "--node-name",
         "n",
         "--endpoint",
-        &closed_port_url(),
+        &closed.url,
         "--count",
         "5",
         "--rate",
@@ -369,12 +371,13 @@ async fn hostname_fallback() {
 /// The progress line reports the achieved rate, accepted spans and failures by reason.
 #[tokio::test(flavor = "multi_thread")]
 async fn progress_lines() {
+    let closed = closed_port();
     let mut c = Command::new(BIN);
     c.env("RUST_LOG", "info").args([
         "--node-name",
         "n",
         "--endpoint",
-        &closed_port_url(),
+        &closed.url,
         "--rate",
         "50",
         "--batch",
