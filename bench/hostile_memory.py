@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Peak memory of trace-sink under hostile input (prints figures, asserts nothing).
+"""Peak memory of trace-sink under hostile input, held to the documented budget.
 
-Starts target/release/trace-sink on loopback and sends, phase by phase, the
-requests that cost the most memory per byte, printing the sink's peak RSS
-(VmHWM) after each phase:
+Starts target/release/trace-sink on loopback (with the default limits, given
+as flags so the budget below is computed from them) and sends, phase by
+phase, the requests that cost the most memory per byte, printing the sink's
+peak RSS (VmHWM) once each phase is over (every request answered, or the
+sink has closed what it closes):
   1. 4 MiB bodies of empty spans (2 bytes each), 8 at once  -> rejected before decoding
   2. the largest accepted request: one span with max-request-elements empty attributes, 8 at once
   3. 4 MiB JSON bodies of {} objects, 8 at once               -> rejected before decoding
@@ -13,6 +15,12 @@ requests that cost the most memory per byte, printing the sink's peak RSS
   7. 40 clients asking GET /stats (about 15 MB) and never reading the answer
   8. one HTTP/2 connection to the gRPC port sending 200 000 body-less streams
   9. 200 uploads of 4 MiB - 1 byte that then stall              -> the byte budget
+After each phase its peak is checked against README "Limits and memory
+budget": the terms the sink can have reached by then (base, bodies, decoding,
+connections from the start; the tables from phase 4, with the API term for
+the /stats size measured then; the gap tables from phase 6). The exit status
+is 1 if a phase exceeded its budget, 2 if the run could not be done (a phase
+not over within its bound, the binary missing). tests/bench runs it in CI.
 Usage: bench/hostile_memory.py   (builds nothing: run cargo build --release first)
 """
 import concurrent.futures as cf
@@ -22,6 +30,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -29,7 +38,74 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import REPO, field, varint  # noqa: E402  (the benchmark's protobuf writer)
 
-SINK = REPO / "target/release/trace-sink"
+SINK = Path(os.environ.get("TRACE_SINK_BIN", REPO / "target/release/trace-sink"))
+
+MIB = 1024 * 1024
+# The limits the sink runs with here: its defaults, spelled out.
+LIMITS = {
+    "max-series": 10_000,
+    "max-gaps": 262_144,
+    "max-buffered-bytes": 32 * MIB,
+    "max-request-bytes": 4 * MIB,
+    "max-concurrent-requests": 8,
+    "worker-threads": 1,
+    "max-connections": 128,
+    "max-streams": 16,
+}
+
+
+def budget_terms(stats_bytes):
+    """README "Limits and memory budget", term by term, in MiB."""
+    lim = LIMITS
+    return {
+        "base": 10,
+        "tables": lim["max-series"] * 6.5 / 1024,
+        "gaps": lim["max-gaps"] * 48 / MIB,
+        "bodies": lim["max-buffered-bytes"] / MIB,
+        "decoding": min(lim["worker-threads"], lim["max-concurrent-requests"]) * 10 * lim["max-request-bytes"] / MIB,
+        "api": 2 * 2 * stats_bytes / MIB,
+        "conns": 3 * lim["max-connections"] * (64 * 1024 + lim["max-streams"] * 8 * 1024) / MIB,
+    }
+
+
+class NotOver(Exception):
+    """A phase did not end within its bound."""
+
+
+def until(what, within, cond, every=0.05):
+    """Waits until cond() is true, at most `within` seconds (an event, not a guessed sleep)."""
+    end = time.monotonic() + within
+    while not cond():
+        if time.monotonic() > end:
+            raise NotOver(f"{what}: not within {within} s")
+        time.sleep(every)
+
+
+def tcp_rows():
+    """(local, remote, state, rx_queue) of every IPv4 TCP socket here (/proc/net/tcp)."""
+    def addr(s):
+        ip, port = s.split(":")
+        return socket.inet_ntoa(struct.pack("<I", int(ip, 16))), int(port, 16)
+    rows = []
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            p = line.split()
+            rows.append((addr(p[1]), addr(p[2]), int(p[3], 16), int(p[4].split(":")[1], 16)))
+    return rows
+
+
+ESTABLISHED = 1
+
+
+def sink_ends(listener, clients):
+    """The sink's end (state, rx_queue) of each client's connection to `listener`, None when gone."""
+    host, port = listener.rsplit(":", 1)
+    want = {c: None for c in clients}
+    for local, remote, state, rx in tcp_rows():
+        if local == (host, int(port)) and remote in want:
+            want[remote] = (state, rx)
+    return want
 
 
 def kv(key, value):
@@ -97,21 +173,46 @@ def stream_flood(addr, streams):
     return s, sent
 
 
-def peak(pid):
+def rss(pid):
     """Peak RSS so far and current RSS, in MiB."""
     text = Path(f"/proc/{pid}/status").read_text()
     hwm = int(re.search(r"VmHWM:\s+(\d+)", text).group(1)) / 1024
-    rss = int(re.search(r"VmRSS:\s+(\d+)", text).group(1)) / 1024
-    return f"{hwm:.1f} (now {rss:.1f})"
+    now = int(re.search(r"VmRSS:\s+(\d+)", text).group(1)) / 1024
+    return hwm, now
 
 
 def main():
     if not SINK.exists():
-        sys.exit(f"{SINK} missing: cargo build --release --bin trace-sink")
+        print(f"{SINK} missing: cargo build --release --bin trace-sink", file=sys.stderr)
+        return 2
+    flags = [f"--{k}={v}" for k, v in LIMITS.items()]
     proc = subprocess.Popen(
-        [str(SINK), "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"],
+        [str(SINK), "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0",
+         *flags],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "NO_COLOR": "1"},
     )
+    over = []
+    # The terms that apply so far (see the module doc); the API term grows with /stats.
+    applies = {"base", "bodies", "decoding", "conns", "api"}
+    stats_bytes = [0]
+
+    def peak(phase):
+        hwm, now = rss(proc.pid)
+        terms = budget_terms(stats_bytes[0])
+        budget = sum(v for k, v in terms.items() if k in applies)
+        if hwm > budget:
+            over.append(f"{phase}: peak {hwm:.1f} MiB > budget {budget:.1f} MiB")
+        return f"{hwm:.1f} (now {now:.1f}) <= {budget:.0f}" if hwm <= budget else f"{hwm:.1f} OVER {budget:.0f}"
+
+    def answers(phase, codes, expected):
+        if codes != expected:
+            over.append(f"{phase}: answers {codes}, expected {expected}: its figure would not mean what it says")
+        return str(codes)
+
+    def measure_stats():
+        with urllib.request.urlopen(f"http://{api_addr}/stats", timeout=60) as r:
+            stats_bytes[0] = len(r.read())
+
     try:
         m = re.search(r"OTLP/gRPC on (\S+), OTLP/HTTP on (\S+), API on (\S+)", proc.stderr.readline())
         grpc_addr, http_addr, api_addr = m.group(1).rstrip(","), m.group(2).rstrip(","), m.group(3)
@@ -119,25 +220,25 @@ def main():
         import threading
         # Keep reading stderr (the final stats line at exit is long).
         threading.Thread(target=proc.stderr.read, daemon=True).start()
-        print(f"{'phase':<62} {'answers':<14} peak RSS MiB")
-        print(f"{'idle':<62} {'-':<14} {peak(proc.pid)}")
+        print(f"{'phase':<62} {'answers':<14} peak RSS MiB <= budget")
+        print(f"{'idle':<62} {'-':<14} {peak('idle')}")
 
         empty_spans = request([], [b""] * ((4 * 1024 * 1024 - 64) // 2))
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(lambda _: post(url, empty_spans), range(8))))
-        print(f"{'1. 8 x 4 MiB of empty spans (protobuf)':<62} {str(codes):<14} {peak(proc.pid)}")
+        print(f"{'1. 8 x 4 MiB of empty spans (protobuf)':<62} {answers('phase 1', codes, [413]):<14} {peak('phase 1')}")
 
         limit = 500_000 - 10
         span = b"".join(field(9, b"") for _ in range(limit))
         body = request([], [span])
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(lambda _: post(url, body), range(8))))
-        print(f"{'2. 8 x one span with ' + str(limit) + ' empty attributes':<62} {str(codes):<14} {peak(proc.pid)}")
+        print(f"{'2. 8 x one span with ' + str(limit) + ' empty attributes':<62} {answers('phase 2', codes, [200]):<14} {peak('phase 2')}")
 
         js = b'{"resourceSpans":[{"scopeSpans":[{"spans":[' + b",".join([b"{}"] * 1_300_000) + b"]}]}]}"
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(lambda _: post(url, js, "application/json"), range(8))))
-        print(f"{'3. 8 x 4 MiB of {} spans (JSON)':<62} {str(codes):<14} {peak(proc.pid)}")
+        print(f"{'3. 8 x 4 MiB of {} spans (JSON)':<62} {answers('phase 3', codes, [413]):<14} {peak('phase 3')}")
 
         def gen(i):
             name = f"{i:05d}" + "n" * 251
@@ -146,14 +247,16 @@ def main():
             return post(url, request(attrs, [seq]))
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(gen, range(10_000))))
-        print(f"{'4. 10 000 generators, 256-byte names (tables full)':<62} {str(codes):<14} {peak(proc.pid)}")
+        applies.add("tables")
+        measure_stats()
+        print(f"{'4. 10 000 generators, 256-byte names (tables full)':<62} {answers('phase 4', codes, [200]):<14} {peak('phase 4')}")
 
         arr = b",".join([b"0"] * 2_000_000)
         js = (b'{"resourceSpans":[{"resource":{"attributes":[{"key":"k","value":{"intValue":['
               + arr + b']}}]}}]}')
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(lambda _: post(url, js, "application/json"), range(8))))
-        print(f"{'5. 8 x 4 MiB JSON, intValue = an array of 2M numbers':<62} {str(codes):<14} {peak(proc.pid)}")
+        print(f"{'5. 8 x 4 MiB JSON, intValue = an array of 2M numbers':<62} {answers('phase 5', codes, [400]):<14} {peak('phase 5')}")
 
         def gaps(first):
             resources = b""
@@ -167,18 +270,32 @@ def main():
             return post(url, resources)
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(gaps, range(0, 10_000, 10))))
-        print(f"{'6. the 10 000 generators, 1100 gaps each (gap tables full)':<62} {str(codes):<14} {peak(proc.pid)}")
+        applies.add("gaps")
+        measure_stats()
+        print(f"{'6. the 10 000 generators, 1100 gaps each (gap tables full)':<62} {answers('phase 6', codes, [200]):<14} {peak('phase 6')}")
 
         readers = hold_connections(api_addr, 40, b"GET /stats HTTP/1.1\r\nHost: sink\r\n\r\n")
-        import time
-        time.sleep(8)
-        print(f"{'7. 40 x GET /stats never read':<62} {'-':<14} {peak(proc.pid)}")
+        # Over when the sink has dropped 3 unread answers (2 are built at a
+        # time; each is dropped, its connection closed, after 2 s untaken):
+        # a slot was taken again after a drop, the steady state of this phase.
+        clients = [r.getsockname() for r in readers]
+        until("3 unread /stats answers dropped", 120, lambda: sum(
+            1 for e in sink_ends(api_addr, clients).values() if e is None or e[0] != ESTABLISHED) >= 3)
+        print(f"{'7. 40 x GET /stats never read':<62} {'-':<14} {peak('phase 7')}")
         for r in readers:
             r.close()
 
         conn, sent = stream_flood(grpc_addr, 200_000)
-        time.sleep(2)
-        print(f"{'8. 200 000 body-less HTTP/2 streams on one connection':<62} {str(sent) + ' sent':<14} {peak(proc.pid)}")
+        # Over when the sink has closed the connection (EOF or reset).
+        conn.settimeout(60)
+        try:
+            while conn.recv(65536):
+                pass
+        except socket.timeout:
+            raise NotOver("the stream flood's connection not closed within 60 s") from None
+        except OSError:
+            pass
+        print(f"{'8. 200 000 body-less HTTP/2 streams on one connection':<62} {str(sent) + ' sent':<14} {peak('phase 8')}")
         conn.close()
 
         head = (b"POST /v1/traces HTTP/1.1\r\nHost: sink\r\nContent-Type: application/x-protobuf\r\n"
@@ -197,14 +314,26 @@ def main():
             return s
         with cf.ThreadPoolExecutor(16) as ex:
             stalled = list(ex.map(stall, range(200)))
-        time.sleep(1)
-        print(f"{'9. 200 uploads of 4 MiB - 1 byte, then stalled':<62} {'-':<14} {peak(proc.pid)}")
+        # Over when the sink has taken in what it will: at every connection's
+        # end it has read everything sent, or closed it.
+        clients = [s.getsockname() for s in stalled]
+        until("the stalled uploads taken in", 120, lambda: all(
+            e is None or e[0] != ESTABLISHED or e[1] == 0 for e in sink_ends(http_addr, clients).values()))
+        print(f"{'9. 200 uploads of 4 MiB - 1 byte, then stalled':<62} {'-':<14} {peak('phase 9')}")
         for s in stalled:
             s.close()
+    except NotOver as e:
+        print(f"hostile_memory: {e}", file=sys.stderr)
+        return 2
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+    if over:
+        print("hostile_memory: failed:\n  " + "\n  ".join(over), file=sys.stderr)
+        return 1
+    print("hostile_memory: every phase within the documented budget")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -258,15 +258,11 @@ fn stats_port_taken_exits_2() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_and_stats_server() {
     let sink = start_sink().await;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let dir = std::env::temp_dir().join(format!("trace-gen-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let summary = dir.join("summary.json");
-    let child = Command::new(BIN)
-        .env("RUST_LOG", "warn")
+    let mut child = Command::new(BIN)
+        .env("RUST_LOG", "info")
         .args([
             "--node-name",
             "n",
@@ -277,26 +273,48 @@ async fn sigterm_and_stats_server() {
             "--batch",
             "5",
         ])
-        .args(["--stats-listen", &format!("127.0.0.1:{port}")])
+        // Port 0: the kernel picks one, the start-up log says which.
+        .args(["--stats-listen", "127.0.0.1:0"])
         .arg("--summary-json")
         .arg(&summary)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut live = None;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.split("stats on http://").nth(1) {
+                let _ = tx.send(rest.trim_end_matches("/stats").to_owned());
+            }
+            lines.push(line);
+        }
+        lines.join("\n")
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("trace-gen logs its stats address");
+    let base = format!("http://{addr}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let live = loop {
         if let Ok(r) = reqwest_get(&format!("{base}/stats")).await
             && let Ok(rep) = serde_json::from_str::<GeneratorReport>(&r)
             && rep.spans_accepted >= 10
         {
-            live = Some(rep);
-            break;
+            break rep;
         }
-    }
-    let live = live.expect("/stats answered with progress");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/stats answered with progress within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(live.node, "n");
     let metrics = reqwest_get(&format!("{base}/metrics")).await.unwrap();
     assert!(
@@ -315,11 +333,13 @@ async fn sigterm_and_stats_server() {
         .status()
         .unwrap();
     assert!(kill.success());
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (status, stderr) = tokio::task::spawn_blocking(move || {
+        let status = child.wait().unwrap();
+        (status, reader.join().unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("trace-gen summary:"), "{stderr}");
     let r: GeneratorReport = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
     assert!(r.spans_sent >= live.spans_accepted);
