@@ -402,8 +402,10 @@ async fn progress_lines() {
         "50",
         "--batch",
         "5",
+        // 10 report intervals for the 2 lines asserted: a starved process
+        // still writes them.
         "--duration",
-        "1200ms",
+        "3s",
         "--report-interval",
         "300ms",
         "--stats-listen",
