@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Peak memory of trace-sink under hostile input (prints figures, asserts nothing).
+"""Peak memory of trace-sink under hostile input, held to the documented budget.
 
-Starts target/release/trace-sink on loopback and sends, phase by phase, the
-requests that cost the most memory per byte, printing the sink's peak RSS
-(VmHWM) after each phase:
+Starts target/release/trace-sink on loopback (with the default limits, given
+as flags so the budget below is computed from them) and sends, phase by
+phase, the requests that cost the most memory per byte, printing the sink's
+peak RSS (VmHWM) once each phase is over (every request answered, or the
+sink has closed what it closes):
   1. 4 MiB bodies of empty spans (2 bytes each), 8 at once  -> rejected before decoding
   2. the largest accepted request: one span with max-request-elements empty attributes, 8 at once
   3. 4 MiB JSON bodies of {} objects, 8 at once               -> rejected before decoding
@@ -13,9 +15,16 @@ requests that cost the most memory per byte, printing the sink's peak RSS
   7. 40 clients asking GET /stats (about 15 MB) and never reading the answer
   8. one HTTP/2 connection to the gRPC port sending 200 000 body-less streams
   9. 200 uploads of 4 MiB - 1 byte that then stall              -> the byte budget
+After each phase its peak is checked against README "Limits and memory
+budget": the terms the sink can have reached by then (base, bodies, decoding,
+connections from the start; the tables from phase 4, with the API term for
+the /stats size measured then; the gap tables from phase 6). The exit status
+is 1 if a phase exceeded its budget, 2 if the run could not be done (a phase
+not over within its bound, the binary missing). tests/bench runs it in CI.
 Usage: bench/hostile_memory.py   (builds nothing: run cargo build --release first)
 The figures are also written to bench/results/hostile-memory-<UTC time>.json and
-bench/results/hostile-memory-latest.json, which bench/render.py turns into docs/limits.md's table.
+bench/results/hostile-memory-latest.json (another directory: HOSTILE_MEMORY_OUT), which
+bench/render.py turns into docs/limits.md's table.
 """
 import concurrent.futures as cf
 import json
@@ -33,7 +42,74 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import REPO, field, varint  # noqa: E402  (the benchmark's protobuf writer)
 
-SINK = REPO / "target/release/trace-sink"
+SINK = Path(os.environ.get("TRACE_SINK_BIN", REPO / "target/release/trace-sink"))
+
+MIB = 1024 * 1024
+# The limits the sink runs with here: its defaults, spelled out.
+LIMITS = {
+    "max-series": 10_000,
+    "max-gaps": 262_144,
+    "max-buffered-bytes": 32 * MIB,
+    "max-request-bytes": 4 * MIB,
+    "max-concurrent-requests": 8,
+    "worker-threads": 1,
+    "max-connections": 128,
+    "max-streams": 16,
+}
+
+
+def budget_terms(stats_bytes):
+    """README "Limits and memory budget", term by term, in MiB."""
+    lim = LIMITS
+    return {
+        "base": 10,
+        "tables": lim["max-series"] * 6.5 / 1024,
+        "gaps": lim["max-gaps"] * 48 / MIB,
+        "bodies": lim["max-buffered-bytes"] / MIB,
+        "decoding": min(lim["worker-threads"], lim["max-concurrent-requests"]) * 10 * lim["max-request-bytes"] / MIB,
+        "api": 2 * 2 * stats_bytes / MIB,
+        "conns": 3 * lim["max-connections"] * (64 * 1024 + lim["max-streams"] * 8 * 1024) / MIB,
+    }
+
+
+class NotOver(Exception):
+    """A phase did not end within its bound."""
+
+
+def until(what, within, cond, every=0.05):
+    """Waits until cond() is true, at most `within` seconds (an event, not a guessed sleep)."""
+    end = time.monotonic() + within
+    while not cond():
+        if time.monotonic() > end:
+            raise NotOver(f"{what}: not within {within} s")
+        time.sleep(every)
+
+
+def tcp_rows():
+    """(local, remote, state, rx_queue) of every IPv4 TCP socket here (/proc/net/tcp)."""
+    def addr(s):
+        ip, port = s.split(":")
+        return socket.inet_ntoa(struct.pack("<I", int(ip, 16))), int(port, 16)
+    rows = []
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            p = line.split()
+            rows.append((addr(p[1]), addr(p[2]), int(p[3], 16), int(p[4].split(":")[1], 16)))
+    return rows
+
+
+ESTABLISHED = 1
+
+
+def sink_ends(listener, clients):
+    """The sink's end (state, rx_queue) of each client's connection to `listener`, None when gone."""
+    host, port = listener.rsplit(":", 1)
+    want = {c: None for c in clients}
+    for local, remote, state, rx in tcp_rows():
+        if local == (host, int(port)) and remote in want:
+            want[remote] = (state, rx)
+    return want
 
 
 def kv(key, value):
@@ -101,32 +177,67 @@ def stream_flood(addr, streams):
     return s, sent
 
 
-def peak(pid):
+def rss(pid):
     """Peak RSS so far and current RSS, in MiB."""
     text = Path(f"/proc/{pid}/status").read_text()
     hwm = int(re.search(r"VmHWM:\s+(\d+)", text).group(1)) / 1024
-    rss = int(re.search(r"VmRSS:\s+(\d+)", text).group(1)) / 1024
-    return hwm, rss
+    now = int(re.search(r"VmRSS:\s+(\d+)", text).group(1)) / 1024
+    return hwm, now
 
-
-def phase_line(phase):
-    """One line of the printed table (bench/render.py writes the same into docs/limits.md)."""
-    return (f"{phase['phase']:<62} {phase['answers']:<14} "
-            f"{phase['peak_mib']:.1f} (now {phase['now_mib']:.1f})")
 
 
 HEADER = f"{'phase':<62} {'answers':<14} peak RSS MiB"
 
 
+def phase_line(phase):
+    """One line of the table (bench/render.py writes the same into docs/limits.md)."""
+    return (f"{phase['phase']:<62} {phase['answers']:<14} "
+            f"{phase['peak_mib']:.1f} (now {phase['now_mib']:.1f})")
+
+
 def main():
     if not SINK.exists():
-        sys.exit(f"{SINK} missing: cargo build --release --bin trace-sink")
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    load1 = os.getloadavg()[0]
+        print(f"{SINK} missing: cargo build --release --bin trace-sink", file=sys.stderr)
+        return 2
+    flags = [f"--{k}={v}" for k, v in LIMITS.items()]
     proc = subprocess.Popen(
-        [str(SINK), "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"],
+        [str(SINK), "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0",
+         *flags],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "NO_COLOR": "1"},
     )
+    over = []
+    # The terms that apply so far (see the module doc); the API term grows with /stats.
+    applies = {"base", "bodies", "decoding", "conns", "api"}
+    stats_bytes = [0]
+
+    phases = []
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    load1 = os.getloadavg()[0]
+
+    def peak(phase):
+        hwm, now = rss(proc.pid)
+        terms = budget_terms(stats_bytes[0])
+        budget = sum(v for k, v in terms.items() if k in applies)
+        if hwm > budget:
+            over.append(f"{phase}: peak {hwm:.1f} MiB > budget {budget:.1f} MiB")
+        text = f"{hwm:.1f} (now {now:.1f}) <= {budget:.0f}" if hwm <= budget else f"{hwm:.1f} OVER {budget:.0f}"
+        return hwm, now, budget, text
+
+    def report(name, answers_text, key):
+        hwm, now, budget, text = peak(key)
+        phases.append({"phase": name, "answers": answers_text, "peak_mib": round(hwm, 1),
+                       "now_mib": round(now, 1), "budget_mib": round(budget, 1)})
+        print(f"{name:<62} {answers_text:<14} {text}", flush=True)
+
+    def answers(phase, codes, expected):
+        if codes != expected:
+            over.append(f"{phase}: answers {codes}, expected {expected}: its figure would not mean what it says")
+        return str(codes)
+
+    def measure_stats():
+        with urllib.request.urlopen(f"http://{api_addr}/stats", timeout=60) as r:
+            stats_bytes[0] = len(r.read())
+
     try:
         m = re.search(r"OTLP/gRPC on (\S+), OTLP/HTTP on (\S+), API on (\S+)", proc.stderr.readline())
         grpc_addr, http_addr, api_addr = m.group(1).rstrip(","), m.group(2).rstrip(","), m.group(3)
@@ -134,31 +245,25 @@ def main():
         import threading
         # Keep reading stderr (the final stats line at exit is long).
         threading.Thread(target=proc.stderr.read, daemon=True).start()
-        phases = []
-
-        def report(name, answers):
-            hwm, rss = peak(proc.pid)
-            phases.append({"phase": name, "answers": answers, "peak_mib": round(hwm, 1), "now_mib": round(rss, 1)})
-            print(phase_line(phases[-1]), flush=True)
-        print(HEADER)
-        report('idle', '-')
+        print(f"{'phase':<62} {'answers':<14} peak RSS MiB <= budget")
+        report('idle', '-', 'idle')
 
         empty_spans = request([], [b""] * ((4 * 1024 * 1024 - 64) // 2))
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(lambda _: post(url, empty_spans), range(8))))
-        report('1. 8 x 4 MiB of empty spans (protobuf)', str(codes))
+        report('1. 8 x 4 MiB of empty spans (protobuf)', answers('phase 1', codes, [413]), 'phase 1')
 
         limit = 500_000 - 10
         span = b"".join(field(9, b"") for _ in range(limit))
         body = request([], [span])
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(lambda _: post(url, body), range(8))))
-        report('2. 8 x one span with ' + str(limit) + ' empty attributes', str(codes))
+        report('2. 8 x one span with ' + str(limit) + ' empty attributes', answers('phase 2', codes, [200]), 'phase 2')
 
         js = b'{"resourceSpans":[{"scopeSpans":[{"spans":[' + b",".join([b"{}"] * 1_300_000) + b"]}]}]}"
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(lambda _: post(url, js, "application/json"), range(8))))
-        report('3. 8 x 4 MiB of {} spans (JSON)', str(codes))
+        report('3. 8 x 4 MiB of {} spans (JSON)', answers('phase 3', codes, [413]), 'phase 3')
 
         def gen(i):
             name = f"{i:05d}" + "n" * 251
@@ -167,14 +272,16 @@ def main():
             return post(url, request(attrs, [seq]))
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(gen, range(10_000))))
-        report('4. 10 000 generators, 256-byte names (tables full)', str(codes))
+        applies.add("tables")
+        measure_stats()
+        report('4. 10 000 generators, 256-byte names (tables full)', answers('phase 4', codes, [200]), 'phase 4')
 
         arr = b",".join([b"0"] * 2_000_000)
         js = (b'{"resourceSpans":[{"resource":{"attributes":[{"key":"k","value":{"intValue":['
               + arr + b']}}]}}]}')
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(lambda _: post(url, js, "application/json"), range(8))))
-        report('5. 8 x 4 MiB JSON, intValue = an array of 2M numbers', str(codes))
+        report('5. 8 x 4 MiB JSON, intValue = an array of 2M numbers', answers('phase 5', codes, [400]), 'phase 5')
 
         def gaps(first):
             resources = b""
@@ -188,17 +295,32 @@ def main():
             return post(url, resources)
         with cf.ThreadPoolExecutor(8) as ex:
             codes = sorted(set(ex.map(gaps, range(0, 10_000, 10))))
-        report('6. the 10 000 generators, 1100 gaps each (gap tables full)', str(codes))
+        applies.add("gaps")
+        measure_stats()
+        report('6. the 10 000 generators, 1100 gaps each (gap tables full)', answers('phase 6', codes, [200]), 'phase 6')
 
         readers = hold_connections(api_addr, 40, b"GET /stats HTTP/1.1\r\nHost: sink\r\n\r\n")
-        time.sleep(8)
-        report('7. 40 x GET /stats never read', '-')
+        # Over when the sink has dropped 3 unread answers (2 are built at a
+        # time; each is dropped, its connection closed, after 2 s untaken):
+        # a slot was taken again after a drop, the steady state of this phase.
+        clients = [r.getsockname() for r in readers]
+        until("3 unread /stats answers dropped", 120, lambda: sum(
+            1 for e in sink_ends(api_addr, clients).values() if e is None or e[0] != ESTABLISHED) >= 3)
+        report('7. 40 x GET /stats never read', '-', 'phase 7')
         for r in readers:
             r.close()
 
         conn, sent = stream_flood(grpc_addr, 200_000)
-        time.sleep(2)
-        report('8. 200 000 body-less HTTP/2 streams on one connection', str(sent) + ' sent')
+        # Over when the sink has closed the connection (EOF or reset).
+        conn.settimeout(60)
+        try:
+            while conn.recv(65536):
+                pass
+        except socket.timeout:
+            raise NotOver("the stream flood's connection not closed within 60 s") from None
+        except OSError:
+            pass
+        report('8. 200 000 body-less HTTP/2 streams on one connection', str(sent) + ' sent', 'phase 8')
         conn.close()
 
         head = (b"POST /v1/traces HTTP/1.1\r\nHost: sink\r\nContent-Type: application/x-protobuf\r\n"
@@ -217,10 +339,17 @@ def main():
             return s
         with cf.ThreadPoolExecutor(16) as ex:
             stalled = list(ex.map(stall, range(200)))
-        time.sleep(1)
-        report('9. 200 uploads of 4 MiB - 1 byte, then stalled', '-')
+        # Over when the sink has taken in what it will: at every connection's
+        # end it has read everything sent, or closed it.
+        clients = [s.getsockname() for s in stalled]
+        until("the stalled uploads taken in", 120, lambda: all(
+            e is None or e[0] != ESTABLISHED or e[1] == 0 for e in sink_ends(http_addr, clients).values()))
+        report('9. 200 uploads of 4 MiB - 1 byte, then stalled', '-', 'phase 9')
         for s in stalled:
             s.close()
+    except NotOver as e:
+        print(f"hostile_memory: {e}", file=sys.stderr)
+        return 2
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -231,15 +360,21 @@ def main():
         "commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                                  capture_output=True, text=True).stdout.strip(),
         "host": {"cpus": os.cpu_count(), "load1": load1},
+        "within_budget": not over,
         "phases": phases,
     }
-    out = REPO / "bench/results"
+    out = Path(os.environ.get("HOSTILE_MEMORY_OUT", REPO / "bench/results"))
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(res, indent=1) + "\n"
     (out / f"hostile-memory-{started}.json").write_text(text)
     (out / "hostile-memory-latest.json").write_text(text)
     print(f"\nJSON: {out / 'hostile-memory-latest.json'}")
+    if over:
+        print("hostile_memory: failed:\n  " + "\n  ".join(over), file=sys.stderr)
+        return 1
+    print("hostile_memory: every phase within the documented budget")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

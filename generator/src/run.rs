@@ -21,6 +21,15 @@
 //! - Stop (count reached, duration over, or the shutdown future) ends
 //!   production, cancels pending retries and waits for in-flight requests up to
 //!   the export timeout.
+//!
+//! # Time
+//! Every part reads the clock only through `tokio::time` (`Instant::now`,
+//! `sleep_until`), never `std::time::Instant`: the runtime's clock is the one
+//! injected. Under tokio's paused clock (`#[tokio::test(start_paused = true)]`)
+//! the pacing is exact and instant. Real sockets do not mix with a paused
+//! clock (it jumps to the next timer whenever the runtime waits for one), so
+//! such tests send through an in-memory [`Transport`]
+//! ([`Generator::with_transport`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -47,16 +56,41 @@ use crate::transport::{Accepted, Connector, Exporter};
 /// requests wait this long.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
+/// The future of one [`Transport::export`].
+pub type ExportFuture = Pin<Box<dyn Future<Output = Result<Accepted, Failure>> + Send>>;
+
+/// Where a batch goes: one encoded `ExportTraceServiceRequest` in, how it
+/// ended out. [`Exporter`] (OTLP/gRPC or OTLP/HTTP to the configured
+/// endpoint) is trace-gen's; [`Generator::with_transport`] puts another in
+/// its place (tests: an in-memory endpoint on tokio's paused clock).
+pub trait Transport: Send + Sync {
+    /// Sends `req`; an answer later than `timeout` is a failure
+    /// ([`Reason::ExportTimeout`]).
+    fn export(&self, req: Bytes, timeout: Duration) -> ExportFuture;
+}
+
+impl Transport for Exporter {
+    fn export(&self, req: Bytes, timeout: Duration) -> ExportFuture {
+        let exporter = self.clone();
+        Box::pin(async move { exporter.export(req, timeout).await })
+    }
+}
+
+/// Makes the transport of a new connection epoch (at start, after a
+/// transport failure, at `--reconnect-every`).
+type MakeTransport = Arc<dyn Fn() -> Arc<dyn Transport> + Send + Sync>;
+
 /// One generator: configured, not yet running.
 pub struct Generator {
     config: GenConfig,
     generator_id: String,
     resource: Vec<KeyValue>,
     counters: Arc<Counters>,
+    transport: Option<MakeTransport>,
 }
 
 struct ConnState {
-    exporter: Exporter,
+    exporter: Arc<dyn Transport>,
     epoch: u64,
     requests: u64,
     opened_at: Instant,
@@ -68,7 +102,7 @@ struct ConnState {
 /// Owns the current connection epoch: when to replace it and how long to back off.
 struct Connections {
     state: Mutex<ConnState>,
-    make: Box<dyn Fn() -> Exporter + Send + Sync>,
+    make: MakeTransport,
     reconnect: Reconnect,
     min_backoff: Duration,
     max_backoff: Duration,
@@ -78,10 +112,17 @@ impl Connections {
     /// Connections to `settings`' endpoint, counted in `opened`.
     fn new(cfg: &GenConfig, opened: Arc<std::sync::atomic::AtomicU64>) -> Self {
         let (settings, connect_timeout) = (cfg.exporter.clone(), cfg.connect_timeout);
-        let make = move || {
-            Exporter::new(&settings, Connector::new(connect_timeout, opened.clone()))
-                .expect("validated in Generator::new")
-        };
+        let make: MakeTransport = Arc::new(move || {
+            Arc::new(
+                Exporter::new(&settings, Connector::new(connect_timeout, opened.clone()))
+                    .expect("validated in Generator::new"),
+            )
+        });
+        Self::with(cfg, make)
+    }
+
+    /// Connections made by `make`.
+    fn with(cfg: &GenConfig, make: MakeTransport) -> Self {
         Connections {
             state: Mutex::new(ConnState {
                 exporter: make(),
@@ -92,7 +133,7 @@ impl Connections {
                 backoff: Duration::ZERO,
                 retry_at: None,
             }),
-            make: Box::new(make),
+            make,
             reconnect: cfg.reconnect,
             min_backoff: cfg.min_backoff,
             max_backoff: cfg.max_backoff,
@@ -104,7 +145,7 @@ impl Connections {
     }
 
     /// The exporter for the next request, replacing it when it is due.
-    fn get(&self) -> (Exporter, u64) {
+    fn get(&self) -> (Arc<dyn Transport>, u64) {
         let mut st = self.lock();
         let due = st.broken
             || match self.reconnect {
@@ -176,7 +217,20 @@ impl Generator {
             generator_id,
             resource,
             counters,
+            transport: None,
         })
+    }
+
+    /// Sends through the transports `make` returns, one per connection epoch,
+    /// instead of OTLP to the configured endpoint (which is still validated,
+    /// and still named in the report). For tests on tokio's paused clock, and
+    /// embedders with a transport of their own.
+    pub fn with_transport<T: Transport + 'static>(
+        mut self,
+        make: impl Fn() -> T + Send + Sync + 'static,
+    ) -> Self {
+        self.transport = Some(Arc::new(move || Arc::new(make()) as Arc<dyn Transport>));
+        self
     }
 
     /// This process's generator id.
@@ -194,8 +248,12 @@ impl Generator {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> GeneratorReport {
         let cfg = self.config;
         let counters = self.counters;
+        let conns = match self.transport {
+            Some(make) => Connections::with(&cfg, make),
+            None => Connections::new(&cfg, counters.connections()),
+        };
         let sender = Sender {
-            conns: Arc::new(Connections::new(&cfg, counters.connections())),
+            conns: Arc::new(conns),
             counters: counters.clone(),
             stopping: CancellationToken::new(),
             timeout: cfg.exporter.timeout,
@@ -427,7 +485,7 @@ impl Sender {
             } else {
                 req.clone().unwrap_or_default()
             };
-            match exporter.export(attempt_req, self.timeout).await {
+            match Transport::export(&*exporter, attempt_req, self.timeout).await {
                 Ok(Accepted { rejected, message }) => {
                     self.conns.succeeded();
                     if self.counters.accepted(n, rejected, &message) {

@@ -93,9 +93,10 @@ async fn generic_endpoint_for_http() {
 #[tokio::test(flavor = "multi_thread")]
 async fn flags_win() {
     let sink = start_sink().await;
+    let closed = closed_port();
     let mut c = gen_cmd();
     c.env("NODE_NAME", "env-node")
-        .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", closed_port_url())
+        .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &closed.url)
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
         .env("OTEL_SERVICE_NAME", "env-svc")
         .args([
@@ -123,12 +124,13 @@ async fn flags_win() {
 /// logged once, not per failure.
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_one_on_failure() {
+    let closed = closed_port();
     let mut c = gen_cmd();
     c.args([
         "--node-name",
         "n",
         "--endpoint",
-        &closed_port_url(),
+        &closed.url,
         "--count",
         "5",
         "--rate",
@@ -256,15 +258,11 @@ fn stats_port_taken_exits_2() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_and_stats_server() {
     let sink = start_sink().await;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let dir = std::env::temp_dir().join(format!("trace-gen-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let summary = dir.join("summary.json");
-    let child = Command::new(BIN)
-        .env("RUST_LOG", "warn")
+    let mut child = Command::new(BIN)
+        .env("RUST_LOG", "info")
         .args([
             "--node-name",
             "n",
@@ -275,26 +273,48 @@ async fn sigterm_and_stats_server() {
             "--batch",
             "5",
         ])
-        .args(["--stats-listen", &format!("127.0.0.1:{port}")])
+        // Port 0: the kernel picks one, the start-up log says which.
+        .args(["--stats-listen", "127.0.0.1:0"])
         .arg("--summary-json")
         .arg(&summary)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut live = None;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.split("stats on http://").nth(1) {
+                let _ = tx.send(rest.trim_end_matches("/stats").to_owned());
+            }
+            lines.push(line);
+        }
+        lines.join("\n")
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("trace-gen logs its stats address");
+    let base = format!("http://{addr}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let live = loop {
         if let Ok(r) = reqwest_get(&format!("{base}/stats")).await
             && let Ok(rep) = serde_json::from_str::<GeneratorReport>(&r)
             && rep.spans_accepted >= 10
         {
-            live = Some(rep);
-            break;
+            break rep;
         }
-    }
-    let live = live.expect("/stats answered with progress");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/stats answered with progress within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(live.node, "n");
     let metrics = reqwest_get(&format!("{base}/metrics")).await.unwrap();
     assert!(
@@ -313,11 +333,13 @@ async fn sigterm_and_stats_server() {
         .status()
         .unwrap();
     assert!(kill.success());
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (status, stderr) = tokio::task::spawn_blocking(move || {
+        let status = child.wait().unwrap();
+        (status, reader.join().unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("trace-gen summary:"), "{stderr}");
     let r: GeneratorReport = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
     assert!(r.spans_sent >= live.spans_accepted);
@@ -369,18 +391,21 @@ async fn hostname_fallback() {
 /// The progress line reports the achieved rate, accepted spans and failures by reason.
 #[tokio::test(flavor = "multi_thread")]
 async fn progress_lines() {
+    let closed = closed_port();
     let mut c = Command::new(BIN);
     c.env("RUST_LOG", "info").args([
         "--node-name",
         "n",
         "--endpoint",
-        &closed_port_url(),
+        &closed.url,
         "--rate",
         "50",
         "--batch",
         "5",
+        // 10 report intervals for the 2 lines asserted: a starved process
+        // still writes them.
         "--duration",
-        "1200ms",
+        "3s",
         "--report-interval",
         "300ms",
         "--stats-listen",

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -63,65 +62,93 @@ async fn every_protocol_and_compression() {
     }
 }
 
-/// At --rate 200 for 5 s the sink receives 1000 spans, give or take one batch
-/// (asserting counts, not wall time). Batches of 20 (one per 100 ms) leave room
-/// for a busy machine: only a stall longer than a period could skip a tick.
-#[tokio::test]
+/// At --rate 200 in batches of 20 for 5 s, exactly 50 batches go, one per
+/// 100 ms on the grid from the start (tokio's paused clock, an in-memory
+/// endpoint: the count is exact, not a window).
+#[tokio::test(start_paused = true)]
 async fn rate_holds() {
-    let sink = start_sink().await;
-    let mut c = config("n", &grpc_url(&sink), Protocol::Grpc);
+    let ep = MemoryEndpoint::immediate();
+    let mut c = config("n", "http://127.0.0.1:4317", Protocol::Grpc);
     c.rate = 200.0;
     c.batch = 20;
     c.duration = Some(Duration::from_secs(5));
-    let r = Generator::new(c).unwrap().run(std::future::pending()).await;
-    let got = sink.stats().spans_total;
-    assert_eq!(got, r.spans_accepted);
-    assert!((980..=1020).contains(&got), "received {got}");
-    sink.shutdown().await;
+    let start = tokio::time::Instant::now();
+    let e = ep.clone();
+    let r = Generator::new(c)
+        .unwrap()
+        .with_transport(move || e.clone())
+        .run(std::future::pending())
+        .await;
+    assert_eq!((r.spans_sent, r.spans_accepted), (1000, 1000), "{r:?}");
+    assert_eq!(ep.spans(), 1000);
+    let at: Vec<Duration> = ep.arrivals().iter().map(|a| a.at - start).collect();
+    let grid: Vec<Duration> = (0..50).map(|k| Duration::from_millis(100 * k)).collect();
+    assert_eq!(at, grid);
 }
 
 /// An answer late by several periods does not cost the rate: the ticks it
-/// held up are sent once it arrives (up to 1 s behind), so at --rate 100 for
-/// 2 s the endpoint gets 200 spans, give or take one batch, although one
-/// answer took 400 ms (skipping missed ticks would have lost 40).
-#[tokio::test]
+/// held up are sent as soon as it arrives (up to 1 s behind), so at --rate
+/// 100 in batches of 5 for 2 s with one worker the endpoint gets exactly 200
+/// spans although the 4th answer took 400 ms (skipping missed ticks would
+/// have lost 35).
+#[tokio::test(start_paused = true)]
 async fn late_answer_is_caught_up() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    let spans = Arc::new(AtomicU64::new(0));
-    let requests = Arc::new(AtomicU64::new(0));
-    let (s, r) = (spans.clone(), requests.clone());
-    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
-        let (s, r) = (s.clone(), r.clone());
-        async move {
-            use prost::Message;
-            let req = trace_proto::otlp::ExportTraceServiceRequest::decode(body).unwrap();
-            let n: usize = req.resource_spans[0]
-                .scope_spans
-                .iter()
-                .map(|ss| ss.spans.len())
-                .sum();
-            if r.fetch_add(1, Ordering::SeqCst) == 3 {
-                tokio::time::sleep(Duration::from_millis(400)).await;
-            }
-            s.fetch_add(n as u64, Ordering::SeqCst);
-            (
-                [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
-                Vec::<u8>::new(),
-            )
+    let ep = MemoryEndpoint::new(|n| {
+        if n == 3 {
+            Duration::from_millis(400)
+        } else {
+            Duration::ZERO
         }
     });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await });
-    let mut c = config("n", &url, Protocol::HttpProtobuf);
+    let mut c = config("n", "http://127.0.0.1:4318", Protocol::HttpProtobuf);
     c.rate = 100.0;
     c.batch = 5;
     c.workers = 1;
     c.duration = Some(Duration::from_secs(2));
-    let rep = Generator::new(c).unwrap().run(std::future::pending()).await;
-    let got = spans.load(Ordering::SeqCst);
-    assert_eq!(got, rep.spans_accepted);
-    assert!((195..=205).contains(&got), "received {got}");
+    let start = tokio::time::Instant::now();
+    let e = ep.clone();
+    let rep = Generator::new(c)
+        .unwrap()
+        .with_transport(move || e.clone())
+        .run(std::future::pending())
+        .await;
+    assert_eq!((rep.spans_sent, rep.spans_accepted), (200, 200), "{rep:?}");
+    assert_eq!(ep.spans(), 200);
+    let at: Vec<u64> = ep
+        .arrivals()
+        .iter()
+        .map(|a| (a.at - start).as_millis() as u64)
+        .collect();
+    // Ticks 0, 50, 100, 150 on time; 200 ... 550 held up by the answer of
+    // 150 until 550, then sent at once one after the other; then on the grid.
+    let mut expect = vec![0, 50, 100, 150];
+    expect.extend([550; 8]);
+    expect.extend((12..40).map(|k| 50 * k));
+    assert_eq!(at, expect);
+}
+
+/// Against a real sink at --rate 200 in batches of 20: exactly the --count
+/// spans arrive, none lost or doubled, and never faster than the rate (the
+/// 20th batch cannot go before 1.9 s; a lower bound only, so a slow machine
+/// cannot fail it).
+#[tokio::test]
+async fn rate_against_a_real_sink() {
+    let sink = start_sink().await;
+    let mut c = config("n", &grpc_url(&sink), Protocol::Grpc);
+    c.rate = 200.0;
+    c.batch = 20;
+    c.count = Some(400);
+    let t0 = std::time::Instant::now();
+    let r = Generator::new(c).unwrap().run(std::future::pending()).await;
+    let took = t0.elapsed();
+    assert_eq!((r.spans_sent, r.spans_accepted), (400, 400), "{r:?}");
+    let s = sink.stats();
+    assert_eq!(s.spans_total, 400);
+    assert_eq!(s.requests["grpc"]["ok"], 20);
+    let g = &s.generators[0];
+    assert_eq!((g.missing, g.duplicates, g.max_seq), (0, 0, Some(400)));
+    assert!(took >= Duration::from_millis(1900), "400 spans in {took:?}");
+    sink.shutdown().await;
 }
 
 /// With --reconnect-every 3 (requests) the sink sees several connections from one generator.
@@ -153,22 +180,32 @@ async fn one_connection_by_default() {
     sink.shutdown().await;
 }
 
-/// The shutdown future stops the generator: it waits for in-flight requests,
-/// so everything sent is accounted for.
-#[tokio::test]
+/// The shutdown future stops the generator: production ends at once, and
+/// the requests in flight are waited for, so everything sent is accounted
+/// for. At --rate 100 in batches of 10 with answers taking 250 ms, a stop at
+/// 700 ms has released exactly 7 batches (0 ... 600 ms), 2 of them still in
+/// flight (tokio's paused clock, an in-memory endpoint).
+#[tokio::test(start_paused = true)]
 async fn shutdown_future_stops_cleanly() {
-    let sink = start_sink().await;
-    let mut c = config("n", &grpc_url(&sink), Protocol::Grpc);
+    let ep = MemoryEndpoint::new(|_| Duration::from_millis(250));
+    let mut c = config("n", "http://127.0.0.1:4317", Protocol::Grpc);
     c.rate = 100.0;
-    let g = Generator::new(c).unwrap();
+    c.batch = 10;
+    c.workers = 4;
+    let e = ep.clone();
+    let g = Generator::new(c).unwrap().with_transport(move || e.clone());
     let live = g.counters();
-    let r = g.run(tokio::time::sleep(Duration::from_millis(700))).await;
-    assert!(r.spans_sent >= 50, "sent {}", r.spans_sent);
-    assert_eq!(r.spans_sent, r.spans_accepted);
+    let l = live.clone();
+    let r = g
+        .run(async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            assert_eq!(l.in_flight(), 20, "the batches of 500 and 600 ms");
+        })
+        .await;
+    assert_eq!((r.spans_sent, r.spans_accepted), (70, 70), "{r:?}");
     assert_eq!(live.in_flight(), 0);
     assert_eq!(live.report().spans_sent, r.spans_sent);
-    assert_eq!(sink.stats().spans_total, r.spans_sent);
-    sink.shutdown().await;
+    assert_eq!(ep.spans(), 70);
 }
 
 /// Every span carries the contract's resource attributes.

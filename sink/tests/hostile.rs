@@ -4,6 +4,13 @@
 //! given as environment variables, and `TRACE_SINK_BIN` runs the tests
 //! against another build: an older binary ignores the variables it does not
 //! know, so these tests show what it got wrong.
+//!
+//! The memory bounds are those of README "Limits and memory budget", which
+//! is the release build's: the tests that measure memory run
+//! `target/release/trace-sink` (see [`release_bin`]), so they are `#[ignore]`d
+//! for a plain `cargo test`; ./run-tests.sh builds the release binaries first
+//! and runs ignored tests too. Every wait is for an event (a log line, a
+//! socket's state in /proc/net/tcp, a counter), with a generous bound.
 
 mod common;
 
@@ -11,7 +18,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -22,8 +29,124 @@ use trace_proto::otlp::{ExportTraceServiceRequest, KeyValue, kv_str};
 use trace_proto::span::build_request_with_seqs;
 use trace_proto::stats::SinkStats;
 
+/// The binary for behaviour tests: `TRACE_SINK_BIN`, else this build's.
 fn bin() -> String {
     std::env::var("TRACE_SINK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_trace-sink").into())
+}
+
+/// The binary for memory tests: `TRACE_SINK_BIN`, else the release build
+/// (`cargo build --release`), which must exist and be newer than every source
+/// file of the sink and trace-proto: a stale binary would measure old code.
+fn release_bin() -> String {
+    if let Ok(b) = std::env::var("TRACE_SINK_BIN") {
+        return b;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("release/trace-sink");
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; the memory budget is the release build's: run cargo build --release --bin trace-sink",
+                bin.display()
+            )
+        });
+    fn newest(dir: &std::path::Path) -> std::time::SystemTime {
+        let mut t = std::time::SystemTime::UNIX_EPOCH;
+        for e in std::fs::read_dir(dir).unwrap().map_while(Result::ok) {
+            let p = e.path();
+            let m = if p.is_dir() {
+                newest(&p)
+            } else {
+                e.metadata().and_then(|m| m.modified()).unwrap()
+            };
+            t = t.max(m);
+        }
+        t
+    }
+    for src in ["sink/src", "proto/src", "sink/Cargo.toml", "Cargo.lock"] {
+        let p = root.join(src);
+        let changed = if p.is_dir() {
+            newest(&p)
+        } else {
+            std::fs::metadata(&p).and_then(|m| m.modified()).unwrap()
+        };
+        assert!(
+            changed <= built,
+            "{} is older than {src}: run cargo build --release --bin trace-sink",
+            bin.display()
+        );
+    }
+    bin.display().to_string()
+}
+
+/// One row of /proc/net/tcp (IPv4 sockets of this network namespace).
+#[derive(Debug, Clone, Copy)]
+struct TcpRow {
+    local: SocketAddr,
+    remote: SocketAddr,
+    /// The kernel's TCP state (1 = ESTABLISHED).
+    state: u8,
+    /// Bytes received and not yet read by the socket's owner.
+    rx_queue: u64,
+}
+
+const TCP_ESTABLISHED: u8 = 1;
+
+fn tcp_rows() -> Vec<TcpRow> {
+    fn addr(s: &str) -> SocketAddr {
+        let (ip, port) = s.split_once(':').unwrap();
+        let ip = u32::from_str_radix(ip, 16).unwrap();
+        // The address is the kernel's in-memory word, printed in hex.
+        let ip = std::net::Ipv4Addr::from(ip.to_ne_bytes());
+        SocketAddr::from((ip, u16::from_str_radix(port, 16).unwrap()))
+    }
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (_, rx) = f[4].split_once(':').unwrap();
+            TcpRow {
+                local: addr(f[1]),
+                remote: addr(f[2]),
+                state: u8::from_str_radix(f[3], 16).unwrap(),
+                rx_queue: u64::from_str_radix(rx, 16).unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// The sink's end of the connection from `client` to the sink's `listener`
+/// address; `None` once the sink has closed it and the kernel let it go.
+fn sink_end(listener: SocketAddr, client: SocketAddr) -> Option<TcpRow> {
+    tcp_rows()
+        .into_iter()
+        .find(|r| r.local == listener && r.remote == client)
+}
+
+/// How many of `clients`' connections to the sink's `listener` the sink has
+/// closed (its end left ESTABLISHED: FIN sent, or gone), whether or not the
+/// clients read anything. One read of /proc/net/tcp.
+fn closed_by_sink_ends(listener: SocketAddr, clients: &[SocketAddr]) -> usize {
+    let open: std::collections::HashSet<SocketAddr> = tcp_rows()
+        .into_iter()
+        .filter(|r| r.local == listener && r.state == TCP_ESTABLISHED)
+        .map(|r| r.remote)
+        .collect();
+    clients.iter().filter(|c| !open.contains(c)).count()
+}
+
+/// Waits until `f` holds (checked every 20 ms), at most `within`.
+async fn until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < end, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A trace-sink process on loopback ports chosen by the kernel.
@@ -37,17 +160,17 @@ struct SinkProc {
 }
 
 impl SinkProc {
-    /// Starts the binary with settings `env`; `nofile` lowers its file limit.
-    fn spawn(env: &[(&str, &str)], nofile: Option<u32>) -> SinkProc {
+    /// Starts `bin` with settings `env`; `nofile` lowers its file limit.
+    fn spawn(bin: &str, env: &[(&str, &str)], nofile: Option<u32>) -> SinkProc {
         let mut cmd = match nofile {
             Some(n) => {
                 let mut c = Command::new("sh");
                 c.arg("-c")
                     .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
-                    .arg(bin());
+                    .arg(bin);
                 c
             }
-            None => Command::new(bin()),
+            None => Command::new(bin),
         };
         cmd.args([
             "--grpc-listen=127.0.0.1:0",
@@ -104,6 +227,18 @@ impl SinkProc {
     /// Peak resident memory of the sink process so far, in MiB.
     fn peak_rss_mib(&self) -> f64 {
         self.status_kib("VmHWM:") as f64 / 1024.0
+    }
+
+    /// Waits until the sink has logged a line containing `needle`.
+    async fn logged(&self, needle: &str, within: Duration) {
+        until(&format!("trace-sink logs {needle:?}"), within, || {
+            self.stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(needle))
+        })
+        .await
     }
 
     fn terminate(&mut self) {
@@ -245,8 +380,11 @@ async fn stream_flood(addr: SocketAddr, conns: usize, stop: Arc<AtomicBool>) -> 
             let _ = connection.await;
         });
         let mut client = client.ready().await.unwrap();
-        // The server's SETTINGS arrive with its first frames.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Until the server's SETTINGS arrive, h2 assumes no stream limit.
+        until("the sink's SETTINGS", Duration::from_secs(20), || {
+            client.current_max_send_streams() != usize::MAX
+        })
+        .await;
         advertised.push(client.current_max_send_streams() as u32);
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -330,8 +468,10 @@ async fn good_http(addr: SocketAddr, id: String, requests: u64, batch: u64) -> u
 /// failed), the stream flood and the slow readers grew the sink by hundreds
 /// of MiB, and idle connections were never closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "measures the release build; run-tests.sh builds it and runs it"]
 async fn hostile_clients_beside_good_ones() {
     let sink = SinkProc::spawn(
+        &release_bin(),
         &[
             ("SINK_MAX_CONNECTIONS", "96"),
             ("SINK_REQUEST_TIMEOUT", "4s"),
@@ -368,7 +508,6 @@ async fn hostile_clients_beside_good_ones() {
     stalled.extend(connections(sink.api, 10, b"GET /stats HTTP/1.1\r\nHost: x\r\n").await);
     // Readers that ask for /stats and never read the answer.
     let non_readers = connections(sink.api, 8, b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    let peak = Arc::new(AtomicU64::new(0));
 
     // The well-behaved ones, at the same time.
     let mut good = tokio::task::JoinSet::new();
@@ -381,7 +520,8 @@ async fn hostile_clients_beside_good_ones() {
     while let Some(r) = good.join_next().await {
         accepted += r.expect("a good client panicked");
     }
-    peak.fetch_max(sink.status_kib("VmHWM:"), Ordering::Relaxed);
+    // The peak while the good clients ran (VmHWM only grows).
+    let peak_good = sink.peak_rss_mib();
     assert_eq!(accepted, 8 * 25 * 40);
     // A well-behaved API reader is served too (8 non-readers lose their
     // answers after 2 s each, 2 at a time).
@@ -405,16 +545,17 @@ async fn hostile_clients_beside_good_ones() {
     assert_eq!(good_gens, accepted);
     let good_time = t0.elapsed();
 
-    // Idle and header-stalling connections are closed (idle 6 s, head 2 s).
+    // Idle and header-stalling connections are closed (idle 6 s, head 2 s;
+    // the bound is generous: it tells "closed" from "never closed").
     for s in stalled.iter_mut() {
         assert!(
-            closed_by_sink(s, Duration::from_secs(4)).await,
+            closed_by_sink(s, Duration::from_secs(30)).await,
             "a connection stalling in its head must be closed"
         );
     }
     for s in idle_grpc.iter_mut().chain(idle_http.iter_mut()) {
         assert!(
-            closed_by_sink(s, Duration::from_secs(8)).await,
+            closed_by_sink(s, Duration::from_secs(30)).await,
             "an idle connection must be closed"
         );
     }
@@ -424,12 +565,16 @@ async fn hostile_clients_beside_good_ones() {
     let peak_mib = sink.peak_rss_mib();
     let metrics = get(sink.api, "/metrics").await.text().await.unwrap();
     eprintln!(
-        "good clients took {good_time:?}; sink RSS after filling the tables {base_rss:.1} MiB, peak {peak_mib:.1} MiB"
+        "good clients took {good_time:?}; sink RSS after filling the tables {base_rss:.1} MiB, peak {peak_good:.1} MiB while they ran, {peak_mib:.1} MiB in all"
     );
     // The budget of docs/limits.md ("Budget") for this configuration:
     // tables at 10,000 series (measured ~30 MiB) + 2 /stats answers of ~4 MB
     // and their snapshots + 8 decodes of 4 MiB + byte budget (64 MiB, unused
     // here: the slow bodies send ~1 byte each) + connections.
+    assert!(
+        peak_good < 160.0,
+        "sink peak RSS while the good clients ran {peak_good:.1} MiB exceeds the budget"
+    );
     assert!(
         peak_mib < 160.0,
         "sink peak RSS {peak_mib:.1} MiB exceeds the budget"
@@ -448,25 +593,58 @@ async fn hostile_clients_beside_good_ones() {
 /// API stopped accepting.
 #[tokio::test]
 async fn idle_flood_cannot_exhaust_descriptors() {
-    let sink = SinkProc::spawn(&[("SINK_MAX_CONNECTIONS", "60")], Some(256));
+    // Idle connections are kept for long here (the timeouts are not what
+    // this test is about): the count below does not race them.
+    let sink = SinkProc::spawn(
+        &bin(),
+        &[
+            ("SINK_MAX_CONNECTIONS", "60"),
+            ("SINK_IDLE_TIMEOUT", "600s"),
+            ("SINK_HEADER_READ_TIMEOUT", "600s"),
+        ],
+        Some(256),
+    );
     let mut idle = Vec::new();
     for addr in [sink.grpc, sink.http] {
         for _ in 0..150 {
             idle.push(TcpStream::connect(addr).await.unwrap());
         }
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = tokio::time::timeout(Duration::from_secs(5), get(sink.api, "/healthz"))
+    let clients: Vec<SocketAddr> = idle.iter().map(|s| s.local_addr().unwrap()).collect();
+    let r = tokio::time::timeout(Duration::from_secs(20), get(sink.api, "/healthz"))
         .await
         .expect("API unreachable beside 300 idle connections");
     assert_eq!(r.status(), 200);
-    let metrics = get(sink.api, "/metrics").await.text().await.unwrap();
-    let refused: u64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("trace_sink_connections_refused_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
-    assert!(refused >= 2 * 90, "refused {refused}:\n{metrics}");
+    let refused = || async {
+        let metrics = get(sink.api, "/metrics").await.text().await.unwrap();
+        let n: u64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("trace_sink_connections_refused_total{"))
+            .filter(|l| !l.contains("listener=\"api\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        (n, metrics)
+    };
+    // The sink refuses the 90 over the cap on each listener as it accepts
+    // them: wait until it has (the count only grows).
+    let end = Instant::now() + Duration::from_secs(30);
+    let (n, metrics) = loop {
+        let (n, metrics) = refused().await;
+        if n >= 2 * 90 || Instant::now() > end {
+            break (n, metrics);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(n, 2 * 90, "refused {n}:\n{metrics}");
+    // The 60 kept on each listener are still open.
+    let (grpc_clients, http_clients) = clients.split_at(150);
+    assert_eq!(
+        (
+            150 - closed_by_sink_ends(sink.grpc, grpc_clients),
+            150 - closed_by_sink_ends(sink.http, http_clients)
+        ),
+        (60, 60)
+    );
     drop(idle);
 }
 
@@ -480,7 +658,7 @@ async fn spans_acknowledged_while_draining_are_in_the_final_stats() {
     let path = dir.join("final.json");
     let _ = std::fs::remove_file(&path);
     let final_stats = path.display().to_string();
-    let mut sink = SinkProc::spawn(&[("SINK_FINAL_STATS", &final_stats)], None);
+    let mut sink = SinkProc::spawn(&bin(), &[("SINK_FINAL_STATS", &final_stats)], None);
     let body = request(Some("n1"), Some("n1"), "g", 1..=7).encode_to_vec();
     let mut s = TcpStream::connect(sink.http).await.unwrap();
     let head = format!(
@@ -489,18 +667,27 @@ async fn spans_acknowledged_while_draining_are_in_the_final_stats() {
     );
     s.write_all(head.as_bytes()).await.unwrap();
     s.write_all(&body[..body.len() / 2]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The sink has the head and half the body (its end of the connection
+    // has nothing left to read) before it is told to stop ...
+    let me = s.local_addr().unwrap();
+    until(
+        "the sink read the head and half the body",
+        Duration::from_secs(20),
+        || sink_end(sink.http, me).is_some_and(|r| r.rx_queue == 0),
+    )
+    .await;
     sink.terminate();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ... and the rest arrives while it drains.
+    sink.logged("shutting down", Duration::from_secs(20)).await;
     s.write_all(&body[body.len() / 2..]).await.unwrap();
     let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut answer)).await;
     let answer = String::from_utf8_lossy(&answer);
     assert!(
         answer.starts_with("HTTP/1.1 200"),
         "the request in flight at SIGTERM must be served: {answer}"
     );
-    assert!(sink.wait_exit(Duration::from_secs(15)).success());
+    assert!(sink.wait_exit(Duration::from_secs(30)).success());
     let last: SinkStats = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(last.spans_total, 7);
     let logged = sink.stderr.lock().unwrap().clone();
@@ -558,8 +745,9 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 /// closes the connection, and its memory barely moves. On the old main the
 /// same flood took it from 6 to 408 MiB.
 #[tokio::test]
+#[ignore = "measures the release build; run-tests.sh builds it and runs it"]
 async fn stream_flood_is_cut_off() {
-    let sink = SinkProc::spawn(&[], None);
+    let sink = SinkProc::spawn(&release_bin(), &[], None);
     let before = sink.peak_rss_mib();
     // Literal header fields without indexing, new names (RFC 7541 6.2.2).
     let mut block = Vec::new();
@@ -596,16 +784,17 @@ async fn stream_flood_is_cut_off() {
             _ => break 'flood,
         }
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The phase is over when the sink has closed the connection: it has
+    // dealt with every stream it will.
+    assert!(
+        closed_by_sink(&mut s, Duration::from_secs(30)).await,
+        "the flooding connection must be closed"
+    );
     let grown = sink.peak_rss_mib() - before;
     eprintln!("{sent} streams sent before the sink closed the connection; RSS +{grown:.1} MiB");
     assert!(
         grown < 32.0,
         "a stream flood grew the sink by {grown:.1} MiB"
-    );
-    assert!(
-        closed_by_sink(&mut s, Duration::from_secs(10)).await,
-        "the flooding connection must be closed"
     );
     // The port still serves a well-behaved client.
     assert_eq!(good_grpc(sink.grpc, "after".into(), 1, 10).await, 10);
@@ -616,8 +805,9 @@ async fn stream_flood_is_cut_off() {
 /// answers it builds at a time. On the old main each held the whole answer
 /// (40 took it to 679 MiB with 15 MB answers).
 #[tokio::test]
+#[ignore = "measures the release build; run-tests.sh builds it and runs it"]
 async fn non_reading_stats_clients_hold_no_memory() {
-    let sink = SinkProc::spawn(&[], None);
+    let sink = SinkProc::spawn(&release_bin(), &[], None);
     let wide = reqwest::Client::new();
     for part in 0..9 {
         let body = wide_request(&format!("fill{part}"), 1000).encode_to_vec();
@@ -640,7 +830,17 @@ async fn non_reading_stats_clients_hold_no_memory() {
             .unwrap();
         readers.push(s);
     }
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The sink builds 2 answers at a time and drops one whose reader took
+    // nothing for 2 s, closing its connection: once it has done so 3 times
+    // (so a slot was taken again after a drop), the peak has been through
+    // the steady state of this phase.
+    let clients: Vec<SocketAddr> = readers.iter().map(|s| s.local_addr().unwrap()).collect();
+    until(
+        "3 unread /stats answers dropped",
+        Duration::from_secs(60),
+        || closed_by_sink_ends(sink.api, &clients) >= 3,
+    )
+    .await;
     let grown = sink.peak_rss_mib() - before;
     let mib = size / (1024.0 * 1024.0);
     eprintln!("/stats is {mib:.1} MiB; 40 non-readers grew the sink by {grown:.1} MiB");
@@ -702,9 +902,10 @@ fn idle_timeout_must_exceed_request_timeout() {
 /// where the old main kept 1,024 per generator (a million intervals here,
 /// about 40 MiB; 417 MiB with 10,000 generators).
 #[tokio::test]
+#[ignore = "measures the release build; run-tests.sh builds it and runs it"]
 async fn gap_tables_stay_within_max_gaps() {
     use trace_proto::otlp::{Resource, ResourceSpans, ScopeSpans, Span, kv_int};
-    let sink = SinkProc::spawn(&[("SINK_MAX_GAPS", "50000")], None);
+    let sink = SinkProc::spawn(&release_bin(), &[("SINK_MAX_GAPS", "50000")], None);
     let before = sink.peak_rss_mib();
     let client = reqwest::Client::new();
     for part in 0..100 {

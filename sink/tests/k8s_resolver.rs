@@ -97,9 +97,15 @@ async fn churn_against_real_apiserver() {
     assert_eq!(b.node.as_deref(), Some("node-2"));
     assert!(!b.terminating);
 
-    // agent-a finally goes: nothing changes for the IP.
+    // agent-a finally goes: nothing changes for the IP. Two Pods claim it
+    // until the resolver has seen the delete, one after: wait for that, then
+    // look.
+    assert_eq!(r.status().pods, 2, "agent-a and agent-b claim 127.0.0.5");
     delete_pod(&admin, NS, "agent-a", 0).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually("agent-a's delete seen", WAIT, || {
+        (r.status().pods == 1).then_some(())
+    })
+    .await;
     assert_eq!(
         pod_at(&r, "127.0.0.5")
             .map(|p| p.name.to_string())

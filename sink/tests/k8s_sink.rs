@@ -39,33 +39,51 @@ impl Drop for Sink {
     }
 }
 
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// Starts the sink on ports the kernel picks (127.0.0.1:0); its start-up log
+/// line says which. Its stderr is passed on to the test's.
 fn start_sink(kubeconfig: &std::path::Path) -> Sink {
-    let (g, h, a) = (port(), port(), port());
-    let child = Command::new(env!("CARGO_BIN_EXE_trace-sink"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trace-sink"))
         .args([
-            &format!("--grpc-listen=127.0.0.1:{g}"),
-            &format!("--http-listen=127.0.0.1:{h}"),
-            &format!("--api-listen=127.0.0.1:{a}"),
+            "--grpc-listen=127.0.0.1:0",
+            "--http-listen=127.0.0.1:0",
+            "--api-listen=127.0.0.1:0",
             "--k8s-attribution",
             &format!("--k8s-kubeconfig={}", kubeconfig.display()),
         ])
         .env_remove("KUBECONFIG")
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("trace-sink listening:") {
+                let _ = tx.send(line.clone());
+            }
+            eprintln!("{line}");
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("trace-sink did not log its addresses");
+    let addr = |label: &str| -> String {
+        let rest = &line[line.find(label).unwrap() + label.len()..];
+        rest.split(|c: char| c == ',' || c.is_whitespace())
+            .next()
+            .unwrap()
+            .to_owned()
+    };
     Sink {
+        grpc: format!("http://{}", addr("OTLP/gRPC on ")),
+        api: format!("http://{}", addr("API on ")),
         child,
-        grpc: format!("http://127.0.0.1:{g}"),
-        api: format!("http://127.0.0.1:{a}"),
     }
 }
 

@@ -15,11 +15,11 @@ use tokio::net::TcpListener;
 use trace_sink::{SinkBuilder, SinkConfig};
 
 /// TCP_NODELAY of this process's socket `local` <-> `peer`: `Some(true)` as
-/// soon as it has it, else what it had when 2 s ran out (`None`: never found).
+/// soon as it has it, else what it had when 20 s ran out (`None`: never found).
 /// Polled, because the accept loop sets the option right after `accept`, and a
 /// socket caught between the two would read false for a moment.
 fn nodelay_of(local: SocketAddr, peer: SocketAddr) -> Option<bool> {
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + Duration::from_secs(20);
     let mut seen = None;
     while Instant::now() < deadline {
         for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
