@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the real Kubernetes components the lab runs, from their official Go
 # modules, once: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# kube-proxy, kubectl and CoreDNS. Binaries are cached under deploy/kube/build/bin,
+# kube-proxy, kubelet, kubectl and CoreDNS. Binaries are cached under deploy/kube/build/bin,
 # each with a stamp: a binary is rebuilt only when versions.env or `recipe`
 # below changes (bump it when a build command here changes), and a binary that
 # is missing is built alone. Prints the bin directory on stdout; progress goes
@@ -23,8 +23,8 @@ out="$here/build"
 bin="$out/bin"
 recipe=2
 want="$( (cat "$here/versions.env"; echo "recipe=$recipe") | sha256sum | cut -d' ' -f1)"
-tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl coredns)
-k8s_tools=(kube-proxy kube-apiserver kube-controller-manager kube-scheduler kubectl)
+tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubectl coredns)
+k8s_tools=(kube-proxy kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 
 if ! command -v go >/dev/null 2>&1; then
   echo "kube/build.sh: Go is required (https://go.dev/doc/install)" >&2
@@ -72,6 +72,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-proxy"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO

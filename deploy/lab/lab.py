@@ -47,6 +47,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 from kubeapi import Api, ApiError  # noqa: E402
+import realnode  # noqa: E402
 
 NODES = ["node-1", "node-2", "node-3"]
 HUB_NS = "lab-hub"
@@ -127,9 +128,11 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def remove_leftovers(quiet: bool = False) -> None:
-    """Kill every process in the lab's namespaces, delete the namespaces (veths, bridge,
-    nftables/iptables rules go with them) and the run directory. Idempotent."""
+def remove_leftovers(quiet: bool = False, logs: Path | None = None) -> None:
+    """Kill every process in the lab's namespaces and cgroups (kubelets, containerd,
+    its shims, the containers), unmount what is mounted under the lab's
+    directories, delete the namespaces (veths, bridge, nftables/iptables rules go
+    with them), the cgroups and the directories. Idempotent."""
     present = lab_namespaces()
     pids: set[int] = set()
     for ns in present:
@@ -145,11 +148,14 @@ def remove_leftovers(quiet: bool = False) -> None:
         pids = {p for p in pids if _alive(p)}
         if not pids:
             break
+    # the real nodes' containers (in the lab's cgroups), mounts, cgroups, disk state
+    left = realnode.cleanup_host(logs)
     for ns in present:
         run(["ip", "netns", "del", ns], check=False)
-    if RUN_DIR.exists():
-        # bind mounts of finished containers live in their own mount namespaces; nothing is mounted here
+    if RUN_DIR.exists() and not realnode.lab_mounts():
         shutil.rmtree(RUN_DIR, ignore_errors=True)
+    if left and not quiet:
+        log(f"could not remove: {', '.join(left)}")
     if present and not quiet:
         log(f"removed namespaces: {', '.join(present)}")
 
@@ -269,6 +275,7 @@ class Lab:
         self.api: Api | None = None
         self.kubectl = str(a.kube_bin / "kubectl")
         self.verify: subprocess.Popen | None = None
+        self.real: realnode.RealNodes | None = None
 
     def start(self, name: str, ns: str, cmd: list[str], env: dict[str, str] | None = None) -> Proc:
         p = Proc(name, ns, cmd, self.logs, env)
@@ -312,7 +319,8 @@ class Lab:
             f"--service-account-key-file={self.pki / 'sa.pub'}",
             f"--service-account-signing-key-file={self.pki / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--kubelet-preferred-address-types=InternalIP",
-            f"--kubelet-certificate-authority={ca}", "--profiling=false", "--v=1"])
+            f"--kubelet-certificate-authority={ca}", f"--kubelet-client-certificate={self.pki / 'apiserver.crt'}",
+            f"--kubelet-client-key={self.pki / 'apiserver.key'}", "--profiling=false", "--v=1"])
         self.api = Api(f"https://{HUB_IP}:{API_PORT}", tok["admin"], str(ca))
         api = self.api
 
@@ -341,6 +349,66 @@ class Lab:
                 libc.setns(own.fileno(), 0x40000000)
 
     def nodes(self) -> None:
+        if self.a.kubelet == "real":
+            self.real_nodes()
+        else:
+            self.emulated_nodes()
+        self.kube_proxies()
+
+    def real_nodes(self) -> None:
+        """Per node: containerd + runc + the reference CNI plugins and the real
+        kubelet (deploy/lab/realnode.py), the images imported into containerd."""
+        images = read_images_env(self.a.images_env)
+        rn = realnode.RealNodes(NODES, NODE_IP, POD_CIDR, self.a.kube_bin, self.a.cni_bin, self.pki, DNS_IP,
+                                self.logs, log, self.start)
+        self.real = rn
+        log("containerd per node (Debian's containerd, runc; CNI ptp + host-local + loopback)")
+        rn.containerd(images["PAUSE_IMAGE"])
+        wanted = {
+            images["TRACE_GEN_IMAGE"]: ["trace-gen:" + images["TRACE_GEN_IMAGE"].rsplit(":", 1)[1]],
+            images["TRACE_SINK_IMAGE"]: ["trace-sink:" + images["TRACE_SINK_IMAGE"].rsplit(":", 1)[1]],
+            images["AGENT_IMAGE"]: [manifest_image(REPO / "deploy" / "agent" / "daemonset.yaml")],
+            images["COREDNS_IMAGE"]: [manifest_image(HERE / "coredns" / "coredns.yaml")],
+            images["PAUSE_IMAGE"]: [images["PAUSE_IMAGE"]],
+        }
+        t = time.monotonic()
+        rn.import_images(wanted, self.out.parent / "images" / "oci")
+        log(f"images imported into every node's containerd ({time.monotonic() - t:.0f}s): "
+            + ", ".join(f"{names[0]} ({img})" for img, names in wanted.items()))
+        log("kubelet per node (registers its Node as system:node:<name>)")
+        rn.kubelets(self.tokens, f"https://{HUB_IP}:{API_PORT}")
+
+        def ready() -> bool:
+            for n in NODES:
+                if not self.procs[f"{n}-kubelet"].alive():
+                    raise LabError(f"the kubelet of {n} exited (logs/{n}-kubelet.log)")
+                node = self.get_or_none(f"/api/v1/nodes/{n}")
+                conds = ((node or {}).get("status") or {}).get("conditions") or []
+                if not any(c["type"] == "Ready" and c["status"] == "True" for c in conds):
+                    return False
+            return True
+        wait_until("every node Ready (the kubelets)", ready, 90)
+
+    def get_or_none(self, path: str) -> Any:
+        try:
+            return self.get(path)
+        except ApiError:
+            return None
+
+    def remove_pods(self) -> None:
+        """Real nodes: the pods removed by their kubelets (containers stopped,
+        sandboxes and their network torn down through CNI), before the kubelets
+        stop. The controllers are stopped first so that nothing comes back."""
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            if name in self.procs:
+                self.procs[name].stop(5)
+        if not all(self.procs.get(f"{n}-kubelet") and self.procs[f"{n}-kubelet"].alive() for n in NODES):
+            return
+        log("removing every pod through the kubelets (at most 60s)")
+        self.k("delete", "pods", "--all", "--all-namespaces", "--grace-period=2", "--wait=true", "--timeout=60s",
+               check=False, timeout=70)
+
+    def emulated_nodes(self) -> None:
         assert self.api
         for n in NODES:
             body = {"apiVersion": "v1", "kind": "Node",
@@ -386,6 +454,8 @@ class Lab:
             any(c["type"] == "Ready" and c["status"] == "True" for c in (self.get(f"/api/v1/nodes/{n}")
                                                                       .get("status") or {}).get("conditions") or [])
             for n in NODES), 30)
+
+    def kube_proxies(self) -> None:
         mode = self.a.kube_proxy_mode
         for n in NODES:
             conf = RUN_DIR / f"{n}-kube-proxy.yaml"
@@ -430,12 +500,15 @@ class Lab:
     def components_running(self) -> dict[str, Any]:
         """Which real components run right now (their processes), for the report."""
         res: dict[str, Any] = {}
+        per_node = ["kube-proxy", "kubelet", "containerd"] if self.real else ["kube-proxy"]
         for name in ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
-                     *[f"{n}-kube-proxy" for n in NODES]]:
+                     *[f"{n}-{c}" for n in NODES for c in per_node]]:
             p = self.procs.get(name)
             res[name] = bool(p and p.alive())
         ps = run(["ps", "-eo", "args"], check=False).stdout.splitlines()
         res["coredns (pod)"] = any(line.startswith("/coredns -conf") for line in ps)
+        if self.real:
+            res["containerd-shim-runc-v2 (pod sandboxes)"] = any("containerd-shim-runc-v2" in line for line in ps)
         return res
 
 
@@ -461,6 +534,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--collector", type=Path, default=REPO / "deploy" / "collector" / "build" / "otelcol-trace-lab")
     p.add_argument("--kube-bin", type=Path, default=REPO / "deploy" / "kube" / "build" / "bin")
     p.add_argument("--cni-bin", default="/usr/lib/cni")
+    p.add_argument("--kubelet", choices=["emulated", "real"], default="emulated",
+                   help="the nodes' kubelet: emulated (deploy/lab/node_agent.py, the default for now) or real "
+                        "(the kubelet with containerd and runc per node, the pods run the images)")
+    p.add_argument("--images-env", type=Path, default=REPO / "target" / "images" / "images.env",
+                   help="--kubelet real: the images deploy/images/build.sh --lab built (its images.env)")
     p.add_argument("--kube-proxy-mode", choices=["nftables", "iptables"], default="nftables")
     p.add_argument("--backoff-base", type=float, default=10.0,
                    help="CrashLoopBackOff's first delay, seconds (kubelet: 10; doubles up to 300)")
@@ -475,6 +553,39 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a = p.parse_intermixed_args(argv)
     a.out = a.out.resolve()
     return a
+
+
+def read_images_env(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise LabError(f"{path}: {exc.strerror} (deploy/images/build.sh --lab writes it)") from None
+    env = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+    missing = [k for k in ("TRACE_GEN_IMAGE", "TRACE_SINK_IMAGE", "AGENT_IMAGE", "COREDNS_IMAGE", "PAUSE_IMAGE")
+               if not env.get(k)]
+    if missing:
+        raise LabError(f"{path} names no {', '.join(missing)} (deploy/images/build.sh --lab builds them)")
+    return env
+
+
+def manifest_image(path: Path) -> str:
+    """The image a manifest's (first) container names."""
+    for line in path.read_text().splitlines():
+        if line.strip().startswith("image:"):
+            return line.split(":", 1)[1].strip()
+    raise LabError(f"{path}: no image")
+
+
+def node_runtime(a: argparse.Namespace) -> dict[str, str] | None:
+    """The versions of the node software (real kubelet only)."""
+    if getattr(a, "kubelet", "emulated") != "real":
+        return None
+    out: dict[str, str] = {}
+    for name, cmd in (("kubelet", [str(a.kube_bin / "kubelet"), "--version"]), ("containerd", ["containerd", "--version"]),
+                      ("runc", ["runc", "--version"])):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out[name] = run(cmd, check=False, timeout=10).stdout.strip().splitlines()[0]
+    return out
 
 
 def dump_rules(a: argparse.Namespace) -> int:
@@ -506,8 +617,14 @@ def main(argv: list[str]) -> int:
     except LabError as exc:
         print(f"lab.py: {exc}", file=sys.stderr)
         return 2
-    for path in (a.trace_gen, a.trace_sink, a.collector, *(a.kube_bin / t for t in (
-            "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "coredns", "kubectl"))):
+    needed = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "coredns", "kubectl"]
+    if a.kubelet == "real":
+        needed.append("kubelet")
+        for cmd in ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "buildah"):
+            if not shutil.which(cmd):
+                print(f"lab.py: {cmd} is missing; deploy/lab/run.sh installs it", file=sys.stderr)
+                return 2
+    for path in (a.trace_gen, a.trace_sink, a.collector, *(a.kube_bin / t for t in needed)):
         if not os.access(path, os.X_OK):
             print(f"lab.py: {path} is missing; deploy/lab/run.sh builds it", file=sys.stderr)
             return 2
@@ -589,10 +706,13 @@ def main(argv: list[str]) -> int:
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(lab.verify.pid, signal.SIGKILL)
+        if lab.real:
+            with contextlib.suppress(LabError, OSError, subprocess.TimeoutExpired):
+                lab.remove_pods()
         log("cleaning up: stopping every process, deleting the namespaces")
         for name in list(lab.procs)[::-1]:
             lab.procs[name].stop(5)
-        remove_leftovers(quiet=True)
+        remove_leftovers(quiet=True, logs=a.out / "logs")
         passed = write_results(a, lab, started, runs, error, components)
         if lock:
             lock.close()
@@ -631,6 +751,7 @@ def write_results(a: argparse.Namespace, lab: Lab, started: str, runs: list[tupl
     result = {
         "schema": "trace-lab/results/v2", "started": started, "duration_seconds": round(time.monotonic() - T0, 1),
         "pass": passed, "error": error, "kubernetes_version": lab.version, "kube_proxy_mode": a.kube_proxy_mode,
+        "kubelet": getattr(a, "kubelet", "emulated"), "node_runtime": node_runtime(a),
         "verify_exit_code": None if not codes or None in codes else max(codes),
         "components_running_at_the_verdict": components,
         "runs": run_rows,

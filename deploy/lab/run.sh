@@ -3,6 +3,8 @@
 # Kubernetes cluster of real components on this Linux machine, in one command.
 #
 #   sudo deploy/lab/run.sh [lab.py options...]   (deploy/lab/lab.py --help lists them)
+#   sudo deploy/lab/run.sh --kubelet real        (opt-in, not yet the default: real kubelets,
+#                                                 containerd and runc per node, pods run the images)
 #
 # Refuses at once while another lab run is active. Checks the prerequisites
 # (installs missing Debian packages with apt-get), builds trace-gen, trace-sink,
@@ -46,6 +48,23 @@ for cmd in "${!packages[@]}"; do
 done
 [[ -x /usr/lib/cni/ptp && -x /usr/lib/cni/host-local && -x /usr/lib/cni/loopback ]] ||
   missing+=(containernetworking-plugins)
+# --kubelet real: the nodes' container runtime and the image build
+kubelet=emulated
+prev=""
+for arg in "$@"; do
+  case "$arg" in
+    --kubelet=*) kubelet="${arg#--kubelet=}" ;;
+    *) [[ "$prev" == --kubelet ]] && kubelet="$arg" ;;
+  esac
+  prev="$arg"
+done
+if [[ "$kubelet" == real ]]; then
+  declare -A runtime=([containerd]=containerd [runc]=runc [buildah]=buildah [debootstrap]=debootstrap)
+  for cmd in "${!runtime[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("${runtime[$cmd]}")
+  done
+  [[ -x /bin/busybox ]] || missing+=(busybox-static)
+fi
 if ((${#missing[@]})); then
   command -v apt-get >/dev/null 2>&1 ||
     die "missing packages: ${missing[*]} (no apt-get here: install them with your package manager)"
@@ -89,6 +108,11 @@ say "building the collector (deploy/collector/build.sh; cached)"
 collector="$(as_user bash "$repo/deploy/collector/build.sh")" || die "collector build failed"
 say "building the Kubernetes components (deploy/kube/build.sh; cached, about 15 minutes the first time)"
 kube_bin="$(as_user nice bash "$repo/deploy/kube/build.sh")" || die "Kubernetes build failed"
+if [[ "$kubelet" == real ]]; then
+  # as root: buildah's storage is the machine's (/var/lib/containers), shared with run-tests.sh
+  say "building the images (deploy/images/build.sh --lab; cached, shared with run-tests.sh)"
+  (cd "$repo" && nice bash deploy/images/build.sh --lab >/dev/null) || die "image build failed"
+fi
 
 # Files the lab writes as root under target/ are handed to the invoking user.
 out="$repo/target/lab"
