@@ -11,7 +11,10 @@ lab-hub), one kube-proxy per node in the node's network namespace (nftables or
 iptables mode), CoreDNS as a pod behind the kube-dns Service, the reference CNI
 plugins (ptp, host-local, loopback), the project's manifests applied with
 kubectl, the agents (OpenTelemetry Collector), trace-gen and trace-sink.
-Emulated: the kubelet, by deploy/lab/node_agent.py (see its docstring).
+The kubelet: emulated by deploy/lab/node_agent.py (see its docstring), the
+default; or, with --kubelet real (opt-in, not yet the default), the real kubelet
+with containerd and runc per node, the pods running the images built by
+deploy/images/build.sh --lab (deploy/lab/realnode.py; docs/lab-vs-production.md).
 The scenarios are deploy/verify.sh's, run with KUBECONFIG pointing at the lab
 and a service account bound to deploy/verify-rbac; the lab only adds a hook that
 saves every node's kube-proxy rules at each check. verify.sh runs once per
