@@ -279,6 +279,7 @@ class Lab:
         self.kubectl = str(a.kube_bin / "kubectl")
         self.verify: subprocess.Popen | None = None
         self.real: realnode.RealNodes | None = None
+        self.proofs: list[dict[str, Any]] = []
 
     def start(self, name: str, ns: str, cmd: list[str], env: dict[str, str] | None = None) -> Proc:
         p = Proc(name, ns, cmd, self.logs, env)
@@ -411,6 +412,90 @@ class Lab:
         self.k("delete", "pods", "--all", "--all-namespaces", "--grace-period=2", "--wait=true", "--timeout=60s",
                check=False, timeout=70)
 
+    def kubelet_proofs(self) -> list[dict[str, Any]]:
+        """--kubelet real: two pods whose fate only a real kubelet decides.
+        root-refused: an image that runs as root (CoreDNS's, no USER) under
+        `runAsNonRoot: true` must be refused (CreateContainerConfigError) and the
+        pod reported not Ready. liveness-restart: a container whose liveness
+        probe always fails must be killed and restarted by the kubelet, with its
+        own back-off (CrashLoopBackOff, growing delays)."""
+        ns = "lab-proofs"
+        coredns_image = manifest_image(HERE / "coredns" / "coredns.yaml")
+        pause_image = read_images_env(self.a.images_env)["PAUSE_IMAGE"]
+        pods = [
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root-refused", "namespace": ns},
+             "spec": {"securityContext": {"runAsNonRoot": True}, "terminationGracePeriodSeconds": 1,
+                      "containers": [{"name": "c", "image": coredns_image, "imagePullPolicy": "Never",
+                                      "args": ["-conf", "/dev/null"]}]}},
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "liveness-restart", "namespace": ns},
+             "spec": {"terminationGracePeriodSeconds": 1,
+                      "containers": [{"name": "c", "image": pause_image, "imagePullPolicy": "Never",
+                                      "livenessProbe": {"tcpSocket": {"port": 9}, "periodSeconds": 1,
+                                                        "failureThreshold": 1, "timeoutSeconds": 1}}]}},
+        ]
+        doc = {"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, *pods]}
+        log("kubelet proofs: a root image under runAsNonRoot (refused?), a failing liveness probe (restarted with "
+            "back-off?)")
+        self.k("apply", "-f", "-", input=json.dumps(doc))
+        results: list[dict[str, Any]] = []
+
+        def status(name: str) -> dict[str, Any]:
+            return self.get(f"/api/v1/namespaces/{ns}/pods/{name}").get("status") or {}
+
+        def container(st: dict[str, Any]) -> dict[str, Any]:
+            return (st.get("containerStatuses") or [{}])[0]
+
+        def not_ready(st: dict[str, Any]) -> bool:
+            return any(c["type"] == "Ready" and c["status"] == "False" for c in st.get("conditions") or [])
+
+        seen: dict[str, Any] = {}
+
+        def refused() -> bool:
+            st = status("root-refused")
+            w = (container(st).get("state") or {}).get("waiting") or {}
+            seen["root-refused"] = w
+            return w.get("reason") == "CreateContainerConfigError" and not_ready(st)
+        try:
+            wait_until("the root image to be refused", refused, 60)
+            ok, why = True, seen["root-refused"].get("message", "")
+        except LabError as exc:
+            ok, why = False, f"{exc}; last waiting state {seen.get('root-refused')}"
+        results.append({"name": "root-refused", "pass": ok,
+                        "expected": "CreateContainerConfigError, pod not Ready", "detail": why})
+
+        starts: dict[int, tuple[str, str]] = {}  # restartCount -> (previous run finished, this run started)
+        backoff_seen = []
+
+        def restarted() -> bool:
+            c = container(status("liveness-restart"))
+            state, last = c.get("state") or {}, c.get("lastState") or {}
+            if ((state.get("waiting") or {}).get("reason")) == "CrashLoopBackOff":
+                backoff_seen.append(True)
+            n = c.get("restartCount") or 0
+            if n and "running" in state and "terminated" in last:
+                starts[n] = (last["terminated"].get("finishedAt", ""), state["running"].get("startedAt", ""))
+                seen["liveness"] = last["terminated"]
+            return n >= 3 and 3 in starts
+        try:
+            wait_until("three restarts by the liveness probe", restarted, 120, interval=0.5)
+            gaps = {n: (datetime.fromisoformat(b.replace("Z", "+00:00")) - datetime.fromisoformat(
+                a.replace("Z", "+00:00"))).total_seconds() for n, (a, b) in starts.items() if a and b}
+            later = [gaps[n] for n in sorted(gaps) if n >= 2]
+            killed = seen["liveness"].get("exitCode") in (137, 143)
+            ok = bool(backoff_seen) and killed and len(later) >= 2 and later[0] >= 5 and later[-1] > later[0]
+            why = (f"restart delays {', '.join(f'{g:.0f}s' for g in (gaps[n] for n in sorted(gaps)))}; "
+                   f"CrashLoopBackOff seen: {bool(backoff_seen)}; last exit code {seen['liveness'].get('exitCode')}")
+        except LabError as exc:
+            ok, why = False, f"{exc}; restarts seen {starts}"
+        results.append({"name": "liveness-restart", "pass": ok,
+                        "expected": "killed (137/143) and restarted with growing back-off, CrashLoopBackOff",
+                        "detail": why})
+        self.k("delete", "namespace", ns, "--wait=false", check=False)
+        for r in results:
+            log(f"kubelet proof {r['name']}: {'PASS' if r['pass'] else 'FAIL'} ({r['detail']})")
+        return results
+
     def emulated_nodes(self) -> None:
         assert self.api
         for n in NODES:
@@ -540,6 +625,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--kubelet", choices=["emulated", "real"], default="emulated",
                    help="the nodes' kubelet: emulated (deploy/lab/node_agent.py, the default for now) or real "
                         "(the kubelet with containerd and runc per node, the pods run the images)")
+    p.add_argument("--no-proofs", action="store_true",
+                   help="--kubelet real: skip the kubelet proofs (a root image refused, a liveness restart)")
     p.add_argument("--images-env", type=Path, default=REPO / "target" / "images" / "images.env",
                    help="--kubelet real: the images deploy/images/build.sh --lab built (its images.env)")
     p.add_argument("--kube-proxy-mode", choices=["nftables", "iptables"], default="nftables")
@@ -690,6 +777,8 @@ def main(argv: list[str]) -> int:
             lab.verify = None
         if not components:
             components = lab.components_running()
+        if lab.real and not a.no_proofs:
+            lab.proofs = lab.kubelet_proofs()
     except Interrupted as exc:
         error = f"interrupted ({exc})"
     except (LabError, ApiError, OSError, subprocess.TimeoutExpired) as exc:
@@ -749,7 +838,9 @@ def write_results(a: argparse.Namespace, lab: Lab, started: str, runs: list[tupl
                          "pass": rc == 0 and bool(steps) and all(s.get("pass") for s in steps)})
     real = all(components.values()) if components else False
     wanted = list(getattr(a, "attribution", [m for m, _ in runs]))
-    passed = (error is None and [m for m, _ in runs] == wanted and all(r["pass"] for r in run_rows) and real)
+    proofs = list(getattr(lab, "proofs", []) or [])
+    passed = (error is None and [m for m, _ in runs] == wanted and all(r["pass"] for r in run_rows) and real
+              and all(p["pass"] for p in proofs))
     codes = [rc for _, rc in runs]
     result = {
         "schema": "trace-lab/results/v2", "started": started, "duration_seconds": round(time.monotonic() - T0, 1),
@@ -758,6 +849,7 @@ def write_results(a: argparse.Namespace, lab: Lab, started: str, runs: list[tupl
         "verify_exit_code": None if not codes or None in codes else max(codes),
         "components_running_at_the_verdict": components,
         "runs": run_rows,
+        "kubelet_proofs": proofs,
         "scenarios": scenarios,
     }
     (a.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -767,6 +859,8 @@ def write_results(a: argparse.Namespace, lab: Lab, started: str, runs: list[tupl
         for s in scenarios:
             print(f"  [{s['run']}] {s['step']}. {s['key']}: {s['verdict']} (attribution {s.get('attribution') or '-'})"
                   f": {s.get('explanation', '')}")
+    for p in proofs:
+        print(f"  kubelet proof {p['name']}: {'PASS' if p['pass'] else 'FAIL'} (expected {p['expected']}): {p['detail']}")
     if components:
         print(f"Kubernetes {lab.version or '?'}, kube-proxy mode {a.kube_proxy_mode}; real components running at the "
               f"verdict: {', '.join(k for k, ok in components.items() if ok) or 'none'}"

@@ -5,6 +5,7 @@ The nodes as a whole run in the lab (`sudo deploy/lab/run.sh --kubelet real`).""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tomllib
@@ -128,3 +129,18 @@ def test_command_line_selects_the_kubelet():
     assert lab.parse_args(["--kubelet", "real"]).kubelet == "real"
     with pytest.raises(SystemExit):
         lab.parse_args(["--kubelet", "fake"])
+
+
+@pytest.mark.parametrize("proof_passed", [True, False])
+def test_results_pass_only_if_every_kubelet_proof_passed(tmp_path, proof_passed):
+    steps = [{"step": 1, "key": "all-up", "title": "t", "pass": True, "verdict": "PASS"}]
+    (tmp_path / "verify-attribute.json").write_text(json.dumps({"steps": steps}))
+    a = lab.parse_args(["--out", str(tmp_path), "--attribution", "attribute"])
+    holder = argparse.Namespace(version="v1.34.2", proofs=[
+        {"name": "root-refused", "pass": True, "expected": "x", "detail": "y"},
+        {"name": "liveness-restart", "pass": proof_passed, "expected": "x", "detail": "y"}])
+    assert lab.write_results(a, holder, "t", [("attribute", 0)], None, {"etcd": True}) is proof_passed
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["pass"] is proof_passed and [p["name"] for p in res["kubelet_proofs"]] == ["root-refused",
+                                                                                         "liveness-restart"]
+    assert res["kubelet"] == "emulated" and res["node_runtime"] is None
