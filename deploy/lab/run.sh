@@ -5,6 +5,8 @@
 #   sudo deploy/lab/run.sh [lab.py options...]   (deploy/lab/lab.py --help lists them)
 #   sudo deploy/lab/run.sh --kubelet real        (opt-in, not yet the default: real kubelets,
 #                                                 containerd and runc per node, pods run the images)
+#   sudo KUBERNETES_VERSION=v1.35.4 deploy/lab/run.sh   (another Kubernetes release than the pin
+#                                                 in deploy/kube/versions.env; built once, cached)
 #
 # Refuses at once while another lab run is active. Checks the prerequisites
 # (installs missing Debian packages with apt-get), builds trace-gen, trace-sink,
@@ -86,7 +88,7 @@ done
 export PATH
 as_user() {
   if [[ -n "${SUDO_USER:-}" && "$SUDO_USER" != root ]]; then
-    sudo -u "$SUDO_USER" env "PATH=$PATH" "HOME=$user_home" "$@"
+    sudo -u "$SUDO_USER" env "PATH=$PATH" "HOME=$user_home" "KUBERNETES_VERSION=${KUBERNETES_VERSION:-}" "$@"
   else
     "$@"
   fi
