@@ -433,11 +433,13 @@ class Lab:
                                       "livenessProbe": {"tcpSocket": {"port": 9}, "periodSeconds": 1,
                                                         "failureThreshold": 1, "timeoutSeconds": 1}}]}},
         ]
-        doc = {"apiVersion": "v1", "kind": "List", "items": [
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, *pods]}
         log("kubelet proofs: a root image under runAsNonRoot (refused?), a failing liveness probe (restarted with "
             "back-off?)")
-        self.k("apply", "-f", "-", input=json.dumps(doc))
+        self.k("create", "namespace", ns)
+        # pods are admitted only once the namespace's default ServiceAccount exists
+        wait_until(f"the ServiceAccount {ns}/default", lambda: bool(self.get_or_none(
+            f"/api/v1/namespaces/{ns}/serviceaccounts/default")), 30)
+        self.k("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": pods}))
         results: list[dict[str, Any]] = []
 
         def status(name: str) -> dict[str, Any]:
