@@ -379,19 +379,23 @@ class Lab:
         rn.import_images(wanted, self.out.parent / "images" / "oci")
         log(f"images imported into every node's containerd ({time.monotonic() - t:.0f}s): "
             + ", ".join(f"{names[0]} ({img})" for img, names in wanted.items()))
-        log("kubelet per node (registers its Node as system:node:<name>)")
-        rn.kubelets(self.tokens, f"https://{HUB_IP}:{API_PORT}")
+        log("kubelet per node, one after the other (registers its Node as system:node:<name>)")
 
-        def ready() -> bool:
-            for n in NODES:
+        def ready(n: str) -> bool:
+            node = self.get_or_none(f"/api/v1/nodes/{n}")
+            conds = ((node or {}).get("status") or {}).get("conditions") or []
+            return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+        def started(n: str) -> None:
+            deadline = time.monotonic() + 60
+            while not ready(n):
                 if not self.procs[f"{n}-kubelet"].alive():
                     raise LabError(f"the kubelet of {n} exited (logs/{n}-kubelet.log)")
-                node = self.get_or_none(f"/api/v1/nodes/{n}")
-                conds = ((node or {}).get("status") or {}).get("conditions") or []
-                if not any(c["type"] == "Ready" and c["status"] == "True" for c in conds):
-                    return False
-            return True
-        wait_until("every node Ready (the kubelets)", ready, 90)
+                if time.monotonic() > deadline:
+                    raise LabError(f"{n} not Ready 60s after its kubelet started (logs/{n}-kubelet.log)")
+                time.sleep(0.3)
+            log(f"{n} Ready")
+        rn.kubelets(self.tokens, f"https://{HUB_IP}:{API_PORT}", started)
 
     def get_or_none(self, path: str) -> Any:
         try:
@@ -716,7 +720,8 @@ def main(argv: list[str]) -> int:
             if not shutil.which(cmd):
                 print(f"lab.py: {cmd} is missing; deploy/lab/run.sh installs it", file=sys.stderr)
                 return 2
-    for path in (a.trace_gen, a.trace_sink, a.collector, *(a.kube_bin / t for t in needed)):
+    binaries = [] if a.kubelet == "real" else [a.trace_gen, a.trace_sink, a.collector]
+    for path in (*binaries, *(a.kube_bin / t for t in needed)):
         if not os.access(path, os.X_OK):
             print(f"lab.py: {path} is missing; deploy/lab/run.sh builds it", file=sys.stderr)
             return 2

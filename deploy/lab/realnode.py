@@ -53,6 +53,8 @@ DISK_DIR = Path("/var/lib/trace-gen-sink-lab")
 CGROUP_PARENT = "trace-gen-sink-lab"
 CGROUP_FS = Path("/sys/fs/cgroup")
 CONTAINER_LOG_LINKS = Path("/var/log/containers")
+# the kubelet's device-plugin socket and checkpoint: a fixed path, not under --root-dir
+DEVICE_PLUGINS = Path("/var/lib/kubelet/device-plugins")
 KERNEL_TUNABLES = ["vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
                    "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes"]
 PROC_SYS = Path("/proc/sys")
@@ -179,6 +181,17 @@ def remove_log_links() -> None:
                 link.unlink()
 
 
+def remove_device_plugin_dir() -> None:
+    """/var/lib/kubelet/device-plugins as the kubelets left it (their socket and
+    checkpoint), and the directories if that leaves them empty."""
+    for name in ("kubelet.sock", "kubelet_internal_checkpoint"):
+        with contextlib.suppress(OSError):
+            (DEVICE_PLUGINS / name).unlink()
+    for d in (DEVICE_PLUGINS, DEVICE_PLUGINS.parent):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+
+
 def save_pod_logs(logs: Path) -> None:
     """The containers' logs (the kubelet's podLogsDir of each node) into LOGS/NODE/pods."""
     if not DISK_DIR.is_dir():
@@ -219,6 +232,7 @@ def cleanup_host(logs: Path | None = None) -> list[str]:
             if d.exists():
                 left.append(str(d))
     remove_log_links()
+    remove_device_plugin_dir()
     restore_kernel_tunables()
     return left
 
@@ -419,7 +433,11 @@ class RealNodes:
                     if extra not in have:
                         self.ctr(n, "images", "tag", "--force", names[0], extra)
 
-    def kubelets(self, tokens: dict[str, str], server: str) -> None:
+    def kubelets(self, tokens: dict[str, str], server: str, started: Callable[[str], None]) -> None:
+        """One kubelet after the other: each binds the device-plugin socket at a
+        fixed path (/var/lib/kubelet/device-plugins/kubelet.sock) after removing
+        the one there, and two doing that at once fail (address in use).
+        `started(node)` returns once the node's kubelet is up (its Node Ready)."""
         for n in self.nodes:
             kc = RUN_DIR / n / "kubelet.kubeconfig"
             kc.write_text(json.dumps({
@@ -437,6 +455,7 @@ class RealNodes:
                 str(self.kube_bin / "kubelet"), f"--config={cfg}", f"--kubeconfig={kc}", f"--root-dir={root}",
                 f"--cert-dir={root / 'pki'}", f"--hostname-override={n}", f"--node-ip={self.node_ip[n]}",
                 "--v=1"])
+            started(n)
 
     def remove_pods_everywhere(self) -> None:
         """After the kubelets are gone: whatever containerd still runs, removed

@@ -103,9 +103,12 @@ command -v cargo >/dev/null 2>&1 ||
   die "cargo is needed to build trace-gen and trace-sink: install Rust with rustup (https://rustup.rs)"
 [[ -e /proc/self/ns/net ]] || die "this kernel has no network namespaces"
 
-say "building trace-gen and trace-sink (cargo build --release --locked; cached)"
-(cd "$repo" && as_user cargo build --release --locked --bin trace-gen --bin trace-sink) ||
-  die "cargo build failed"
+if [[ "$kubelet" != real ]]; then
+  # the emulated kubelet runs the binaries; real kubelets run the images (built below)
+  say "building trace-gen and trace-sink (cargo build --release --locked; cached)"
+  (cd "$repo" && as_user cargo build --release --locked --bin trace-gen --bin trace-sink) ||
+    die "cargo build failed"
+fi
 say "building the collector (deploy/collector/build.sh; cached)"
 collector="$(as_user bash "$repo/deploy/collector/build.sh")" || die "collector build failed"
 say "building the Kubernetes components (deploy/kube/build.sh; cached, about 15 minutes the first time)"
