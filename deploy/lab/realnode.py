@@ -55,6 +55,7 @@ CGROUP_FS = Path("/sys/fs/cgroup")
 CONTAINER_LOG_LINKS = Path("/var/log/containers")
 # the kubelet's device-plugin socket and checkpoint: a fixed path, not under --root-dir
 DEVICE_PLUGINS = Path("/var/lib/kubelet/device-plugins")
+SHIM_SOCKETS = Path("/run/containerd/s")
 KERNEL_TUNABLES = ["vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
                    "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes"]
 PROC_SYS = Path("/proc/sys")
@@ -187,7 +188,9 @@ def remove_device_plugin_dir() -> None:
     for name in ("kubelet.sock", "kubelet_internal_checkpoint"):
         with contextlib.suppress(OSError):
             (DEVICE_PLUGINS / name).unlink()
-    for d in (DEVICE_PLUGINS, DEVICE_PLUGINS.parent):
+    # containerd 1.6's shims put their sockets in /run/containerd/s whatever the
+    # containerd's state directory: removed when empty (no other containerd here)
+    for d in (DEVICE_PLUGINS, DEVICE_PLUGINS.parent, SHIM_SOCKETS, SHIM_SOCKETS.parent):
         with contextlib.suppress(OSError):
             d.rmdir()
 
