@@ -11,10 +11,10 @@ lab-hub), one kube-proxy per node in the node's network namespace (nftables or
 iptables mode), CoreDNS as a pod behind the kube-dns Service, the reference CNI
 plugins (ptp, host-local, loopback), the project's manifests applied with
 kubectl, the agents (OpenTelemetry Collector), trace-gen and trace-sink.
-The kubelet: emulated by deploy/lab/node_agent.py (see its docstring), the
-default; or, with --kubelet real (opt-in, not yet the default), the real kubelet
-with containerd and runc per node, the pods running the images built by
-deploy/images/build.sh --lab (deploy/lab/realnode.py; docs/lab-vs-production.md).
+Per node, in its namespace: the real kubelet with its own containerd (Debian's),
+runc and the reference CNI plugins; the pods run the images built by
+deploy/images/build.sh --lab (deploy/lab/realnode.py). What differs from a
+production node: docs/lab-vs-production.md.
 The scenarios are deploy/verify.sh's, run with KUBECONFIG pointing at the lab
 and a service account bound to deploy/verify-rbac; the lab only adds a hook that
 saves every node's kube-proxy rules at each check. verify.sh runs once per
@@ -35,13 +35,16 @@ import argparse
 import contextlib
 import ctypes
 import fcntl
+import http.client
 import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.parse
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -49,7 +52,6 @@ from typing import Any, Callable
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
-from kubeapi import Api, ApiError  # noqa: E402
 import realnode  # noqa: E402
 
 NODES = ["node-1", "node-2", "node-3"]
@@ -63,10 +65,8 @@ SERVICE_CIDR = "198.19.0.0/16"
 KUBERNETES_SVC_IP = "198.19.0.1"
 DNS_IP = "198.19.0.10"
 API_PORT = 6443
-KUBELET_PORT = 10250
 RUN_DIR = Path("/run/trace-gen-sink-lab")
 LOCK_FILE = Path("/run/trace-gen-sink-lab.lock")
-POD_NETNS_PREFIX = "lab-pod-"
 
 T0 = time.monotonic()
 _log_file: Any = None
@@ -96,6 +96,42 @@ def run(cmd: list[str], check: bool = True, timeout: float = 60, input: str | No
     return res
 
 
+# --------------------------------------------------------------------------- API
+class ApiError(Exception):
+    def __init__(self, status: int, body: str, method: str, path: str):
+        self.status = status
+        msg = body
+        with contextlib.suppress(ValueError, AttributeError):
+            msg = json.loads(body).get("message", body)
+        super().__init__(f"{method} {path}: HTTP {status}: {msg}")
+
+
+class Api:
+    """The few reads lab.py makes of the API server (bearer token, TLS verified
+    against the lab's CA); everything the lab changes goes through kubectl."""
+
+    def __init__(self, server: str, token: str, ca_file: str, timeout: float = 10.0):
+        u = urllib.parse.urlsplit(server)
+        self.host, self.port = u.hostname or "", u.port or 443
+        self.token, self.timeout = token, timeout
+        self.ctx = ssl.create_default_context(cafile=ca_file)
+
+    def raw(self, path: str) -> tuple[int, str]:
+        conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=self.timeout)
+        try:
+            conn.request("GET", path, headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json"})
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode(errors="replace")
+        finally:
+            conn.close()
+
+    def get(self, path: str) -> Any:
+        status, body = self.raw(path)
+        if status >= 300:
+            raise ApiError(status, body, "GET", path)
+        return json.loads(body) if body else None
+
+
 # --------------------------------------------------------------------------- lock
 def take_lock(out: Path) -> Any:
     """One lab at a time: a second run refuses at once and names the running one."""
@@ -119,7 +155,7 @@ def take_lock(out: Path) -> Any:
 def lab_namespaces() -> list[str]:
     out = run(["ip", "netns", "list"], check=False).stdout
     names = [line.split()[0] for line in out.splitlines() if line.strip()]
-    return [n for n in names if n in (HUB_NS, *NODES) or n.startswith(POD_NETNS_PREFIX)]
+    return [n for n in names if n in (HUB_NS, *NODES)]
 
 
 def _alive(pid: int) -> bool:
@@ -199,8 +235,8 @@ class Proc:
         self.log_path = logs / f"{name}.log"
         out = open(self.log_path, "ab")
         base = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": "/root", "LANG": "C.UTF-8"}
-        # nsenter, not `ip netns exec`: only the network namespace changes, so the
-        # namespaces the node agents add for pods are visible (and removable) here too
+        # nsenter, not `ip netns exec`: only the network namespace changes; `ip netns
+        # exec` remounts /sys, and the kubelet needs the machine's /sys/fs/cgroup
         self.popen = subprocess.Popen(["nsenter", f"--net=/run/netns/{ns}", "--", *cmd], env={**base, **(env or {})},
                                       stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                       process_group=0, preexec_fn=lambda: libc.prctl(1, signal.SIGTERM, 0, 0, 0))
@@ -353,10 +389,7 @@ class Lab:
                 libc.setns(own.fileno(), 0x40000000)
 
     def nodes(self) -> None:
-        if self.a.kubelet == "real":
-            self.real_nodes()
-        else:
-            self.emulated_nodes()
+        self.real_nodes()
         self.kube_proxies()
 
     def real_nodes(self) -> None:
@@ -417,7 +450,7 @@ class Lab:
                check=False, timeout=70)
 
     def kubelet_proofs(self) -> list[dict[str, Any]]:
-        """--kubelet real: two pods whose fate only a real kubelet decides.
+        """Two pods whose fate only a real kubelet decides.
         root-refused: an image that runs as root (CoreDNS's, no USER) under
         `runAsNonRoot: true` must be refused (CreateContainerConfigError) and the
         pod reported not Ready. liveness-restart: a container whose liveness
@@ -503,53 +536,6 @@ class Lab:
             log(f"kubelet proof {r['name']}: {'PASS' if r['pass'] else 'FAIL'} ({r['detail']})")
         return results
 
-    def emulated_nodes(self) -> None:
-        assert self.api
-        for n in NODES:
-            body = {"apiVersion": "v1", "kind": "Node",
-                    "metadata": {"name": n, "labels": {"kubernetes.io/hostname": n, "kubernetes.io/os": "linux",
-                                                       "kubernetes.io/arch": "amd64"}},
-                    "spec": {"podCIDR": POD_CIDR[n], "podCIDRs": [POD_CIDR[n]]}}
-            with self.in_hub():
-                self.api.request("POST", "/api/v1/nodes", body)
-        image_map = [
-            {"repository": "trace-gen", "path": "/usr/local/bin/trace-gen", "binary": str(self.a.trace_gen),
-             "entrypoint": ["/usr/local/bin/trace-gen"]},
-            {"repository": "trace-sink", "path": "/usr/local/bin/trace-sink", "binary": str(self.a.trace_sink),
-             "entrypoint": ["/usr/local/bin/trace-sink"]},
-            {"repository": "opentelemetry-collector-contrib", "path": "/otelcol-contrib", "binary": str(self.a.collector),
-             "entrypoint": ["/otelcol-contrib"]},
-            {"repository": "coredns", "path": "/coredns", "binary": str(self.a.kube_bin / "coredns"),
-             "entrypoint": ["/coredns"]},
-        ]
-        for n in NODES:
-            cfg = {
-                "node": n, "node_ip": NODE_IP[n], "pod_cidr": POD_CIDR[n], "server": f"https://{HUB_IP}:{API_PORT}",
-                "token": self.tokens[n], "ca_file": str(self.pki / "ca.crt"),
-                "serving_cert": str(self.pki / "kubelet.crt"), "serving_key": str(self.pki / "kubelet.key"),
-                "kubelet_port": KUBELET_PORT, "cni_bin": self.a.cni_bin,
-                "cni_chain": [{"cniVersion": "1.0.0", "name": "lo", "type": "loopback"},
-                              {"cniVersion": "1.0.0", "name": "lab-pods", "type": "ptp", "ipMasq": False, "mtu": 1500,
-                               "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR[n]}]],
-                                        "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(RUN_DIR / "cni" / n)}}],
-                "run_dir": str(RUN_DIR / n), "log_dir": str(self.logs / n), "image_map": image_map,
-                "dns_ip": DNS_IP, "cluster_domain": "cluster.local",
-                "default_env": {"KUBERNETES_SERVICE_HOST": KUBERNETES_SVC_IP, "KUBERNETES_SERVICE_PORT": "443",
-                                "KUBERNETES_SERVICE_PORT_HTTPS": "443"},
-                "backoff_base": self.a.backoff_base, "backoff_max": 300.0,
-                "capacity": {"cpu": "2", "memory": "4Gi", "pods": "110", "ephemeral-storage": "10Gi"},
-                "version": self.version,
-            }
-            (self.logs / n).mkdir(parents=True, exist_ok=True)
-            path = RUN_DIR / f"{n}-agent.json"
-            path.write_text(json.dumps(cfg, indent=1))
-            os.chmod(path, 0o600)
-            self.start(f"{n}-node-agent", n, [sys.executable, str(HERE / "node_agent.py"), str(path)])
-        wait_until("every node Ready (node agents posting status)", lambda: all(
-            any(c["type"] == "Ready" and c["status"] == "True" for c in (self.get(f"/api/v1/nodes/{n}")
-                                                                      .get("status") or {}).get("conditions") or [])
-            for n in NODES), 30)
-
     def kube_proxies(self) -> None:
         mode = self.a.kube_proxy_mode
         for n in NODES:
@@ -595,7 +581,7 @@ class Lab:
     def components_running(self) -> dict[str, Any]:
         """Which real components run right now (their processes), for the report."""
         res: dict[str, Any] = {}
-        per_node = ["kube-proxy", "kubelet", "containerd"] if self.real else ["kube-proxy"]
+        per_node = ["kube-proxy", "kubelet", "containerd"]
         for name in ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
                      *[f"{n}-{c}" for n in NODES for c in per_node]]:
             p = self.procs.get(name)
@@ -604,6 +590,13 @@ class Lab:
         res["coredns (pod)"] = any(line.startswith("/coredns -conf") for line in ps)
         if self.real:
             res["containerd-shim-runc-v2 (pod sandboxes)"] = any("containerd-shim-runc-v2" in line for line in ps)
+            # the pods' processes, under runc, with the uid of their image and securityContext
+            uids = run(["ps", "-eo", "uid=,args="], check=False).stdout.splitlines()
+            for binary, uid in (("/usr/local/bin/trace-sink", "65532"), ("/usr/local/bin/trace-gen", "65532"),
+                                ("/otelcol-trace-lab", "10001")):
+                res[f"{binary} (pod, uid {uid})"] = any(
+                    line.split(None, 1)[0] == uid and line.split(None, 1)[1].startswith(binary)
+                    for line in uids if len(line.split(None, 1)) == 2)
         return res
 
 
@@ -624,21 +617,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("command", nargs="?", default="run", choices=["run", "cleanup", "dump-rules"])
     p.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=REPO / "target" / "lab")
-    p.add_argument("--trace-gen", type=Path, default=REPO / "target" / "release" / "trace-gen")
-    p.add_argument("--trace-sink", type=Path, default=REPO / "target" / "release" / "trace-sink")
-    p.add_argument("--collector", type=Path, default=REPO / "deploy" / "collector" / "build" / "otelcol-trace-lab")
     p.add_argument("--kube-bin", type=Path, default=REPO / "deploy" / "kube" / "build" / "bin")
     p.add_argument("--cni-bin", default="/usr/lib/cni")
-    p.add_argument("--kubelet", choices=["emulated", "real"], default="emulated",
-                   help="the nodes' kubelet: emulated (deploy/lab/node_agent.py, the default for now) or real "
-                        "(the kubelet with containerd and runc per node, the pods run the images)")
     p.add_argument("--no-proofs", action="store_true",
-                   help="--kubelet real: skip the kubelet proofs (a root image refused, a liveness restart)")
+                   help="skip the kubelet proofs (a root image refused, a liveness restart)")
     p.add_argument("--images-env", type=Path, default=REPO / "target" / "images" / "images.env",
-                   help="--kubelet real: the images deploy/images/build.sh --lab built (its images.env)")
+                   help="the images deploy/images/build.sh --lab built (its images.env)")
     p.add_argument("--kube-proxy-mode", choices=["nftables", "iptables"], default="nftables")
-    p.add_argument("--backoff-base", type=float, default=10.0,
-                   help="CrashLoopBackOff's first delay, seconds (kubelet: 10; doubles up to 300)")
     p.add_argument("--within", default="20s", help="verify.sh --within (default 20s)")
     p.add_argument("--hold", default="10s", help="verify.sh --hold (default 10s)")
     p.add_argument("--settle", default="3", help="verify.sh --settle, seconds (default 3)")
@@ -674,8 +659,8 @@ def manifest_image(path: Path) -> str:
 
 
 def node_runtime(a: argparse.Namespace) -> dict[str, str] | None:
-    """The versions of the node software (real kubelet only)."""
-    if getattr(a, "kubelet", "emulated") != "real":
+    """The versions of the node software."""
+    if not hasattr(a, "kube_bin"):
         return None
     out: dict[str, str] = {}
     for name, cmd in (("kubelet", [str(a.kube_bin / "kubelet"), "--version"]), ("containerd", ["containerd", "--version"]),
@@ -714,15 +699,12 @@ def main(argv: list[str]) -> int:
     except LabError as exc:
         print(f"lab.py: {exc}", file=sys.stderr)
         return 2
-    needed = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "coredns", "kubectl"]
-    if a.kubelet == "real":
-        needed.append("kubelet")
-        for cmd in ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "buildah"):
-            if not shutil.which(cmd):
-                print(f"lab.py: {cmd} is missing; deploy/lab/run.sh installs it", file=sys.stderr)
-                return 2
-    binaries = [] if a.kubelet == "real" else [a.trace_gen, a.trace_sink, a.collector]
-    for path in (*binaries, *(a.kube_bin / t for t in needed)):
+    for cmd in ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "buildah"):
+        if not shutil.which(cmd):
+            print(f"lab.py: {cmd} is missing; deploy/lab/run.sh installs it", file=sys.stderr)
+            return 2
+    for path in (a.kube_bin / t for t in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
+                                          "kube-proxy", "kubelet", "coredns", "kubectl")):
         if not os.access(path, os.X_OK):
             print(f"lab.py: {path} is missing; deploy/lab/run.sh builds it", file=sys.stderr)
             return 2
@@ -853,7 +835,7 @@ def write_results(a: argparse.Namespace, lab: Lab, started: str, runs: list[tupl
     result = {
         "schema": "trace-lab/results/v2", "started": started, "duration_seconds": round(time.monotonic() - T0, 1),
         "pass": passed, "error": error, "kubernetes_version": lab.version, "kube_proxy_mode": a.kube_proxy_mode,
-        "kubelet": getattr(a, "kubelet", "emulated"), "node_runtime": node_runtime(a),
+        "kubelet": "real", "node_runtime": node_runtime(a),
         "verify_exit_code": None if not codes or None in codes else max(codes),
         "components_running_at_the_verdict": components,
         "runs": run_rows,

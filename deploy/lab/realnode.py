@@ -3,7 +3,7 @@ namespace, its own containerd (Debian's 1.6 package, with runc) and the real
 kubelet of the control plane's release, registered under the node's own
 identity (system:node:<name>: the Node authorizer and NodeRestriction apply).
 
-    used by deploy/lab/lab.py (`--kubelet real`)
+    used by deploy/lab/lab.py
 
 Per node NODE (all paths removed by `cleanup`):
 

@@ -1,7 +1,7 @@
 """Tests of deploy/lab/realnode.py's parts that need no root: the containerd and
 kubelet configuration per node (the settings this machine kind needs), image
 names as containerd's CRI stores them, the cgroups made and removed depth-first.
-The nodes as a whole run in the lab (`sudo deploy/lab/run.sh --kubelet real`)."""
+The nodes as a whole run in the lab (`sudo deploy/lab/run.sh`)."""
 
 from __future__ import annotations
 
@@ -124,13 +124,6 @@ def test_kernel_tunables_the_kubelet_changes_are_restored(tmp_path, monkeypatch)
     assert not (tmp_path / "saved.json").exists()
 
 
-def test_command_line_selects_the_kubelet():
-    assert lab.parse_args([]).kubelet == "emulated"
-    assert lab.parse_args(["--kubelet", "real"]).kubelet == "real"
-    with pytest.raises(SystemExit):
-        lab.parse_args(["--kubelet", "fake"])
-
-
 @pytest.mark.parametrize("proof_passed", [True, False])
 def test_results_pass_only_if_every_kubelet_proof_passed(tmp_path, proof_passed):
     steps = [{"step": 1, "key": "all-up", "title": "t", "pass": True, "verdict": "PASS"}]
@@ -143,4 +136,4 @@ def test_results_pass_only_if_every_kubelet_proof_passed(tmp_path, proof_passed)
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["pass"] is proof_passed and [p["name"] for p in res["kubelet_proofs"]] == ["root-refused",
                                                                                          "liveness-restart"]
-    assert res["kubelet"] == "emulated" and res["node_runtime"] is None
+    assert res["kubelet"] == "real"
