@@ -29,18 +29,29 @@
 # target/images/images.env (TRACE_GEN_IMAGE=..., TRACE_SINK_IMAGE=...,
 # AGENT_IMAGE=...), for the lab and the tests.
 #
-# Usage: deploy/images/build.sh [--no-agent]
+# With --lab, also the two images only the lab's nodes need (deploy/lab):
+#
+#   localhost/coredns:VERSION   deploy/images/coredns.Containerfile, the CoreDNS
+#                               binary of deploy/kube/build.sh (VERSION: its pin)
+#   localhost/pause:lab         deploy/images/pause.Containerfile, Debian's
+#                               busybox-static (/bin/busybox)
+#
+# and records them as COREDNS_IMAGE and PAUSE_IMAGE.
+#
+# Usage: deploy/images/build.sh [--no-agent] [--lab]
 # Needs root, buildah, debootstrap (for the stand-in), cargo/rustup with the
-# Dockerfile's Rust version, go (for the collector).
+# Dockerfile's Rust version, go (for the collector and CoreDNS).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 here="$repo/deploy/images"
 cd "$repo"
 
 agent=1
+lab=0
 for arg in "$@"; do
   case "$arg" in
     --no-agent) agent=0 ;;
+    --lab) lab=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "build.sh: unknown argument $arg (see --help)" >&2; exit 2 ;;
   esac
@@ -182,32 +193,58 @@ for target in trace-gen trace-sink; do
   log "$image built after $(elapsed)"
 done
 
+# ---------------------------------------------------------------- small images
+# An image of one static binary: IMAGE CONTAINERFILE NAME-IN-CONTEXT FILE [VERSION].
+# Rebuilt only when the binary or the Containerfile changed (label
+# trace-gen-sink.inputs).
+context=""
+trap 'if [[ -n "$context" ]]; then rm -rf "$context"; fi' EXIT
+one_binary_image() {
+  local image="$1" file="$2" name="$3" binary="$4" version="${5:-unknown}" inputs previous
+  inputs="$({ sha256sum <"$binary"; sha256sum "$file"; echo "$version"; } | sha256sum | cut -c1-16)"
+  if [[ "$(label_of "$image" trace-gen-sink.inputs)" == "$inputs" ]]; then
+    log "$image is up to date"
+    return 0
+  fi
+  log "building $image ($file)"
+  previous="$(buildah inspect --type image --format '{{.FromImageID}}' "$image" 2>/dev/null || true)"
+  context="$(mktemp -d "${TMPDIR:-/tmp}/image-context.XXXXXX")"
+  cp "$binary" "$context/$name"
+  buildah bud --quiet \
+    --file "$file" \
+    --build-arg "VERSION=$version" \
+    --label "trace-gen-sink.inputs=$inputs" \
+    --tag "$image" \
+    "$context" >/dev/null
+  rm -rf "$context"
+  context=""
+  if [[ -n "$previous" && "$previous" != "$(buildah inspect --type image --format '{{.FromImageID}}' "$image")" ]]; then
+    buildah rmi "$previous" >/dev/null 2>&1 || true
+  fi
+  log "$image built after $(elapsed)"
+}
+
 # ---------------------------------------------------------------- the agent
 if ((agent)); then
   collector="$(bash deploy/collector/build.sh)"
   agent_version="$(sed -n 's/^ *version: *//p' deploy/collector/builder-config.yaml | head -n1)"
   image="localhost/otelcol-trace-lab:$agent_version"
   images+=("$image")
-  inputs_agent="$({ sha256sum <"$collector"; sha256sum "$here/agent.Containerfile"; } | sha256sum | cut -c1-16)"
-  if [[ "$(label_of "$image" trace-gen-sink.inputs)" == "$inputs_agent" ]]; then
-    log "$image is up to date"
-  else
-    log "building $image (deploy/images/agent.Containerfile)"
-    previous="$(buildah inspect --type image --format '{{.FromImageID}}' "$image" 2>/dev/null || true)"
-    context="$(mktemp -d "${TMPDIR:-/tmp}/agent-context.XXXXXX")"
-    trap 'rm -rf "$context"' EXIT
-    cp "$collector" "$context/otelcol-trace-lab"
-    buildah bud --quiet \
-      --file "$here/agent.Containerfile" \
-      --build-arg "VERSION=$agent_version" \
-      --label "trace-gen-sink.inputs=$inputs_agent" \
-      --tag "$image" \
-      "$context" >/dev/null
-    if [[ -n "$previous" && "$previous" != "$(buildah inspect --type image --format '{{.FromImageID}}' "$image")" ]]; then
-    buildah rmi "$previous" >/dev/null 2>&1 || true
-  fi
-    log "$image built after $(elapsed)"
-  fi
+  one_binary_image "$image" "$here/agent.Containerfile" otelcol-trace-lab "$collector" "$agent_version"
+fi
+
+# ---------------------------------------------------------------- the lab's CoreDNS and pause
+if ((lab)); then
+  [[ -x /bin/busybox ]] && /bin/busybox --help 2>&1 | grep -q '^BusyBox' || {
+    log "/bin/busybox is required for the pause image (apt-get install busybox-static)"
+    exit 2
+  }
+  kube_bin="$(bash deploy/kube/build.sh)"
+  coredns_version="$(sed -n 's/^COREDNS_VERSION=//p' deploy/kube/versions.env)"
+  coredns_image="localhost/coredns:$coredns_version"
+  images+=("$coredns_image" "localhost/pause:lab")
+  one_binary_image "$coredns_image" "$here/coredns.Containerfile" coredns "$kube_bin/coredns" "$coredns_version"
+  one_binary_image localhost/pause:lab "$here/pause.Containerfile" busybox /bin/busybox
 fi
 
 # ---------------------------------------------------------------- record
@@ -216,6 +253,10 @@ fi
   echo "TRACE_GEN_IMAGE=${images[0]}"
   echo "TRACE_SINK_IMAGE=${images[1]}"
   if ((agent)); then echo "AGENT_IMAGE=${images[2]}"; fi
+  if ((lab)); then
+    echo "COREDNS_IMAGE=$coredns_image"
+    echo "PAUSE_IMAGE=localhost/pause:lab"
+  fi
 } >target/images/images.env
 for image in "${images[@]}"; do
   log "$(buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' "$image" | head -n1)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the real Kubernetes components the lab runs, from their official Go
 # modules, once: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# kube-proxy, kubectl and CoreDNS. Binaries are cached under deploy/kube/build/bin,
+# kube-proxy, kubelet, kubectl and CoreDNS. Binaries are cached under deploy/kube/build/bin,
 # each with a stamp: a binary is rebuilt only when versions.env or `recipe`
 # below changes (bump it when a build command here changes), and a binary that
 # is missing is built alone. Prints the bin directory on stdout; progress goes
@@ -15,16 +15,31 @@
 # refused. A module of our own requires k8s.io/kubernetes and replaces each
 # staging module with its published v0.Y.Z of the same release.
 # First build: about 10-15 minutes on 2 cores with cold Go caches.
+#
+# The Kubernetes release is a knob: KUBERNETES_VERSION=v1.35.4 in the
+# environment builds that release instead of the pin in versions.env (the
+# staging modules of the same release, v0.35.4), into build/v1.35.4/bin, so
+# switching back and forth rebuilds nothing; the pinned release stays in build/bin.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+override="${KUBERNETES_VERSION:-}"
 # shellcheck source=SCRIPTDIR/versions.env
 source "$here/versions.env"
 out="$here/build"
 bin="$out/bin"
 recipe=2
 want="$( (cat "$here/versions.env"; echo "recipe=$recipe") | sha256sum | cut -d' ' -f1)"
-tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl coredns)
-k8s_tools=(kube-proxy kube-apiserver kube-controller-manager kube-scheduler kubectl)
+if [[ -n "$override" && "$override" != "$KUBERNETES_VERSION" ]]; then
+  [[ "$override" =~ ^v1\.[0-9]+\.[0-9]+$ ]] || {
+    echo "kube/build.sh: KUBERNETES_VERSION must look like v1.35.4 (got '$override')" >&2
+    exit 2
+  }
+  KUBERNETES_VERSION="$override"
+  bin="$out/$override/bin"
+  want="$( (cat "$here/versions.env"; echo "recipe=$recipe"; echo "override=$override") | sha256sum | cut -d' ' -f1)"
+fi
+tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubectl coredns)
+k8s_tools=(kube-proxy kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 
 if ! command -v go >/dev/null 2>&1; then
   echo "kube/build.sh: Go is required (https://go.dev/doc/install)" >&2
@@ -43,6 +58,7 @@ export GOFLAGS="-trimpath" CGO_ENABLED=0
 kv="$KUBERNETES_VERSION"          # v1.34.2
 sv="v0.${kv#v1.}"                 # v0.34.2: the staging modules' tag of the same release
 k8s="$out/src/kubernetes"
+[[ "$bin" == "$out/bin" ]] || k8s="$out/src/kubernetes-$kv"
 mkdir -p "$k8s"
 if need "${k8s_tools[@]}"; then
 echo "kube/build.sh: Kubernetes $kv (staging modules $sv), about 10 minutes the first time" >&2
@@ -72,6 +88,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-proxy"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO

@@ -11,7 +11,10 @@ lab-hub), one kube-proxy per node in the node's network namespace (nftables or
 iptables mode), CoreDNS as a pod behind the kube-dns Service, the reference CNI
 plugins (ptp, host-local, loopback), the project's manifests applied with
 kubectl, the agents (OpenTelemetry Collector), trace-gen and trace-sink.
-Emulated: the kubelet, by deploy/lab/node_agent.py (see its docstring).
+Per node, in its namespace: the real kubelet with its own containerd (Debian's),
+runc and the reference CNI plugins; the pods run the images built by
+deploy/images/build.sh --lab (deploy/lab/realnode.py). What differs from a
+production node: docs/lab-vs-production.md.
 The scenarios are deploy/verify.sh's, run with KUBECONFIG pointing at the lab
 and a service account bound to deploy/verify-rbac; the lab only adds a hook that
 saves every node's kube-proxy rules at each check. verify.sh runs once per
@@ -32,13 +35,16 @@ import argparse
 import contextlib
 import ctypes
 import fcntl
+import http.client
 import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.parse
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -46,7 +52,7 @@ from typing import Any, Callable
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
-from kubeapi import Api, ApiError  # noqa: E402
+import realnode  # noqa: E402
 
 NODES = ["node-1", "node-2", "node-3"]
 HUB_NS = "lab-hub"
@@ -59,10 +65,8 @@ SERVICE_CIDR = "198.19.0.0/16"
 KUBERNETES_SVC_IP = "198.19.0.1"
 DNS_IP = "198.19.0.10"
 API_PORT = 6443
-KUBELET_PORT = 10250
 RUN_DIR = Path("/run/trace-gen-sink-lab")
 LOCK_FILE = Path("/run/trace-gen-sink-lab.lock")
-POD_NETNS_PREFIX = "lab-pod-"
 
 T0 = time.monotonic()
 _log_file: Any = None
@@ -92,6 +96,42 @@ def run(cmd: list[str], check: bool = True, timeout: float = 60, input: str | No
     return res
 
 
+# --------------------------------------------------------------------------- API
+class ApiError(Exception):
+    def __init__(self, status: int, body: str, method: str, path: str):
+        self.status = status
+        msg = body
+        with contextlib.suppress(ValueError, AttributeError):
+            msg = json.loads(body).get("message", body)
+        super().__init__(f"{method} {path}: HTTP {status}: {msg}")
+
+
+class Api:
+    """The few reads lab.py makes of the API server (bearer token, TLS verified
+    against the lab's CA); everything the lab changes goes through kubectl."""
+
+    def __init__(self, server: str, token: str, ca_file: str, timeout: float = 10.0):
+        u = urllib.parse.urlsplit(server)
+        self.host, self.port = u.hostname or "", u.port or 443
+        self.token, self.timeout = token, timeout
+        self.ctx = ssl.create_default_context(cafile=ca_file)
+
+    def raw(self, path: str) -> tuple[int, str]:
+        conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=self.timeout)
+        try:
+            conn.request("GET", path, headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json"})
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode(errors="replace")
+        finally:
+            conn.close()
+
+    def get(self, path: str) -> Any:
+        status, body = self.raw(path)
+        if status >= 300:
+            raise ApiError(status, body, "GET", path)
+        return json.loads(body) if body else None
+
+
 # --------------------------------------------------------------------------- lock
 def take_lock(out: Path) -> Any:
     """One lab at a time: a second run refuses at once and names the running one."""
@@ -115,7 +155,7 @@ def take_lock(out: Path) -> Any:
 def lab_namespaces() -> list[str]:
     out = run(["ip", "netns", "list"], check=False).stdout
     names = [line.split()[0] for line in out.splitlines() if line.strip()]
-    return [n for n in names if n in (HUB_NS, *NODES) or n.startswith(POD_NETNS_PREFIX)]
+    return [n for n in names if n in (HUB_NS, *NODES)]
 
 
 def _alive(pid: int) -> bool:
@@ -127,9 +167,11 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def remove_leftovers(quiet: bool = False) -> None:
-    """Kill every process in the lab's namespaces, delete the namespaces (veths, bridge,
-    nftables/iptables rules go with them) and the run directory. Idempotent."""
+def remove_leftovers(quiet: bool = False, logs: Path | None = None) -> None:
+    """Kill every process in the lab's namespaces and cgroups (kubelets, containerd,
+    its shims, the containers), unmount what is mounted under the lab's
+    directories, delete the namespaces (veths, bridge, nftables/iptables rules go
+    with them), the cgroups and the directories. Idempotent."""
     present = lab_namespaces()
     pids: set[int] = set()
     for ns in present:
@@ -145,11 +187,14 @@ def remove_leftovers(quiet: bool = False) -> None:
         pids = {p for p in pids if _alive(p)}
         if not pids:
             break
+    # the real nodes' containers (in the lab's cgroups), mounts, cgroups, disk state
+    left = realnode.cleanup_host(logs)
     for ns in present:
         run(["ip", "netns", "del", ns], check=False)
-    if RUN_DIR.exists():
-        # bind mounts of finished containers live in their own mount namespaces; nothing is mounted here
+    if RUN_DIR.exists() and not realnode.lab_mounts():
         shutil.rmtree(RUN_DIR, ignore_errors=True)
+    if left and not quiet:
+        log(f"could not remove: {', '.join(left)}")
     if present and not quiet:
         log(f"removed namespaces: {', '.join(present)}")
 
@@ -190,8 +235,8 @@ class Proc:
         self.log_path = logs / f"{name}.log"
         out = open(self.log_path, "ab")
         base = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": "/root", "LANG": "C.UTF-8"}
-        # nsenter, not `ip netns exec`: only the network namespace changes, so the
-        # namespaces the node agents add for pods are visible (and removable) here too
+        # nsenter, not `ip netns exec`: only the network namespace changes; `ip netns
+        # exec` remounts /sys, and the kubelet needs the machine's /sys/fs/cgroup
         self.popen = subprocess.Popen(["nsenter", f"--net=/run/netns/{ns}", "--", *cmd], env={**base, **(env or {})},
                                       stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                       process_group=0, preexec_fn=lambda: libc.prctl(1, signal.SIGTERM, 0, 0, 0))
@@ -269,6 +314,8 @@ class Lab:
         self.api: Api | None = None
         self.kubectl = str(a.kube_bin / "kubectl")
         self.verify: subprocess.Popen | None = None
+        self.real: realnode.RealNodes | None = None
+        self.proofs: list[dict[str, Any]] = []
 
     def start(self, name: str, ns: str, cmd: list[str], env: dict[str, str] | None = None) -> Proc:
         p = Proc(name, ns, cmd, self.logs, env)
@@ -312,7 +359,8 @@ class Lab:
             f"--service-account-key-file={self.pki / 'sa.pub'}",
             f"--service-account-signing-key-file={self.pki / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--kubelet-preferred-address-types=InternalIP",
-            f"--kubelet-certificate-authority={ca}", "--profiling=false", "--v=1"])
+            f"--kubelet-certificate-authority={ca}", f"--kubelet-client-certificate={self.pki / 'apiserver.crt'}",
+            f"--kubelet-client-key={self.pki / 'apiserver.key'}", "--profiling=false", "--v=1"])
         self.api = Api(f"https://{HUB_IP}:{API_PORT}", tok["admin"], str(ca))
         api = self.api
 
@@ -341,51 +389,154 @@ class Lab:
                 libc.setns(own.fileno(), 0x40000000)
 
     def nodes(self) -> None:
-        assert self.api
-        for n in NODES:
-            body = {"apiVersion": "v1", "kind": "Node",
-                    "metadata": {"name": n, "labels": {"kubernetes.io/hostname": n, "kubernetes.io/os": "linux",
-                                                       "kubernetes.io/arch": "amd64"}},
-                    "spec": {"podCIDR": POD_CIDR[n], "podCIDRs": [POD_CIDR[n]]}}
-            with self.in_hub():
-                self.api.request("POST", "/api/v1/nodes", body)
-        image_map = [
-            {"repository": "trace-gen", "path": "/usr/local/bin/trace-gen", "binary": str(self.a.trace_gen),
-             "entrypoint": ["/usr/local/bin/trace-gen"]},
-            {"repository": "trace-sink", "path": "/usr/local/bin/trace-sink", "binary": str(self.a.trace_sink),
-             "entrypoint": ["/usr/local/bin/trace-sink"]},
-            {"repository": "opentelemetry-collector-contrib", "path": "/otelcol-contrib", "binary": str(self.a.collector),
-             "entrypoint": ["/otelcol-contrib"]},
-            {"repository": "coredns", "path": "/coredns", "binary": str(self.a.kube_bin / "coredns"),
-             "entrypoint": ["/coredns"]},
+        self.real_nodes()
+        self.kube_proxies()
+
+    def real_nodes(self) -> None:
+        """Per node: containerd + runc + the reference CNI plugins and the real
+        kubelet (deploy/lab/realnode.py), the images imported into containerd."""
+        images = read_images_env(self.a.images_env)
+        rn = realnode.RealNodes(NODES, NODE_IP, POD_CIDR, self.a.kube_bin, self.a.cni_bin, self.pki, DNS_IP,
+                                self.logs, log, self.start)
+        self.real = rn
+        log("containerd per node (Debian's containerd, runc; CNI ptp + host-local + loopback)")
+        rn.containerd(images["PAUSE_IMAGE"])
+        wanted = {
+            images["TRACE_GEN_IMAGE"]: ["trace-gen:" + images["TRACE_GEN_IMAGE"].rsplit(":", 1)[1]],
+            images["TRACE_SINK_IMAGE"]: ["trace-sink:" + images["TRACE_SINK_IMAGE"].rsplit(":", 1)[1]],
+            images["AGENT_IMAGE"]: [manifest_image(REPO / "deploy" / "agent" / "daemonset.yaml")],
+            images["COREDNS_IMAGE"]: [manifest_image(HERE / "coredns" / "coredns.yaml")],
+            images["PAUSE_IMAGE"]: [images["PAUSE_IMAGE"]],
+        }
+        t = time.monotonic()
+        rn.import_images(wanted, self.out.parent / "images" / "oci")
+        log(f"images imported into every node's containerd ({time.monotonic() - t:.0f}s): "
+            + ", ".join(f"{names[0]} ({img})" for img, names in wanted.items()))
+        log("kubelet per node, one after the other (registers its Node as system:node:<name>)")
+
+        def ready(n: str) -> bool:
+            node = self.get_or_none(f"/api/v1/nodes/{n}")
+            conds = ((node or {}).get("status") or {}).get("conditions") or []
+            return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+        def started(n: str) -> None:
+            deadline = time.monotonic() + 60
+            while not ready(n):
+                if not self.procs[f"{n}-kubelet"].alive():
+                    raise LabError(f"the kubelet of {n} exited (logs/{n}-kubelet.log)")
+                if time.monotonic() > deadline:
+                    raise LabError(f"{n} not Ready 60s after its kubelet started (logs/{n}-kubelet.log)")
+                time.sleep(0.3)
+            log(f"{n} Ready")
+        rn.kubelets(self.tokens, f"https://{HUB_IP}:{API_PORT}", started)
+
+    def get_or_none(self, path: str) -> Any:
+        try:
+            return self.get(path)
+        except ApiError:
+            return None
+
+    def remove_pods(self) -> None:
+        """Real nodes: the pods removed by their kubelets (containers stopped,
+        sandboxes and their network torn down through CNI), before the kubelets
+        stop. The controllers are stopped first so that nothing comes back."""
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            if name in self.procs:
+                self.procs[name].stop(5)
+        if not all(self.procs.get(f"{n}-kubelet") and self.procs[f"{n}-kubelet"].alive() for n in NODES):
+            return
+        log("removing every pod through the kubelets (at most 60s)")
+        self.k("delete", "pods", "--all", "--all-namespaces", "--grace-period=2", "--wait=true", "--timeout=60s",
+               check=False, timeout=70)
+
+    def kubelet_proofs(self) -> list[dict[str, Any]]:
+        """Two pods whose fate only a real kubelet decides.
+        root-refused: an image that runs as root (CoreDNS's, no USER) under
+        `runAsNonRoot: true` must be refused (CreateContainerConfigError) and the
+        pod reported not Ready. liveness-restart: a container whose liveness
+        probe always fails must be killed and restarted by the kubelet, with its
+        own back-off (CrashLoopBackOff, a delay of at least 5 s before a start)."""
+        ns = "lab-proofs"
+        coredns_image = manifest_image(HERE / "coredns" / "coredns.yaml")
+        pause_image = read_images_env(self.a.images_env)["PAUSE_IMAGE"]
+        pods = [
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root-refused", "namespace": ns},
+             "spec": {"securityContext": {"runAsNonRoot": True}, "terminationGracePeriodSeconds": 1,
+                      "containers": [{"name": "c", "image": coredns_image, "imagePullPolicy": "Never",
+                                      "args": ["-conf", "/dev/null"]}]}},
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "liveness-restart", "namespace": ns},
+             "spec": {"terminationGracePeriodSeconds": 1,
+                      "containers": [{"name": "c", "image": pause_image, "imagePullPolicy": "Never",
+                                      "livenessProbe": {"tcpSocket": {"port": 9}, "periodSeconds": 1,
+                                                        "failureThreshold": 1, "timeoutSeconds": 1}}]}},
         ]
-        for n in NODES:
-            cfg = {
-                "node": n, "node_ip": NODE_IP[n], "pod_cidr": POD_CIDR[n], "server": f"https://{HUB_IP}:{API_PORT}",
-                "token": self.tokens[n], "ca_file": str(self.pki / "ca.crt"),
-                "serving_cert": str(self.pki / "kubelet.crt"), "serving_key": str(self.pki / "kubelet.key"),
-                "kubelet_port": KUBELET_PORT, "cni_bin": self.a.cni_bin,
-                "cni_chain": [{"cniVersion": "1.0.0", "name": "lo", "type": "loopback"},
-                              {"cniVersion": "1.0.0", "name": "lab-pods", "type": "ptp", "ipMasq": False, "mtu": 1500,
-                               "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR[n]}]],
-                                        "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(RUN_DIR / "cni" / n)}}],
-                "run_dir": str(RUN_DIR / n), "log_dir": str(self.logs / n), "image_map": image_map,
-                "dns_ip": DNS_IP, "cluster_domain": "cluster.local",
-                "default_env": {"KUBERNETES_SERVICE_HOST": KUBERNETES_SVC_IP, "KUBERNETES_SERVICE_PORT": "443",
-                                "KUBERNETES_SERVICE_PORT_HTTPS": "443"},
-                "backoff_base": self.a.backoff_base, "backoff_max": 300.0,
-                "capacity": {"cpu": "2", "memory": "4Gi", "pods": "110", "ephemeral-storage": "10Gi"},
-                "version": self.version,
-            }
-            (self.logs / n).mkdir(parents=True, exist_ok=True)
-            path = RUN_DIR / f"{n}-agent.json"
-            path.write_text(json.dumps(cfg, indent=1))
-            os.chmod(path, 0o600)
-            self.start(f"{n}-node-agent", n, [sys.executable, str(HERE / "node_agent.py"), str(path)])
-        wait_until("every node Ready (node agents posting status)", lambda: all(
-            any(c["type"] == "Ready" and c["status"] == "True" for c in (self.get(f"/api/v1/nodes/{n}")
-                                                                      .get("status") or {}).get("conditions") or [])
-            for n in NODES), 30)
+        log("kubelet proofs: a root image under runAsNonRoot (refused?), a failing liveness probe (restarted with "
+            "back-off?)")
+        self.k("create", "namespace", ns)
+        # pods are admitted only once the namespace's default ServiceAccount exists
+        wait_until(f"the ServiceAccount {ns}/default", lambda: bool(self.get_or_none(
+            f"/api/v1/namespaces/{ns}/serviceaccounts/default")), 30)
+        self.k("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": pods}))
+        results: list[dict[str, Any]] = []
+
+        def status(name: str) -> dict[str, Any]:
+            return self.get(f"/api/v1/namespaces/{ns}/pods/{name}").get("status") or {}
+
+        def container(st: dict[str, Any]) -> dict[str, Any]:
+            return (st.get("containerStatuses") or [{}])[0]
+
+        def not_ready(st: dict[str, Any]) -> bool:
+            return any(c["type"] == "Ready" and c["status"] == "False" for c in st.get("conditions") or [])
+
+        seen: dict[str, Any] = {}
+
+        def refused() -> bool:
+            st = status("root-refused")
+            w = (container(st).get("state") or {}).get("waiting") or {}
+            seen["root-refused"] = w
+            return w.get("reason") == "CreateContainerConfigError" and not_ready(st)
+        try:
+            wait_until("the root image to be refused", refused, 60)
+            ok, why = True, seen["root-refused"].get("message", "")
+        except LabError as exc:
+            ok, why = False, f"{exc}; last waiting state {seen.get('root-refused')}"
+        results.append({"name": "root-refused", "pass": ok,
+                        "expected": "CreateContainerConfigError, pod not Ready", "detail": why})
+
+        starts: dict[int, tuple[str, str]] = {}  # restartCount -> (previous run finished, this run started)
+        backoff_seen = []
+
+        def restarted() -> bool:
+            c = container(status("liveness-restart"))
+            state, last = c.get("state") or {}, c.get("lastState") or {}
+            if ((state.get("waiting") or {}).get("reason")) == "CrashLoopBackOff":
+                backoff_seen.append(True)
+            n = c.get("restartCount") or 0
+            if n and "running" in state and "terminated" in last:
+                starts[n] = (last["terminated"].get("finishedAt", ""), state["running"].get("startedAt", ""))
+                seen["liveness"] = last["terminated"]
+            return n >= 3 and 3 in starts
+        try:
+            wait_until("three restarts by the liveness probe", restarted, 120, interval=0.5)
+            gaps = {n: (datetime.fromisoformat(b.replace("Z", "+00:00")) - datetime.fromisoformat(
+                a.replace("Z", "+00:00"))).total_seconds() for n, (a, b) in starts.items() if a and b}
+            killed = seen["liveness"].get("exitCode") in (137, 143)
+            # the kubelet restarts a liveness-killed container at once a few times, then
+            # its back-off holds it (CrashLoopBackOff) before the next start
+            ok = bool(backoff_seen) and killed and max(gaps.values(), default=0) >= 5
+            why = (f"restart delays {', '.join(f'{g:.0f}s' for g in (gaps[n] for n in sorted(gaps)))}; "
+                   f"CrashLoopBackOff seen: {bool(backoff_seen)}; last exit code {seen['liveness'].get('exitCode')}")
+        except LabError as exc:
+            ok, why = False, f"{exc}; restarts seen {starts}"
+        results.append({"name": "liveness-restart", "pass": ok,
+                        "expected": "killed (137/143), restarted 3 times, CrashLoopBackOff and a back-off delay >= 5s",
+                        "detail": why})
+        self.k("delete", "namespace", ns, "--wait=false", check=False)
+        for r in results:
+            log(f"kubelet proof {r['name']}: {'PASS' if r['pass'] else 'FAIL'} ({r['detail']})")
+        return results
+
+    def kube_proxies(self) -> None:
         mode = self.a.kube_proxy_mode
         for n in NODES:
             conf = RUN_DIR / f"{n}-kube-proxy.yaml"
@@ -430,12 +581,22 @@ class Lab:
     def components_running(self) -> dict[str, Any]:
         """Which real components run right now (their processes), for the report."""
         res: dict[str, Any] = {}
+        per_node = ["kube-proxy", "kubelet", "containerd"]
         for name in ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
-                     *[f"{n}-kube-proxy" for n in NODES]]:
+                     *[f"{n}-{c}" for n in NODES for c in per_node]]:
             p = self.procs.get(name)
             res[name] = bool(p and p.alive())
         ps = run(["ps", "-eo", "args"], check=False).stdout.splitlines()
         res["coredns (pod)"] = any(line.startswith("/coredns -conf") for line in ps)
+        if self.real:
+            res["containerd-shim-runc-v2 (pod sandboxes)"] = any("containerd-shim-runc-v2" in line for line in ps)
+            # the pods' processes, under runc, with the uid of their image and securityContext
+            uids = run(["ps", "-eo", "uid=,args="], check=False).stdout.splitlines()
+            for binary, uid in (("/usr/local/bin/trace-sink", "65532"), ("/usr/local/bin/trace-gen", "65532"),
+                                ("/otelcol-trace-lab", "10001")):
+                res[f"{binary} (pod, uid {uid})"] = any(
+                    line.split(None, 1)[0] == uid and line.split(None, 1)[1].startswith(binary)
+                    for line in uids if len(line.split(None, 1)) == 2)
         return res
 
 
@@ -456,14 +617,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("command", nargs="?", default="run", choices=["run", "cleanup", "dump-rules"])
     p.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=REPO / "target" / "lab")
-    p.add_argument("--trace-gen", type=Path, default=REPO / "target" / "release" / "trace-gen")
-    p.add_argument("--trace-sink", type=Path, default=REPO / "target" / "release" / "trace-sink")
-    p.add_argument("--collector", type=Path, default=REPO / "deploy" / "collector" / "build" / "otelcol-trace-lab")
     p.add_argument("--kube-bin", type=Path, default=REPO / "deploy" / "kube" / "build" / "bin")
     p.add_argument("--cni-bin", default="/usr/lib/cni")
+    p.add_argument("--no-proofs", action="store_true",
+                   help="skip the kubelet proofs (a root image refused, a liveness restart)")
+    p.add_argument("--images-env", type=Path, default=REPO / "target" / "images" / "images.env",
+                   help="the images deploy/images/build.sh --lab built (its images.env)")
     p.add_argument("--kube-proxy-mode", choices=["nftables", "iptables"], default="nftables")
-    p.add_argument("--backoff-base", type=float, default=10.0,
-                   help="CrashLoopBackOff's first delay, seconds (kubelet: 10; doubles up to 300)")
     p.add_argument("--within", default="20s", help="verify.sh --within (default 20s)")
     p.add_argument("--hold", default="10s", help="verify.sh --hold (default 10s)")
     p.add_argument("--settle", default="3", help="verify.sh --settle, seconds (default 3)")
@@ -475,6 +635,39 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a = p.parse_intermixed_args(argv)
     a.out = a.out.resolve()
     return a
+
+
+def read_images_env(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise LabError(f"{path}: {exc.strerror} (deploy/images/build.sh --lab writes it)") from None
+    env = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+    missing = [k for k in ("TRACE_GEN_IMAGE", "TRACE_SINK_IMAGE", "AGENT_IMAGE", "COREDNS_IMAGE", "PAUSE_IMAGE")
+               if not env.get(k)]
+    if missing:
+        raise LabError(f"{path} names no {', '.join(missing)} (deploy/images/build.sh --lab builds them)")
+    return env
+
+
+def manifest_image(path: Path) -> str:
+    """The image a manifest's (first) container names."""
+    for line in path.read_text().splitlines():
+        if line.strip().startswith("image:"):
+            return line.split(":", 1)[1].strip()
+    raise LabError(f"{path}: no image")
+
+
+def node_runtime(a: argparse.Namespace) -> dict[str, str] | None:
+    """The versions of the node software."""
+    if not hasattr(a, "kube_bin"):
+        return None
+    out: dict[str, str] = {}
+    for name, cmd in (("kubelet", [str(a.kube_bin / "kubelet"), "--version"]), ("containerd", ["containerd", "--version"]),
+                      ("runc", ["runc", "--version"])):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out[name] = run(cmd, check=False, timeout=10).stdout.strip().splitlines()[0]
+    return out
 
 
 def dump_rules(a: argparse.Namespace) -> int:
@@ -506,8 +699,12 @@ def main(argv: list[str]) -> int:
     except LabError as exc:
         print(f"lab.py: {exc}", file=sys.stderr)
         return 2
-    for path in (a.trace_gen, a.trace_sink, a.collector, *(a.kube_bin / t for t in (
-            "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "coredns", "kubectl"))):
+    for cmd in ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "buildah"):
+        if not shutil.which(cmd):
+            print(f"lab.py: {cmd} is missing; deploy/lab/run.sh installs it", file=sys.stderr)
+            return 2
+    for path in (a.kube_bin / t for t in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
+                                          "kube-proxy", "kubelet", "coredns", "kubectl")):
         if not os.access(path, os.X_OK):
             print(f"lab.py: {path} is missing; deploy/lab/run.sh builds it", file=sys.stderr)
             return 2
@@ -570,6 +767,8 @@ def main(argv: list[str]) -> int:
             lab.verify = None
         if not components:
             components = lab.components_running()
+        if lab.real and not a.no_proofs:
+            lab.proofs = lab.kubelet_proofs()
     except Interrupted as exc:
         error = f"interrupted ({exc})"
     except (LabError, ApiError, OSError, subprocess.TimeoutExpired) as exc:
@@ -589,10 +788,13 @@ def main(argv: list[str]) -> int:
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(lab.verify.pid, signal.SIGKILL)
+        if lab.real:
+            with contextlib.suppress(LabError, OSError, subprocess.TimeoutExpired):
+                lab.remove_pods()
         log("cleaning up: stopping every process, deleting the namespaces")
         for name in list(lab.procs)[::-1]:
             lab.procs[name].stop(5)
-        remove_leftovers(quiet=True)
+        remove_leftovers(quiet=True, logs=a.out / "logs")
         passed = write_results(a, lab, started, runs, error, components)
         if lock:
             lock.close()
@@ -626,14 +828,18 @@ def write_results(a: argparse.Namespace, lab: Lab, started: str, runs: list[tupl
                          "pass": rc == 0 and bool(steps) and all(s.get("pass") for s in steps)})
     real = all(components.values()) if components else False
     wanted = list(getattr(a, "attribution", [m for m, _ in runs]))
-    passed = (error is None and [m for m, _ in runs] == wanted and all(r["pass"] for r in run_rows) and real)
+    proofs = list(getattr(lab, "proofs", []) or [])
+    passed = (error is None and [m for m, _ in runs] == wanted and all(r["pass"] for r in run_rows) and real
+              and all(p["pass"] for p in proofs))
     codes = [rc for _, rc in runs]
     result = {
         "schema": "trace-lab/results/v2", "started": started, "duration_seconds": round(time.monotonic() - T0, 1),
         "pass": passed, "error": error, "kubernetes_version": lab.version, "kube_proxy_mode": a.kube_proxy_mode,
+        "kubelet": "real", "node_runtime": node_runtime(a),
         "verify_exit_code": None if not codes or None in codes else max(codes),
         "components_running_at_the_verdict": components,
         "runs": run_rows,
+        "kubelet_proofs": proofs,
         "scenarios": scenarios,
     }
     (a.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -643,6 +849,8 @@ def write_results(a: argparse.Namespace, lab: Lab, started: str, runs: list[tupl
         for s in scenarios:
             print(f"  [{s['run']}] {s['step']}. {s['key']}: {s['verdict']} (attribution {s.get('attribution') or '-'})"
                   f": {s.get('explanation', '')}")
+    for p in proofs:
+        print(f"  kubelet proof {p['name']}: {'PASS' if p['pass'] else 'FAIL'} (expected {p['expected']}): {p['detail']}")
     if components:
         print(f"Kubernetes {lab.version or '?'}, kube-proxy mode {a.kube_proxy_mode}; real components running at the "
               f"verdict: {', '.join(k for k, ok in components.items() if ok) or 'none'}"

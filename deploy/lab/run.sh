@@ -3,12 +3,16 @@
 # Kubernetes cluster of real components on this Linux machine, in one command.
 #
 #   sudo deploy/lab/run.sh [lab.py options...]   (deploy/lab/lab.py --help lists them)
+#   sudo KUBERNETES_VERSION=v1.35.4 deploy/lab/run.sh   (another Kubernetes release than the pin
+#                                                 in deploy/kube/versions.env; built once, cached)
 #
 # Refuses at once while another lab run is active. Checks the prerequisites
-# (installs missing Debian packages with apt-get), builds trace-gen, trace-sink,
-# the collector and the Kubernetes components (cached: a second run builds
-# nothing), then runs deploy/lab/lab.py: namespaces, control plane, kube-proxy,
-# node agents, CoreDNS, deploy/verify.sh, results under target/lab/, cleanup.
+# (installs missing Debian packages with apt-get), builds the collector, the
+# Kubernetes components and the images of trace-gen, trace-sink, the agent,
+# CoreDNS and pause (deploy/images/build.sh --lab; all cached: a second run
+# builds nothing), then runs deploy/lab/lab.py: namespaces, control plane, per node
+# containerd + kubelet + kube-proxy, CoreDNS, deploy/verify.sh, the kubelet proofs,
+# results under target/lab/, cleanup.
 # Exit code: 0 every scenario as expected, 1 a scenario failed, 2 missing
 # prerequisite (Rust, Go or Python older than README.md says: one line naming
 # it), build failure or another run active, 130 interrupted.
@@ -55,6 +59,12 @@ for cmd in "${!packages[@]}"; do
 done
 [[ -x /usr/lib/cni/ptp && -x /usr/lib/cni/host-local && -x /usr/lib/cni/loopback ]] ||
   missing+=(containernetworking-plugins)
+# the nodes' container runtime and the image build
+declare -A runtime=([containerd]=containerd [runc]=runc [buildah]=buildah [debootstrap]=debootstrap)
+for cmd in "${!runtime[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${runtime[$cmd]}")
+done
+[[ -x /bin/busybox ]] || missing+=(busybox-static)
 if ((${#missing[@]})); then
   command -v apt-get >/dev/null 2>&1 ||
     die "missing packages: ${missing[*]} (no apt-get here: install them with your package manager)"
@@ -67,13 +77,13 @@ fi
 toolchain_check "[run.sh] error" python
 [[ -e /proc/self/ns/net ]] || die "this kernel has no network namespaces"
 
-say "building trace-gen and trace-sink (cargo build --release --locked; cached)"
-(cd "$repo" && as_user cargo build --release --locked --bin trace-gen --bin trace-sink) ||
-  die "cargo build failed"
 say "building the collector (deploy/collector/build.sh; cached)"
 collector="$(as_user bash "$repo/deploy/collector/build.sh")" || die "collector build failed"
 say "building the Kubernetes components (deploy/kube/build.sh; cached: the long step of a first run)"
-kube_bin="$(as_user nice bash "$repo/deploy/kube/build.sh")" || die "Kubernetes build failed"
+kube_bin="$(as_user env "KUBERNETES_VERSION=${KUBERNETES_VERSION:-}" nice bash "$repo/deploy/kube/build.sh")" || die "Kubernetes build failed"
+# as root: buildah's storage is the machine's (/var/lib/containers), shared with run-tests.sh
+say "building the images (deploy/images/build.sh --lab; cached, shared with run-tests.sh)"
+(cd "$repo" && nice bash deploy/images/build.sh --lab >/dev/null) || die "image build failed"
 
 # Files the lab writes as root under target/ are handed to the invoking user.
 out="$repo/target/lab"
@@ -97,9 +107,6 @@ trap 'exit 130' INT TERM HUP
 # In the background + wait, so a signal to this script reaches the trap at once.
 python3 "$here/lab.py" run \
   --out "$out" \
-  --trace-gen "$repo/target/release/trace-gen" \
-  --trace-sink "$repo/target/release/trace-sink" \
-  --collector "$collector" \
   --kube-bin "$kube_bin" \
   "$@" &
 lab_pid=$!

@@ -114,8 +114,8 @@ def test_command_line_and_hook_arguments():
     a = lab.parse_args(["dump-rules", "--out", "/tmp/x", "--kube-proxy-mode", "iptables", "terminating", "check"])
     assert (a.command, a.rest, a.kube_proxy_mode, str(a.out)) == ("dump-rules", ["terminating", "check"], "iptables", "/tmp/x")
     d = lab.parse_args([])
-    assert (d.command, d.kube_proxy_mode, d.backoff_base, d.attribution) == ("run", "nftables", 10.0,
-                                                                            ["attribute", "peer"])
+    assert (d.command, d.kube_proxy_mode, d.attribution, d.no_proofs) == ("run", "nftables", ["attribute", "peer"],
+                                                                        False)
     assert lab.parse_args(["--attribution", "peer"]).attribution == ["peer"]
     h = lab.parse_args(["dump-rules", "--prefix", "peer.", "all-up", "check"])
     assert (h.prefix, h.rest) == ("peer.", ["all-up", "check"])
