@@ -6,7 +6,9 @@
 # Needs: cargo (Rust), go, python3. As root (as CI runs it) it also installs
 # podman, buildah, runc and debootstrap from Debian, builds the container images
 # (deploy/images/build.sh, cached) and runs their tests (tests/images), which
-# need root; without root it says so and leaves tests/images out.
+# need root; without root it says so and leaves tests/images out. As root it also
+# installs Chromium (the page test, tests/web) when missing; without root and
+# without Chromium it says so and leaves tests/web out.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -76,6 +78,22 @@ if [[ "$(id -u)" == 0 ]]; then
 else
   step "container images: NOT built or tested (needs root: sudo ./run-tests.sh)"
   pytest_args+=(--ignore=tests/images)
+fi
+
+# The page test (tests/web) drives Debian's Chromium; the shell recipe's test needs jq and curl.
+missing=()
+for tool in chromium:chromium chromedriver:chromium-driver jq:jq curl:curl; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
+done
+if ((${#missing[@]})); then
+  if [[ "$(id -u)" == 0 ]]; then
+    step "Debian packages for the browser and recipe tests: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  elif ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    step "page test in Chromium: NOT run (needs chromium and chromium-driver; sudo ./run-tests.sh installs them)"
+    pytest_args+=(--ignore=tests/web)
+  fi
 fi
 
 step "Python test environment (.venv, tests/requirements.txt)"
