@@ -10,7 +10,9 @@
 # (tests/images), which need root; without root it says so and leaves
 # tests/images out. Under sudo it finds cargo and go in the invoking user's
 # usual places, builds and runs cargo as that user, and hands back to them what
-# root wrote (target/, .venv, the build caches), as deploy/lab/run.sh does.
+# root wrote (target/, .venv, the build caches), as deploy/lab/run.sh does. As
+# root it also installs Chromium (the page test, tests/web) when missing; without
+# root and without Chromium it says so and leaves tests/web out.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -92,6 +94,22 @@ if [[ "$(id -u)" == 0 ]]; then
 else
   step "container images: NOT built or tested (needs root: sudo ./run-tests.sh)"
   pytest_args+=(--ignore=tests/images)
+fi
+
+# The page test (tests/web) drives Debian's Chromium; the shell recipe's test needs jq and curl.
+missing=()
+for tool in chromium:chromium chromedriver:chromium-driver jq:jq curl:curl; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
+done
+if ((${#missing[@]})); then
+  if [[ "$(id -u)" == 0 ]]; then
+    step "Debian packages for the browser and recipe tests: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  elif ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    step "page test in Chromium: NOT run (needs chromium and chromium-driver; sudo ./run-tests.sh installs them)"
+    pytest_args+=(--ignore=tests/web)
+  fi
 fi
 
 step "Python test environment (.venv, tests/requirements.txt)"

@@ -77,6 +77,10 @@ struct Cli {
     /// Address of GET /stats, /metrics, /healthz, or "off".
     #[arg(long, env = "TRACE_GEN_STATS_LISTEN", default_value = "0.0.0.0:8081")]
     stats_listen: String,
+    /// Once listening, write the bound address here as JSON, {"stats":"ADDR"}
+    /// ({} with --stats-listen off; atomically; removed at a clean exit).
+    #[arg(long, env = "TRACE_GEN_LISTEN_FILE", value_name = "PATH")]
+    listen_file: Option<std::path::PathBuf>,
     /// Write the final summary as JSON to this file ("-" = stdout).
     #[arg(long, value_name = "PATH")]
     summary_json: Option<String>,
@@ -174,12 +178,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    rt.block_on(run(config, stats_addr, cli.summary_json))
+    rt.block_on(run(config, stats_addr, cli.listen_file, cli.summary_json))
 }
 
 async fn run(
     config: GenConfig,
     stats_addr: Option<SocketAddr>,
+    listen_file: Option<std::path::PathBuf>,
     summary_json: Option<String>,
 ) -> ExitCode {
     let generator = match trace_gen::Generator::new(config.clone()) {
@@ -188,20 +193,26 @@ async fn run(
     };
     let stop_stats = tokio_util::sync::CancellationToken::new();
     let mut stats_task = None;
+    let mut bound = Vec::new();
     if let Some(addr) = stats_addr {
         let listener = match TcpListener::bind(addr).await {
             Ok(l) => l,
             Err(e) => return usage(format!("cannot listen on --stats-listen {addr}: {e}")),
         };
-        tracing::info!(
-            "stats on http://{}/stats",
-            listener.local_addr().map_or(addr, |a| a)
-        );
+        let local = listener.local_addr().unwrap_or(addr);
+        tracing::info!("stats on http://{local}/stats");
+        bound.push(("stats", local));
         stats_task = Some(tokio::spawn(trace_gen::stats_server::serve(
             listener,
             generator.counters(),
             stop_stats.clone().cancelled_owned(),
         )));
+    }
+    if let Some(path) = &listen_file
+        && let Err(e) = trace_proto::cli::write_listen_file(path, &bound)
+    {
+        // Whoever asked for the file waits for it: a setup error, as a taken port.
+        return usage(e);
     }
     let pace = if config.rate == 0.0 {
         "as fast as possible".to_owned()
@@ -221,6 +232,10 @@ async fn run(
     stop_stats.cancel();
     if let Some(t) = stats_task {
         let _ = t.await;
+    }
+    if let Some(path) = &listen_file {
+        // Gone once the address is: a file left over is from a process that was killed.
+        let _ = std::fs::remove_file(path);
     }
     eprintln!("trace-gen summary: {}", one_line(&report));
     if let Some(path) = summary_json {

@@ -464,3 +464,116 @@ fn rate_zero_is_logged_in_words() {
     let line = start_line("2.5");
     assert!(line.contains("at 2.5 spans/s, batch 10"), "{line}");
 }
+
+/// Waits (20 s at most) until `path` exists and reads it; fails early if the
+/// process exits first.
+fn wait_for_file(child: &mut std::process::Child, path: &std::path::Path) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return text;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "trace-gen exited ({status}) before writing {}",
+                path.display()
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {} within 20 s",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `--listen-file`: on port 0 the stats server's address is read from the file
+/// (`{"stats":"127.0.0.1:PORT"}`), not from a log line, and serves /stats; the
+/// file is gone after a clean exit. `TRACE_GEN_LISTEN_FILE` works as the flag
+/// (`{}` with `--stats-listen off`), and a file that cannot be written is a
+/// setup error: exit 2, one line.
+#[tokio::test(flavor = "multi_thread")]
+async fn listen_file_gives_the_stats_port() {
+    let sink = start_sink().await;
+    let dir = std::env::temp_dir().join(format!("trace-gen-listen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ports.json");
+    let mut child = Command::new(BIN)
+        .env("RUST_LOG", "warn")
+        .args(["--node-name", "n", "--endpoint", &grpc_url(&sink)])
+        .args([
+            "--rate",
+            "50",
+            "--stats-listen",
+            "127.0.0.1:0",
+            "--listen-file",
+        ])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let text = wait_for_file(&mut child, &path);
+    let doc: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc.keys().collect::<Vec<_>>(), ["stats"], "{text}");
+    let addr: std::net::SocketAddr = doc["stats"].as_str().unwrap().parse().unwrap();
+    assert_ne!(addr.port(), 0);
+    let live: GeneratorReport =
+        serde_json::from_str(&reqwest_get(&format!("http://{addr}/stats")).await.unwrap()).unwrap();
+    assert_eq!(live.node, "n");
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!path.exists(), "the listen file outlived the process");
+
+    let mut child = gen_cmd()
+        .env("TRACE_GEN_LISTEN_FILE", &path)
+        .args(["--node-name", "n", "--endpoint", &grpc_url(&sink)])
+        .args(["--rate", "50"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert_eq!(wait_for_file(&mut child, &path), "{}\n");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let unwritable = dir.join("no-such-dir/ports.json");
+    let out = gen_cmd()
+        .args([
+            "--node-name",
+            "n",
+            "--endpoint",
+            &grpc_url(&sink),
+            "--count",
+            "1",
+        ])
+        .arg("--listen-file")
+        .arg(&unwritable)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "trace-gen: cannot write --listen-file {}: ",
+            unwritable.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    sink.shutdown().await;
+}

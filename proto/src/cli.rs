@@ -1,5 +1,9 @@
 //! What both binaries do the same way around their library call (feature `cli`):
-//! logging to stderr, waiting for SIGTERM or Ctrl-C, and reading an `http://` URL flag.
+//! logging to stderr, waiting for SIGTERM or Ctrl-C, reading an `http://` URL flag,
+//! and writing the bound addresses to `--listen-file`.
+
+use std::net::SocketAddr;
+use std::path::Path;
 
 /// Logs to stderr, level from `RUST_LOG` (default `info`), colours only on a terminal.
 pub fn init_logging() {
@@ -108,9 +112,113 @@ pub fn parse_http_url(s: &str) -> Result<HttpUrl, String> {
     })
 }
 
+/// Writes `--listen-file`: one JSON object, listener name -> bound address
+/// (`{"api":"127.0.0.1:41237","grpc":"127.0.0.1:41235"}`), so a program that
+/// started a binary on port 0 reads its ports without parsing logs.
+///
+/// Atomically: the JSON goes to a temporary file in the same directory, which
+/// is then renamed over `path`, so a reader polling for `path` sees either no
+/// file or the whole document. (Hand-written rather than the `tempfile` crate:
+/// one process writes one file once, so a name with the process id cannot clash,
+/// and it saves the crate and its dependencies.) The error says which path and why.
+pub fn write_listen_file(path: &Path, listeners: &[(&str, SocketAddr)]) -> Result<(), String> {
+    let doc: serde_json::Map<String, serde_json::Value> = listeners
+        .iter()
+        .map(|(name, addr)| ((*name).to_owned(), addr.to_string().into()))
+        .collect();
+    let json = serde_json::Value::Object(doc).to_string() + "\n";
+    let fail = |e: std::io::Error| format!("cannot write --listen-file {}: {e}", path.display());
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("--listen-file {}: not a file name", path.display()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let written = std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail(e));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scratch_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("trace-proto-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// The listen file is one JSON object of name -> address, and nothing else is
+    /// left in its directory.
+    #[test]
+    fn listen_file_holds_the_addresses() {
+        let dir = scratch_dir("listen");
+        let path = dir.join("ports.json");
+        let grpc: SocketAddr = "127.0.0.1:41235".parse().unwrap();
+        let api: SocketAddr = "[::1]:41237".parse().unwrap();
+        write_listen_file(&path, &[("grpc", grpc), ("api", api)]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            "{\"api\":\"[::1]:41237\",\"grpc\":\"127.0.0.1:41235\"}\n"
+        );
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["ports.json"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// An existing file is replaced by a rename, not rewritten in place: a reader
+    /// that opened the old one still reads it whole, never a mix.
+    #[test]
+    fn listen_file_is_replaced_atomically() {
+        let dir = scratch_dir("atomic");
+        let path = dir.join("ports.json");
+        std::fs::write(&path, "old contents\n").unwrap();
+        let mut reader = std::fs::File::open(&path).unwrap();
+        write_listen_file(&path, &[("stats", "127.0.0.1:8081".parse().unwrap())]).unwrap();
+        let mut old = String::new();
+        std::io::Read::read_to_string(&mut reader, &mut old).unwrap();
+        assert_eq!(old, "old contents\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"stats\":\"127.0.0.1:8081\"}\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A path that cannot be written is an error naming it, and leaves no temporary file.
+    #[test]
+    fn listen_file_error_names_the_path() {
+        let dir = scratch_dir("missing");
+        let path = dir.join("no-such-dir/ports.json");
+        let e = write_listen_file(&path, &[("stats", "127.0.0.1:1".parse().unwrap())]).unwrap_err();
+        assert!(e.starts_with("cannot write --listen-file "), "{e}");
+        assert!(e.contains("no-such-dir/ports.json"), "{e}");
+        // A directory where the file should be: the temporary file is written, the
+        // rename fails, and the temporary file is removed again.
+        let taken = dir.join("taken");
+        std::fs::create_dir(&taken).unwrap();
+        std::fs::write(taken.join("inner"), "x").unwrap();
+        let e =
+            write_listen_file(&taken, &[("stats", "127.0.0.1:1".parse().unwrap())]).unwrap_err();
+        assert!(e.contains("taken"), "{e}");
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["taken"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// Scheme optional, port and path kept, IPv6 literals unbracketed, port 80 by default.
     #[test]

@@ -1,5 +1,6 @@
 //! The HTTP API a test suite asserts with: `GET /stats`, `POST /reset`,
-//! `GET /check`, `GET /metrics`, `GET /healthz`, `GET /readyz`.
+//! `GET /check`, `GET /metrics`, `GET /healthz`, `GET /readyz`; and `GET /`,
+//! the route matrix page for people ([`crate::page`]).
 //!
 //! Answers that grow with the tables (`/stats` is about 5 MB with 10,000
 //! series) cannot pile up for slow readers: at most
@@ -334,6 +335,27 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     .await
 }
 
+/// `GET /`: the route matrix page. A few KB of static bytes, not an answer
+/// that grows with the tables: it fits a socket's send buffer, so a reader that
+/// does not read holds nothing, and it takes no answer slot. The data it shows
+/// comes from `/stats` and `/check`, which do.
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                crate::page::content_security_policy(),
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        crate::page::HTML,
+    )
+        .into_response()
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -362,6 +384,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 /// The API router.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/", get(page))
         .route("/stats", get(stats))
         .route("/reset", post(reset))
         .route("/check", get(check))

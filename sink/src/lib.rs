@@ -21,7 +21,9 @@
 //!   timeout) and serving them with bounded HTTP/1 heads and HTTP/2 streams.
 //! - [`receiver`]: transport adapters, OTLP/gRPC ([`receiver::grpc`]) and
 //!   OTLP/HTTP ([`receiver::http`]): undo framing, call ingest, map the result.
-//! - [`api`]: the HTTP API: `/stats`, `/reset`, `/check`, `/metrics`, `/healthz`, `/readyz`.
+//! - [`page`]: the route matrix page at `/` (one HTML file, inline CSS and JS)
+//!   and its Content-Security-Policy.
+//! - [`api`]: the HTTP API: `/`, `/stats`, `/reset`, `/check`, `/metrics`, `/healthz`, `/readyz`.
 //! - [`server`]: [`SinkBuilder`] serves on caller-supplied listeners and returns a
 //!   [`SinkHandle`] (bound addresses, `stats()`, `reset()`, `shutdown()`).
 //! - [`check`]: the polling `trace-sink check` command, for scripts and test suites.
@@ -52,6 +54,7 @@ pub mod k8s;
 pub mod metrics;
 pub mod net;
 pub mod outcome;
+pub mod page;
 pub mod receiver;
 pub mod server;
 pub mod state;

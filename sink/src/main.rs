@@ -44,9 +44,13 @@ struct ServeArgs {
     /// OTLP/HTTP listen address.
     #[arg(long, env = "SINK_HTTP_LISTEN", default_value = "0.0.0.0:4318")]
     http_listen: SocketAddr,
-    /// HTTP API listen address (/stats, /check, /reset, /metrics, /healthz, /readyz).
+    /// HTTP API listen address (/, /stats, /check, /reset, /metrics, /healthz, /readyz).
     #[arg(long, env = "SINK_API_LISTEN", default_value = "0.0.0.0:8080")]
     api_listen: SocketAddr,
+    /// Once listening, write the bound addresses here as JSON,
+    /// {"api":"ADDR","grpc":"ADDR","http":"ADDR"} (atomically; removed at a clean exit).
+    #[arg(long, env = "SINK_LISTEN_FILE", value_name = "PATH")]
+    listen_file: Option<std::path::PathBuf>,
     /// Largest request accepted, in bytes, after decompression too.
     #[arg(long, env = "SINK_MAX_REQUEST_BYTES", default_value_t = trace_sink::config::DEFAULT_MAX_REQUEST_BYTES)]
     max_request_bytes: usize,
@@ -311,6 +315,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         api_write_timeout: l.api_write_timeout,
     };
     let final_stats = args.limits.final_stats.clone();
+    let listen_file = args.listen_file.clone();
     let config = SinkConfig {
         max_gaps: usize::try_from(args.limits.max_gaps).unwrap_or(usize::MAX),
         transport,
@@ -369,15 +374,28 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing::info!(
-        "trace-sink listening: OTLP/gRPC on {}, OTLP/HTTP on {}, API on {}",
+    let (grpc, http, api) = (
         sink.grpc_addr().expect("bound"),
         sink.http_addr().expect("bound"),
         sink.api_addr().expect("bound"),
     );
+    if let Some(path) = &listen_file {
+        let listeners = [("grpc", grpc), ("http", http), ("api", api)];
+        if let Err(e) = trace_proto::cli::write_listen_file(path, &listeners) {
+            // Whoever asked for the file waits for it: a setup error, as a taken port.
+            eprintln!("trace-sink: {e}");
+            sink.shutdown().await;
+            return ExitCode::from(2);
+        }
+    }
+    tracing::info!("trace-sink listening: OTLP/gRPC on {grpc}, OTLP/HTTP on {http}, API on {api}");
     trace_proto::cli::shutdown_signal().await;
     tracing::info!("shutting down");
     let last = sink.shutdown().await;
+    if let Some(path) = &listen_file {
+        // Gone once the addresses are: a file left over is from a process that was killed.
+        let _ = std::fs::remove_file(path);
+    }
     // Spans acknowledged while draining are in no /stats a client could still
     // fetch: the final numbers go to stderr (one JSON line) and to --final-stats.
     let json = serde_json::to_string(&last).unwrap_or_default();

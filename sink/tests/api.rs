@@ -327,3 +327,40 @@ async fn shutdown_closes_listeners() {
     sink.shutdown().await;
     assert!(reqwest::get(api).await.is_err());
 }
+
+/// `GET /` is the route matrix page: 200, the HTML compiled into the binary, as
+/// UTF-8 HTML under a strict Content-Security-Policy; other paths stay 404.
+#[tokio::test]
+async fn page_at_root() {
+    let sink = start_default().await;
+    let r = reqwest::get(api_url(&sink, "/")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert_eq!(h["content-type"], "text/html; charset=utf-8");
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.starts_with("default-src 'none'; script-src 'sha256-"),
+        "{csp}"
+    );
+    assert!(csp.contains("connect-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    let body = r.text().await.unwrap();
+    assert_eq!(body, trace_sink::page::HTML);
+    assert!(body.starts_with("<!doctype html>"));
+    assert!(body.contains("<table id=\"matrix\">"));
+    let head = reqwest::Client::new()
+        .head(api_url(&sink, "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        reqwest::get(api_url(&sink, "/index.html"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    sink.shutdown().await;
+}

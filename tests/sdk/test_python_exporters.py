@@ -1,13 +1,11 @@
 """The official Python OTLP exporters (gRPC and HTTP/protobuf, with gzip) as
-clients of the real trace-sink binary: counts and routes come out right."""
+clients of the real trace-sink binary: counts and routes come out right. The
+`sink` fixture (tests/conftest.py) starts it on port 0 and reads its ports from
+--listen-file."""
 
 import json
-import os
-import re
-import subprocess
-import time
+import urllib.error
 import urllib.request
-from pathlib import Path
 
 import grpc
 import pytest
@@ -17,27 +15,6 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
-REPO = Path(__file__).resolve().parents[2]
-SINK = Path(os.environ.get("TRACE_SINK_BIN", REPO / "target/release/trace-sink"))
-
-
-@pytest.fixture()
-def sink():
-    """trace-sink on port 0; the bound addresses are read from its start-up log line."""
-    assert SINK.exists(), f"{SINK} missing: build it with cargo build --release (./run-tests.sh does)"
-    proc = subprocess.Popen(
-        [str(SINK), "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "RUST_LOG": "info", "NO_COLOR": "1"},
-    )
-    line = proc.stderr.readline()
-    m = re.search(r"OTLP/gRPC on (\S+), OTLP/HTTP on (\S+), API on (\S+)", line)
-    assert m, f"unexpected start-up line: {line!r}"
-    yield {"grpc": m.group(1), "http": m.group(2), "api": m.group(3)}
-    proc.terminate()
-    assert proc.wait(timeout=15) == 0, "trace-sink exits 0 on SIGTERM"
 
 
 def stats(sink):
