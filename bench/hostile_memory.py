@@ -34,6 +34,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -200,9 +201,10 @@ def main():
         print(f"{SINK} missing: cargo build --release --bin trace-sink", file=sys.stderr)
         return 2
     flags = [f"--{k}={v}" for k, v in LIMITS.items()]
+    ports_file = Path(tempfile.mkdtemp(prefix="hostile-memory-")) / "ports.json"
     proc = subprocess.Popen(
         [str(SINK), "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0",
-         *flags],
+         "--listen-file", str(ports_file), *flags],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "NO_COLOR": "1"},
     )
     over = []
@@ -239,12 +241,16 @@ def main():
             stats_bytes[0] = len(r.read())
 
     try:
-        m = re.search(r"OTLP/gRPC on (\S+), OTLP/HTTP on (\S+), API on (\S+)", proc.stderr.readline())
-        grpc_addr, http_addr, api_addr = m.group(1).rstrip(","), m.group(2).rstrip(","), m.group(3)
-        url = f"http://{http_addr}/v1/traces"
         import threading
         # Keep reading stderr (the final stats line at exit is long).
         threading.Thread(target=proc.stderr.read, daemon=True).start()
+        # The bound ports, from --listen-file (written whole once the sink listens).
+        until("the sink listening (--listen-file)", 30, lambda: ports_file.exists() or proc.poll() is not None)
+        if not ports_file.exists():
+            raise NotOver(f"the sink exited ({proc.returncode}) before listening")
+        ports = json.loads(ports_file.read_text())
+        grpc_addr, http_addr, api_addr = ports["grpc"], ports["http"], ports["api"]
+        url = f"http://{http_addr}/v1/traces"
         print(f"{'phase':<62} {'answers':<14} peak RSS MiB <= budget")
         report('idle', '-', 'idle')
 

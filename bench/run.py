@@ -124,27 +124,25 @@ def run_child(cmd, timeout, env=None):
 
 
 class Sink:
-    """trace-sink on loopback, ports chosen by the kernel (read back from its log)."""
+    """trace-sink on loopback, ports chosen by the kernel (read back from its --listen-file)."""
 
     name = "trace-sink"
 
     def __init__(self, bins, tmp):
         self.log = open(Path(tmp) / f"sink-{time.monotonic_ns()}.log", "w+")
+        ports_file = Path(tmp) / f"sink-{time.monotonic_ns()}.ports.json"
         self.proc = subprocess.Popen(
             [bins["trace-sink"], "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
-             "--api-listen", "127.0.0.1:0"],
+             "--api-listen", "127.0.0.1:0", "--listen-file", str(ports_file)],
             stdout=subprocess.DEVNULL, stderr=self.log,
             env={**os.environ, "RUST_LOG": "warn,trace_sink=info", "NO_COLOR": "1"})
 
-        def listening():
-            self.log.seek(0)
-            m = re.search(r"OTLP/gRPC on (\S+), OTLP/HTTP on (\S+), API on (\S+)", self.log.read())
-            return m
-        m = wait_until(listening, 20)
-        if not m:
+        # The bound ports from --listen-file (written whole once the sink listens).
+        if not wait_until(ports_file.exists, 20):
             stop(self.proc)
             raise RuntimeError("trace-sink did not start")
-        self.grpc, self.http, self.api = m.group(1), m.group(2), m.group(3)
+        ports = json.loads(ports_file.read_text())
+        self.grpc, self.http, self.api = ports["grpc"], ports["http"], ports["api"]
 
     def received(self):
         with urllib.request.urlopen(f"http://{self.api}/stats?summary=true", timeout=10) as r:
