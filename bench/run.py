@@ -31,7 +31,6 @@ import http.client
 import json
 import math
 import os
-import re
 import signal
 import socket
 import statistics
