@@ -57,7 +57,7 @@ const RECURSION_LIMIT: u32 = 100;
 // they accept: prost refuses a 10th varint byte above 1 and keys over 32 bits,
 // and matches group end tags with a recursion limit; the collector takes any
 // 10th byte below 0x80, cuts the key's field number to a signed 32-bit number,
-// and skips groups by counting their depth.
+// and skips groups its own way (see `skip`).
 
 #[inline(always)]
 fn varint(buf: &mut &[u8]) -> Res<u64> {
@@ -159,8 +159,11 @@ fn id_field(buf: &mut &[u8], wt: u8, size: usize) -> Res<()> {
     Ok(())
 }
 
-/// Skips an unknown field as pdata's `ConsumeUnknown` does: groups by counting
-/// their depth (no limit, end tags not matched to their start).
+/// Skips an unknown field as pdata's `ConsumeUnknown` does. Its groups are
+/// not protobuf's: it counts start and end tags, but returns after the first
+/// field of any other wire type, at whatever depth (so `start, field, end`
+/// leaves the end tag to be read as the next field, which is refused, and
+/// `start, field` at the end of a message is taken). No depth limit.
 #[inline(always)]
 fn skip(buf: &mut &[u8], wt: u8) -> Res<()> {
     match wt {
@@ -183,19 +186,7 @@ fn skip_slow(buf: &mut &[u8], mut wt: u8) -> Res<()> {
             return Err(Refused::Malformed("truncated group"));
         }
         match wt {
-            WT_VARINT => {
-                varint(buf)?;
-            }
-            WT_I64 => {
-                take(buf, 8)?;
-            }
-            WT_I32 => {
-                take(buf, 4)?;
-            }
-            WT_LEN => {
-                let n = varint(buf)?;
-                take(buf, n)?;
-            }
+            WT_VARINT | WT_I64 | WT_I32 | WT_LEN => return skip(buf, wt),
             WT_START_GROUP => depth += 1,
             WT_END_GROUP => {
                 if depth == 0 {
