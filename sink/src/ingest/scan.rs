@@ -9,19 +9,23 @@
 //! nothing is allocated per span: a resource with all three identifying keys
 //! costs one hash-map lookup, its spans one pushed sequence number each.
 //!
-//! The pass accepts and rejects exactly what counting with
-//! [`count_elements`](super::wire::count_elements) and then decoding the
-//! lean [`TraceRequest`](super::wire::TraceRequest) with prost would
-//! (wire types of the fields it reads, UTF-8 of every attribute key and string
-//! value, varints, lengths, groups, tag 0), and reads the same values: the
-//! first attribute with a key, the last member of its value, of any kind
-//! (a later bool, double, array, kvlist or bytes member clears an earlier
-//! string or int, as in `wire::AnyValue`). The tests
-//! check that against prost on generated and mutated requests. Two
-//! differences, both in which error a doubly bad request gets: a request that
-//! is malformed *and* over the element limit is answered as whichever the
-//! pass meets first; and unknown groups nested about 95 deep inside the known
-//! messages are skipped where prost would stop at its recursion limit.
+//! The pass accepts and rejects what the Collector's OTLP receiver does (pdata
+//! v1.71.0's generated decoder, the one users run): the wire type of every
+//! known field of every trace message, nested messages, trace and span id
+//! lengths (16 / 8 bytes or empty), and at most 100 nested `KeyValue` /
+//! `AnyValue` / `ArrayValue` / `KeyValueList`; varints, keys and groups read as
+//! pdata's `internal/proto/unmarshal.go` reads them, strings not checked for
+//! UTF-8. `tests/collector_parity.rs` holds that to the real Collector.
+//! It reads the values counting and then decoding the lean
+//! [`TraceRequest`](super::wire::TraceRequest) with prost would: the first
+//! attribute with a key, the last member of its value, of any kind (a later
+//! bool, double, array, kvlist or bytes member clears an earlier string or
+//! int, as in `wire::AnyValue`). The tests check that against prost on
+//! generated and mutated requests, with these listed differences in what is
+//! accepted: prost refuses a 10th varint byte above 1, keys over 32 bits,
+//! strings that are not UTF-8 and groups the Collector skips; the lean decode
+//! skips fields the Collector checks. A request that is malformed *and* over
+//! the element limit is answered as whichever the pass meets first.
 
 use std::collections::HashMap;
 
