@@ -214,15 +214,13 @@ enum Val<'a> {
     Int(i64),
 }
 
-/// Checks a `KeyValue` at nesting `depth` (the collector's count: the
-/// attribute itself is 0) and reads it: its key (`None` if not UTF-8: the
-/// collector does not check strings, and such a key matches none the sink
-/// looks up) and value (every occurrence merged as protobuf merges: the last
-/// member of any kind wins; a string that is not UTF-8 reads as unusable).
-fn key_value(mut buf: &[u8], depth: u32) -> Res<(Option<&str>, Option<Val<'_>>)> {
-    if depth >= RECURSION_LIMIT {
-        return Err(Refused::Malformed("attributes nested too deep"));
-    }
+/// Checks and reads an attribute (a `KeyValue` at the collector's depth 0):
+/// its key (`None` if not UTF-8: the collector does not check strings, and
+/// such a key matches none the sink looks up) and value (every occurrence
+/// merged as protobuf merges: the last member of any kind wins; a string that
+/// is not UTF-8 reads as unusable). Inline, as the hot path.
+#[inline(always)]
+fn key_value(mut buf: &[u8]) -> Res<(Option<&str>, Option<Val<'_>>)> {
     let mut k = Some("");
     let mut v = None;
     while !buf.is_empty() {
@@ -230,80 +228,105 @@ fn key_value(mut buf: &[u8], depth: u32) -> Res<(Option<&str>, Option<Val<'_>>)>
         match tag {
             1 => k = std::str::from_utf8(len_delimited(&mut buf, wt)?).ok(),
             2 => {
-                let any = len_delimited(&mut buf, wt)?;
-                if let Some(last) = any_value(any, depth + 1)? {
-                    v = last;
+                // The AnyValue (depth 1).
+                let mut any = len_delimited(&mut buf, wt)?;
+                while !any.is_empty() {
+                    let (tag, wt) = key(&mut any)?;
+                    match tag {
+                        1 => {
+                            v = std::str::from_utf8(len_delimited(&mut any, wt)?)
+                                .ok()
+                                .map(Val::Str)
+                        }
+                        3 => v = Some(Val::Int(varint_field(&mut any, wt)? as i64)),
+                        2 | 8 => {
+                            varint_field(&mut any, wt)?;
+                            v = None;
+                        }
+                        4 => {
+                            fixed_field(&mut any, wt, WT_I64)?;
+                            v = None;
+                        }
+                        5 | 6 => {
+                            list(len_delimited(&mut any, wt)?, tag, 2)?;
+                            v = None;
+                        }
+                        7 => {
+                            len_delimited(&mut any, wt)?;
+                            v = None;
+                        }
+                        _ => skip(&mut any, wt)?,
+                    }
                 }
             }
-            3 => {
-                varint_field(&mut buf, wt)?;
-            }
+            3 => varint_field(&mut buf, wt).map(drop)?,
             _ => skip(&mut buf, wt)?,
         }
     }
     Ok((k, v))
 }
 
-/// Checks an `AnyValue`; returns its last member as the sink reads it
-/// (`Some(None)` for a member of another kind, `None` if it has none).
-fn any_value(mut any: &[u8], depth: u32) -> Res<Option<Option<Val<'_>>>> {
+/// Checks an `ArrayValue` (`tag` 5) or `KeyValueList` (6) at `depth`.
+#[inline(never)]
+fn list(mut buf: &[u8], tag: u32, depth: u32) -> Res<()> {
     if depth >= RECURSION_LIMIT {
         return Err(Refused::Malformed("attributes nested too deep"));
     }
-    let mut v = None;
-    while !any.is_empty() {
-        let (tag, wt) = key(&mut any)?;
-        match tag {
-            1 => {
-                v = Some(
-                    std::str::from_utf8(len_delimited(&mut any, wt)?)
-                        .ok()
-                        .map(Val::Str),
-                )
+    while !buf.is_empty() {
+        let (t, wt) = key(&mut buf)?;
+        if t == 1 {
+            let member = len_delimited(&mut buf, wt)?;
+            if tag == 5 {
+                any_value_check(member, depth + 1)?;
+            } else {
+                key_value_check(member, depth + 1)?;
             }
-            3 => v = Some(Some(Val::Int(varint_field(&mut any, wt)? as i64))),
-            2 | 8 => {
-                varint_field(&mut any, wt)?;
-                v = Some(None);
-            }
-            4 => {
-                fixed_field(&mut any, wt, WT_I64)?;
-                v = Some(None);
-            }
-            5 | 6 => {
-                let mut list = len_delimited(&mut any, wt)?;
-                if depth + 1 >= RECURSION_LIMIT {
-                    return Err(Refused::Malformed("attributes nested too deep"));
-                }
-                while !list.is_empty() {
-                    let (t, w) = key(&mut list)?;
-                    if t == 1 {
-                        let member = len_delimited(&mut list, w)?;
-                        if tag == 5 {
-                            any_value(member, depth + 2)?;
-                        } else {
-                            key_value(member, depth + 2)?;
-                        }
-                    } else {
-                        skip(&mut list, w)?;
-                    }
-                }
-                v = Some(None);
-            }
-            7 => {
-                len_delimited(&mut any, wt)?;
-                v = Some(None);
-            }
-            _ => skip(&mut any, wt)?,
+        } else {
+            skip(&mut buf, wt)?;
         }
     }
-    Ok(v)
+    Ok(())
+}
+
+/// Checks an `AnyValue` at `depth`.
+fn any_value_check(mut buf: &[u8], depth: u32) -> Res<()> {
+    if depth >= RECURSION_LIMIT {
+        return Err(Refused::Malformed("attributes nested too deep"));
+    }
+    while !buf.is_empty() {
+        let (tag, wt) = key(&mut buf)?;
+        match tag {
+            1 | 7 => len_delimited(&mut buf, wt).map(drop)?,
+            2 | 3 | 8 => varint_field(&mut buf, wt).map(drop)?,
+            4 => fixed_field(&mut buf, wt, WT_I64)?,
+            5 | 6 => list(len_delimited(&mut buf, wt)?, tag, depth + 1)?,
+            _ => skip(&mut buf, wt)?,
+        }
+    }
+    Ok(())
+}
+
+/// Checks a `KeyValue` at `depth` (an attribute is at 0).
+fn key_value_check(mut buf: &[u8], depth: u32) -> Res<()> {
+    if depth >= RECURSION_LIMIT {
+        return Err(Refused::Malformed("attributes nested too deep"));
+    }
+    while !buf.is_empty() {
+        let (tag, wt) = key(&mut buf)?;
+        match tag {
+            1 => len_delimited(&mut buf, wt).map(drop)?,
+            2 => any_value_check(len_delimited(&mut buf, wt)?, depth + 1)?,
+            3 => varint_field(&mut buf, wt).map(drop)?,
+            _ => skip(&mut buf, wt)?,
+        }
+    }
+    Ok(())
 }
 
 /// Checks attributes the sink does not read (of scopes, events, links).
 #[inline]
 fn attribute(buf: &mut &[u8], wt: u8) -> Res<()> {
-    key_value(len_delimited(buf, wt)?, 0).map(drop)
+    key_value_check(len_delimited(buf, wt)?, 0)
 }
 
 /// Checks an `InstrumentationScope`.
@@ -495,7 +518,7 @@ fn resource_spans<'a>(
                         1 => {
                             let kv = len_delimited(&mut r, wt)?;
                             count.add()?;
-                            let (k, v) = key_value(kv, 0)?;
+                            let (k, v) = key_value(kv)?;
                             if let Some(k) = k {
                                 res.note(keys, k, v, false);
                             }
@@ -632,7 +655,7 @@ fn scope_spans_unread(mut ss: &[u8]) -> Res<()> {
 /// Checks a `Span` as the collector does, counts its attributes, and reads
 /// the attributes attribution needs (only the sequence number if the resource
 /// is `complete`).
-#[inline]
+#[inline(always)]
 fn span<'a>(
     mut sp: &'a [u8],
     keys: &AttributionKeys,
@@ -646,7 +669,7 @@ fn span<'a>(
             9 => {
                 let kv = len_delimited(&mut sp, wt)?;
                 count.add()?;
-                let (k, v) = key_value(kv, 0)?;
+                let (k, v) = key_value(kv)?;
                 let Some(k) = k else { continue };
                 if complete {
                     if found.seq.is_none() && k == keys::SEQUENCE {
