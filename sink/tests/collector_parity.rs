@@ -284,7 +284,12 @@ fn directed() -> Vec<(String, Vec<u8>)> {
                 nest(&path, field_of_type(99, wt, b"x")),
             ));
         }
-        let groups: [(&str, Vec<u8>); 6] = [
+        let groups: [(&str, Vec<u8>); 8] = [
+            ("empty-at-end", [key(50, 3), key(50, 4)].concat()),
+            (
+                "empty-then-field",
+                [key(50, 3), key(50, 4), key(99, 0), vec![1]].concat(),
+            ),
             (
                 "matched",
                 [key(50, 3), key(51, 0), vec![1], key(50, 4)].concat(),

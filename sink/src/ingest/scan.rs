@@ -16,8 +16,10 @@
 //! `AnyValue` / `ArrayValue` / `KeyValueList`; varints, keys and groups read as
 //! pdata's `internal/proto/unmarshal.go` reads them, strings not checked for
 //! UTF-8. `tests/collector_parity.rs` holds that to the real Collector.
-//! It reads the values counting and then decoding the lean
-//! [`TraceRequest`](super::wire::TraceRequest) with prost would: the first
+//! It reads the values that counting and then decoding the lean
+//! [`TraceRequest`](super::wire::TraceRequest) with prost would read (and,
+//! as the Collector, the spans of the deprecated field 1000 of a
+//! `ResourceSpans` without `scope_spans`): the first
 //! attribute with a key, the last member of its value, of any kind (a later
 //! bool, double, array, kvlist or bytes member clears an earlier string or
 //! int, as in `wire::AnyValue`). The tests check that against prost on
@@ -1124,6 +1126,89 @@ mod tests {
         }
         // Both kinds of outcome were exercised.
         assert!(ok > 1000 && refused > 1000, "ok {ok} refused {refused}");
+    }
+
+    /// The Collector's reading (pdata v1.71.0), where it differs from prost;
+    /// tests/collector_parity.rs checks the same against the real Collector.
+    #[test]
+    fn reads_as_the_collector_does() {
+        let keys = AttributionKeys::default();
+        let spans = |b: &[u8]| scan(b, &keys, 100).map(|s| s.spans);
+        let in_span = |f: &[u8]| field(1, &field(2, &field(2, f)));
+        // A 10-byte varint whose last byte carries bits past 64: taken; an
+        // 11th byte: refused.
+        let kind = |v: &[u8]| in_span(&[&[0x30][..], v].concat());
+        assert_eq!(
+            spans(&kind(&[
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f
+            ])),
+            Ok(1)
+        );
+        assert!(
+            spans(&kind(&[
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x80, 0x00
+            ]))
+            .is_err()
+        );
+        // A key over 32 bits: its field number cut to 32 bits (here to 6,
+        // `Span.kind`, so a LEN value is a wrong wire type).
+        let key = |k: u64| {
+            let mut v = Vec::new();
+            let mut n = k;
+            while n >= 0x80 {
+                v.push((n as u8) | 0x80);
+                n >>= 7;
+            }
+            v.push(n as u8);
+            v
+        };
+        assert_eq!(
+            spans(&in_span(&[key(((1 << 32) | 6) << 3), vec![1]].concat())),
+            Ok(1)
+        );
+        assert!(
+            spans(&in_span(
+                &[key((((1 << 32) | 6) << 3) | 2), vec![0]].concat()
+            ))
+            .is_err()
+        );
+        assert!(spans(&in_span(&[key((1 << 31) << 3), vec![1]].concat())).is_err());
+        // Groups: the skip ends after the first field inside, so a group with
+        // a field and its end tag leaves a stray end tag (refused), and one
+        // without an end tag is taken.
+        assert!(spans(&in_span(&[0x93, 0x03, 0x98, 0x03, 0x01, 0x94, 0x03])).is_err());
+        assert_eq!(spans(&in_span(&[0x93, 0x03, 0x98, 0x03, 0x01])), Ok(1));
+        // An empty group is skipped whole, but its end tag may not end the
+        // message (pdata's loop stops at the end first: unexpected EOF).
+        assert_eq!(
+            spans(&in_span(&[0x93, 0x03, 0x94, 0x03, 0x30, 0x01])),
+            Ok(1)
+        );
+        assert!(spans(&in_span(&[0x93, 0x03, 0x94, 0x03])).is_err());
+        // Ids: 16 / 8 bytes or empty.
+        assert_eq!(spans(&in_span(&field(1, &[1; 16]))), Ok(1));
+        assert_eq!(spans(&in_span(&field(1, &[]))), Ok(1));
+        assert!(spans(&in_span(&field(1, &[1; 8]))).is_err());
+        assert!(spans(&in_span(&field(2, &[1; 16]))).is_err());
+        // Not UTF-8: taken, and the key matches nothing.
+        assert_eq!(spans(&in_span(&field(5, &[0xff, 0xfe]))), Ok(1));
+        // Arrays nested 49 deep are taken, 50 refused (100 messages).
+        let nested = |levels: usize| {
+            let mut any = field(1, b"x");
+            for _ in 0..levels {
+                any = field(5, &field(1, &any));
+            }
+            in_span(&field(9, &[field(1, b"k"), field(2, &any)].concat()))
+        };
+        assert_eq!(spans(&nested(49)), Ok(1));
+        assert!(spans(&nested(50)).is_err());
+        // The deprecated field 1000, read when there is no scope_spans.
+        let sp = field(2, &[]);
+        let mut rs = vec![0xc2, 0x3e, sp.len() as u8];
+        rs.extend_from_slice(&sp);
+        assert_eq!(spans(&field(1, &rs)), Ok(1));
+        let beside = [field(2, &sp), rs].concat();
+        assert_eq!(spans(&field(1, &beside)), Ok(1));
     }
 
     #[test]
