@@ -9,19 +9,25 @@
 //! nothing is allocated per span: a resource with all three identifying keys
 //! costs one hash-map lookup, its spans one pushed sequence number each.
 //!
-//! The pass accepts and rejects exactly what counting with
-//! [`count_elements`](super::wire::count_elements) and then decoding the
-//! lean [`TraceRequest`](super::wire::TraceRequest) with prost would
-//! (wire types of the fields it reads, UTF-8 of every attribute key and string
-//! value, varints, lengths, groups, tag 0), and reads the same values: the
-//! first attribute with a key, the last member of its value, of any kind
-//! (a later bool, double, array, kvlist or bytes member clears an earlier
-//! string or int, as in `wire::AnyValue`). The tests
-//! check that against prost on generated and mutated requests. Two
-//! differences, both in which error a doubly bad request gets: a request that
-//! is malformed *and* over the element limit is answered as whichever the
-//! pass meets first; and unknown groups nested about 95 deep inside the known
-//! messages are skipped where prost would stop at its recursion limit.
+//! The pass accepts and rejects what the Collector's OTLP receiver does (pdata
+//! v1.71.0's generated decoder, the one users run): the wire type of every
+//! known field of every trace message, nested messages, trace and span id
+//! lengths (16 / 8 bytes or empty), and at most 100 nested `KeyValue` /
+//! `AnyValue` / `ArrayValue` / `KeyValueList`; varints, keys and groups read as
+//! pdata's `internal/proto/unmarshal.go` reads them, strings not checked for
+//! UTF-8. `tests/collector_parity.rs` holds that to the real Collector.
+//! It reads the values that counting and then decoding the lean
+//! [`TraceRequest`](super::wire::TraceRequest) with prost would read (and,
+//! as the Collector, the spans of the deprecated field 1000 of a
+//! `ResourceSpans` without `scope_spans`): the first
+//! attribute with a key, the last member of its value, of any kind (a later
+//! bool, double, array, kvlist or bytes member clears an earlier string or
+//! int, as in `wire::AnyValue`). The tests check that against prost on
+//! generated and mutated requests, with these listed differences in what is
+//! accepted: prost refuses a 10th varint byte above 1, keys over 32 bits,
+//! strings that are not UTF-8 and groups the Collector skips; the lean decode
+//! skips fields the Collector checks. A request that is malformed *and* over
+//! the element limit is answered as whichever the pass meets first.
 
 use std::collections::HashMap;
 
@@ -47,8 +53,17 @@ const WT_START_GROUP: u8 = 3;
 const WT_END_GROUP: u8 = 4;
 const WT_I32: u8 = 5;
 
-/// prost's recursion limit, applied to nested groups in skipped fields.
+/// The collector's limit on nested `KeyValue` / `AnyValue` / `ArrayValue` /
+/// `KeyValueList` messages (pdata's `proto.RecursionLimit`).
 const RECURSION_LIMIT: u32 = 100;
+
+// The varint, key and skip below are hand-written, not `prost::encoding`'s,
+// because the sink answers as the collector's OTLP receiver does (pdata
+// v1.71.0, `internal/proto/unmarshal.go`), and prost's differ from it in what
+// they accept: prost refuses a 10th varint byte above 1 and keys over 32 bits,
+// and matches group end tags with a recursion limit; the collector takes any
+// 10th byte below 0x80, cuts the key's field number to a signed 32-bit number,
+// and skips groups its own way (see `skip`).
 
 #[inline(always)]
 fn varint(buf: &mut &[u8]) -> Res<u64> {
@@ -64,17 +79,15 @@ fn varint(buf: &mut &[u8]) -> Res<u64> {
 
 #[inline(never)]
 fn varint_slow(buf: &mut &[u8]) -> Res<u64> {
-    // As prost: at most 10 bytes, and the 10th may only carry the top bit.
+    // As pdata's `ConsumeVarint`: at most 10 bytes; the bits of the 10th past
+    // 64 are dropped, not refused.
     let mut v: u64 = 0;
     for i in 0..10 {
         let Some((&b, rest)) = buf.split_first() else {
             return Err(Refused::Malformed("truncated varint"));
         };
         *buf = rest;
-        if i == 9 && b > 1 {
-            return Err(Refused::Malformed("invalid varint"));
-        }
-        v |= u64::from(b & 0x7f) << (7 * i);
+        v |= u64::from(b & 0x7f).wrapping_shl(7 * i);
         if b < 0x80 {
             return Ok(v);
         }
@@ -82,21 +95,18 @@ fn varint_slow(buf: &mut &[u8]) -> Res<u64> {
     Err(Refused::Malformed("invalid varint"))
 }
 
+/// A field key as pdata's `ConsumeTag` reads it: the field number is the key
+/// shifted right by 3, cut to a signed 32-bit number, and must be positive.
+/// The wire type is not checked here (a known field checks its own; an unknown
+/// one is refused by [`skip`] if it is 6 or 7).
 #[inline(always)]
 fn key(buf: &mut &[u8]) -> Res<(u32, u8)> {
     let k = varint(buf)?;
-    if k > u64::from(u32::MAX) {
-        return Err(Refused::Malformed("invalid field key"));
+    let field = (k >> 3) as u32 as i32;
+    if field <= 0 {
+        return Err(Refused::Malformed("invalid field number"));
     }
-    let wt = (k & 7) as u8;
-    if wt > WT_I32 {
-        return Err(Refused::Malformed("invalid wire type"));
-    }
-    let tag = (k >> 3) as u32;
-    if tag == 0 {
-        return Err(Refused::Malformed("invalid field number 0"));
-    }
-    Ok((tag, wt))
+    Ok((field as u32, (k & 7) as u8))
 }
 
 #[inline(always)]
@@ -121,13 +131,47 @@ fn len_delimited<'a>(buf: &mut &'a [u8], wt: u8) -> Res<&'a [u8]> {
     take(buf, n)
 }
 
-/// Skips an unknown field as prost's `skip_field` does: the usual wire types
-/// inline, groups out of line.
 #[inline(always)]
-fn skip(buf: &mut &[u8], tag: u32, wt: u8, depth: u32) -> Res<()> {
-    if depth == 0 {
-        return Err(Refused::Malformed("recursion limit reached"));
+fn expect(wt: u8, want: u8) -> Res<()> {
+    if wt != want {
+        return Err(Refused::Malformed("wrong wire type for a known field"));
     }
+    Ok(())
+}
+
+#[inline(always)]
+fn varint_field(buf: &mut &[u8], wt: u8) -> Res<u64> {
+    expect(wt, WT_VARINT)?;
+    varint(buf)
+}
+
+#[inline(always)]
+fn fixed_field(buf: &mut &[u8], wt: u8, want: u8) -> Res<()> {
+    expect(wt, want)?;
+    take(buf, if want == WT_I64 { 8 } else { 4 }).map(drop)
+}
+
+/// A trace id (16 bytes) or span id (8 bytes), or empty, as pdata reads them.
+#[inline(always)]
+fn id_field(buf: &mut &[u8], wt: u8, size: usize) -> Res<()> {
+    let id = len_delimited(buf, wt)?;
+    if !id.is_empty() && id.len() != size {
+        return Err(Refused::Malformed(if size == 16 {
+            "trace id is not 16 bytes"
+        } else {
+            "span id is not 8 bytes"
+        }));
+    }
+    Ok(())
+}
+
+/// Skips an unknown field as pdata's `ConsumeUnknown` does. Its groups are
+/// not protobuf's: it counts start and end tags, but returns after the first
+/// field of any other wire type, at whatever depth (so `start, field, end`
+/// leaves the end tag to be read as the next field, which is refused, and
+/// `start, field` at the end of a message is taken). No depth limit.
+#[inline(always)]
+fn skip(buf: &mut &[u8], wt: u8) -> Res<()> {
     match wt {
         WT_VARINT => varint(buf).map(drop),
         WT_I64 => take(buf, 8).map(drop),
@@ -136,47 +180,33 @@ fn skip(buf: &mut &[u8], tag: u32, wt: u8, depth: u32) -> Res<()> {
             let n = varint(buf)?;
             take(buf, n).map(drop)
         }
-        _ => skip_slow(buf, tag, wt, depth),
+        _ => skip_slow(buf, wt),
     }
 }
 
 #[inline(never)]
-fn skip_slow(buf: &mut &[u8], tag: u32, wt: u8, depth: u32) -> Res<()> {
-    if depth == 0 {
-        return Err(Refused::Malformed("recursion limit reached"));
-    }
-    match wt {
-        WT_VARINT => {
-            varint(buf)?;
+fn skip_slow(buf: &mut &[u8], mut wt: u8) -> Res<()> {
+    let mut depth: u64 = 0;
+    loop {
+        if buf.is_empty() {
+            return Err(Refused::Malformed("truncated group"));
         }
-        WT_I64 => {
-            take(buf, 8)?;
-        }
-        WT_I32 => {
-            take(buf, 4)?;
-        }
-        WT_LEN => {
-            let n = varint(buf)?;
-            take(buf, n)?;
-        }
-        WT_START_GROUP => loop {
-            let (t, w) = key(buf)?;
-            if w == WT_END_GROUP {
-                if t != tag {
+        match wt {
+            WT_VARINT | WT_I64 | WT_I32 | WT_LEN => return skip(buf, wt),
+            WT_START_GROUP => depth += 1,
+            WT_END_GROUP => {
+                if depth == 0 {
                     return Err(Refused::Malformed("unexpected end group tag"));
                 }
-                break;
+                depth -= 1;
             }
-            skip(buf, t, w, depth - 1)?;
-        },
-        _ => return Err(Refused::Malformed("unexpected end group tag")),
+            _ => return Err(Refused::Malformed("invalid wire type")),
+        }
+        if depth == 0 {
+            return Ok(());
+        }
+        wt = key(buf)?.1;
     }
-    Ok(())
-}
-
-#[inline]
-fn utf8(b: &[u8]) -> Res<&str> {
-    std::str::from_utf8(b).map_err(|_| Refused::Malformed("string is not UTF-8"))
 }
 
 /// The value of an attribute, as far as the sink reads it.
@@ -186,60 +216,190 @@ enum Val<'a> {
     Int(i64),
 }
 
-/// Reads one `KeyValue` (every occurrence of key and value merged as prost merges).
-fn key_value<'a>(mut buf: &'a [u8]) -> Res<(&'a str, Option<Val<'a>>)> {
-    let mut k = "";
+/// Checks and reads an attribute (a `KeyValue` at the collector's depth 0):
+/// its key (`None` if not UTF-8: the collector does not check strings, and
+/// such a key matches none the sink looks up) and value (every occurrence
+/// merged as protobuf merges: the last member of any kind wins; a string that
+/// is not UTF-8 reads as unusable). Inline, as the hot path.
+#[inline(always)]
+fn key_value(mut buf: &[u8]) -> Res<(Option<&str>, Option<Val<'_>>)> {
+    let mut k = Some("");
     let mut v = None;
     while !buf.is_empty() {
         let (tag, wt) = key(&mut buf)?;
         match tag {
-            1 => k = utf8(len_delimited(&mut buf, wt)?)?,
+            1 => k = std::str::from_utf8(len_delimited(&mut buf, wt)?).ok(),
             2 => {
+                // The AnyValue (depth 1).
                 let mut any = len_delimited(&mut buf, wt)?;
                 while !any.is_empty() {
                     let (tag, wt) = key(&mut any)?;
                     match tag {
-                        1 => v = Some(Val::Str(utf8(len_delimited(&mut any, wt)?)?)),
-                        3 => {
-                            if wt != WT_VARINT {
-                                return Err(Refused::Malformed("wrong wire type for intValue"));
-                            }
-                            v = Some(Val::Int(varint(&mut any)? as i64));
+                        1 => {
+                            v = std::str::from_utf8(len_delimited(&mut any, wt)?)
+                                .ok()
+                                .map(Val::Str)
                         }
-                        // The other members (bool, double, array, kvlist,
-                        // bytes, string index), checked as prost checks them
-                        // (`wire::AnyValue`): the last member of any kind wins,
-                        // so a later one of these clears an earlier string or int.
+                        3 => v = Some(Val::Int(varint_field(&mut any, wt)? as i64)),
                         2 | 8 => {
-                            if wt != WT_VARINT {
-                                return Err(Refused::Malformed(
-                                    "wrong wire type for an AnyValue member",
-                                ));
-                            }
-                            varint(&mut any)?;
+                            varint_field(&mut any, wt)?;
                             v = None;
                         }
                         4 => {
-                            if wt != WT_I64 {
-                                return Err(Refused::Malformed(
-                                    "wrong wire type for an AnyValue member",
-                                ));
-                            }
-                            take(&mut any, 8)?;
+                            fixed_field(&mut any, wt, WT_I64)?;
                             v = None;
                         }
-                        5..=7 => {
+                        5 | 6 => {
+                            list(len_delimited(&mut any, wt)?, tag, 2)?;
+                            v = None;
+                        }
+                        7 => {
                             len_delimited(&mut any, wt)?;
                             v = None;
                         }
-                        _ => skip(&mut any, tag, wt, RECURSION_LIMIT)?,
+                        _ => skip(&mut any, wt)?,
                     }
                 }
             }
-            _ => skip(&mut buf, tag, wt, RECURSION_LIMIT)?,
+            3 => varint_field(&mut buf, wt).map(drop)?,
+            _ => skip(&mut buf, wt)?,
         }
     }
     Ok((k, v))
+}
+
+/// Checks an `ArrayValue` (`tag` 5) or `KeyValueList` (6) at `depth`.
+#[inline(never)]
+fn list(mut buf: &[u8], tag: u32, depth: u32) -> Res<()> {
+    if depth >= RECURSION_LIMIT {
+        return Err(Refused::Malformed("attributes nested too deep"));
+    }
+    while !buf.is_empty() {
+        let (t, wt) = key(&mut buf)?;
+        if t == 1 {
+            let member = len_delimited(&mut buf, wt)?;
+            if tag == 5 {
+                any_value_check(member, depth + 1)?;
+            } else {
+                key_value_check(member, depth + 1)?;
+            }
+        } else {
+            skip(&mut buf, wt)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks an `AnyValue` at `depth`.
+fn any_value_check(mut buf: &[u8], depth: u32) -> Res<()> {
+    if depth >= RECURSION_LIMIT {
+        return Err(Refused::Malformed("attributes nested too deep"));
+    }
+    while !buf.is_empty() {
+        let (tag, wt) = key(&mut buf)?;
+        match tag {
+            1 | 7 => len_delimited(&mut buf, wt).map(drop)?,
+            2 | 3 | 8 => varint_field(&mut buf, wt).map(drop)?,
+            4 => fixed_field(&mut buf, wt, WT_I64)?,
+            5 | 6 => list(len_delimited(&mut buf, wt)?, tag, depth + 1)?,
+            _ => skip(&mut buf, wt)?,
+        }
+    }
+    Ok(())
+}
+
+/// Checks a `KeyValue` at `depth` (an attribute is at 0).
+fn key_value_check(mut buf: &[u8], depth: u32) -> Res<()> {
+    if depth >= RECURSION_LIMIT {
+        return Err(Refused::Malformed("attributes nested too deep"));
+    }
+    while !buf.is_empty() {
+        let (tag, wt) = key(&mut buf)?;
+        match tag {
+            1 => len_delimited(&mut buf, wt).map(drop)?,
+            2 => any_value_check(len_delimited(&mut buf, wt)?, depth + 1)?,
+            3 => varint_field(&mut buf, wt).map(drop)?,
+            _ => skip(&mut buf, wt)?,
+        }
+    }
+    Ok(())
+}
+
+/// Checks attributes the sink does not read (of scopes, events, links).
+#[inline]
+fn attribute(buf: &mut &[u8], wt: u8) -> Res<()> {
+    key_value_check(len_delimited(buf, wt)?, 0)
+}
+
+/// Checks an `InstrumentationScope`.
+fn scope(mut buf: &[u8]) -> Res<()> {
+    while !buf.is_empty() {
+        let (tag, wt) = key(&mut buf)?;
+        match tag {
+            1 | 2 => len_delimited(&mut buf, wt).map(drop)?,
+            3 => attribute(&mut buf, wt)?,
+            4 => varint_field(&mut buf, wt).map(drop)?,
+            _ => skip(&mut buf, wt)?,
+        }
+    }
+    Ok(())
+}
+
+/// Checks a `Span.Event`.
+fn event(mut buf: &[u8]) -> Res<()> {
+    while !buf.is_empty() {
+        let (tag, wt) = key(&mut buf)?;
+        match tag {
+            1 => fixed_field(&mut buf, wt, WT_I64)?,
+            2 => len_delimited(&mut buf, wt).map(drop)?,
+            3 => attribute(&mut buf, wt)?,
+            4 => varint_field(&mut buf, wt).map(drop)?,
+            _ => skip(&mut buf, wt)?,
+        }
+    }
+    Ok(())
+}
+
+/// Checks a `Span.Link`.
+fn link(mut buf: &[u8]) -> Res<()> {
+    while !buf.is_empty() {
+        let (tag, wt) = key(&mut buf)?;
+        match tag {
+            1 => id_field(&mut buf, wt, 16)?,
+            2 => id_field(&mut buf, wt, 8)?,
+            3 => len_delimited(&mut buf, wt).map(drop)?,
+            4 => attribute(&mut buf, wt)?,
+            5 => varint_field(&mut buf, wt).map(drop)?,
+            6 => fixed_field(&mut buf, wt, WT_I32)?,
+            _ => skip(&mut buf, wt)?,
+        }
+    }
+    Ok(())
+}
+
+/// Checks a `Status`.
+fn status(mut buf: &[u8]) -> Res<()> {
+    while !buf.is_empty() {
+        let (tag, wt) = key(&mut buf)?;
+        match tag {
+            2 => len_delimited(&mut buf, wt).map(drop)?,
+            3 => varint_field(&mut buf, wt).map(drop)?,
+            _ => skip(&mut buf, wt)?,
+        }
+    }
+    Ok(())
+}
+
+/// Checks an `EntityRef` (of a resource).
+fn entity_ref(mut buf: &[u8]) -> Res<()> {
+    while !buf.is_empty() {
+        let (tag, wt) = key(&mut buf)?;
+        match tag {
+            1..=4 => len_delimited(&mut buf, wt).map(drop)?,
+            _ => skip(&mut buf, wt)?,
+        }
+    }
+    Ok(())
 }
 
 /// The attributes the sink looks up, each the *first* attribute with its key
@@ -326,11 +486,16 @@ pub fn scan<'a>(
             count.add()?;
             resource_spans(rs, keys, &mut count, &mut out)?;
         } else {
-            skip(&mut buf, tag, wt, RECURSION_LIMIT)?;
+            skip(&mut buf, wt)?;
         }
     }
     Ok(out)
 }
+
+/// `ResourceSpans.scope_spans`, and the deprecated field 1000 that the
+/// collector reads in its place when there is no `scope_spans`.
+const SCOPE_SPANS: u32 = 2;
+const DEPRECATED_SCOPE_SPANS: u32 = 1000;
 
 fn resource_spans<'a>(
     rs: &'a [u8],
@@ -341,6 +506,7 @@ fn resource_spans<'a>(
     // First the resource (it may come after the spans, or in several parts
     // that protobuf merges), then the spans.
     let mut res = Found::default();
+    let mut has_scope_spans = false;
     let mut buf = rs;
     while !buf.is_empty() {
         let (tag, wt) = key(&mut buf)?;
@@ -350,20 +516,29 @@ fn resource_spans<'a>(
                 count.add()?;
                 while !r.is_empty() {
                     let (tag, wt) = key(&mut r)?;
-                    if tag == 1 {
-                        let kv = len_delimited(&mut r, wt)?;
-                        count.add()?;
-                        let (k, v) = key_value(kv)?;
-                        res.note(keys, k, v, false);
-                    } else {
-                        skip(&mut r, tag, wt, RECURSION_LIMIT)?;
+                    match tag {
+                        1 => {
+                            let kv = len_delimited(&mut r, wt)?;
+                            count.add()?;
+                            let (k, v) = key_value(kv)?;
+                            if let Some(k) = k {
+                                res.note(keys, k, v, false);
+                            }
+                        }
+                        2 => varint_field(&mut r, wt).map(drop)?,
+                        3 => entity_ref(len_delimited(&mut r, wt)?)?,
+                        _ => skip(&mut r, wt)?,
                     }
                 }
             }
-            2 => {
+            SCOPE_SPANS => {
+                has_scope_spans = true;
                 len_delimited(&mut buf, wt)?;
             }
-            _ => skip(&mut buf, tag, wt, RECURSION_LIMIT)?,
+            3 | DEPRECATED_SCOPE_SPANS => {
+                len_delimited(&mut buf, wt)?;
+            }
+            _ => skip(&mut buf, wt)?,
         }
     }
     let resource_origin = Origin {
@@ -374,46 +549,49 @@ fn resource_spans<'a>(
     let complete = resource_origin.generator_node.is_some()
         && resource_origin.agent_node.is_some()
         && resource_origin.generator_id.is_some();
+    let active = if has_scope_spans {
+        SCOPE_SPANS
+    } else {
+        DEPRECATED_SCOPE_SPANS
+    };
     // Spans of the same origin follow each other: gather them here and merge
     // into the summary's map when the origin changes, not once per span.
     let mut current: Option<(Origin<'a>, Batch)> = None;
     let mut buf = rs;
     while !buf.is_empty() {
         let (tag, wt) = key(&mut buf)?;
-        if tag != 2 {
-            // The resource and unknown fields: checked above.
-            skip(&mut buf, tag, wt, RECURSION_LIMIT)?;
+        if tag != SCOPE_SPANS && tag != DEPRECATED_SCOPE_SPANS {
+            // The resource and other fields: checked above.
+            skip(&mut buf, wt)?;
             continue;
         }
         let mut ss = len_delimited(&mut buf, wt)?;
+        if tag != active {
+            // Checked, as the collector checks it, then dropped (as it is).
+            scope_spans_unread(ss)?;
+            continue;
+        }
         count.add()?;
         while !ss.is_empty() {
             let (tag, wt) = key(&mut ss)?;
-            if tag != 2 {
-                skip(&mut ss, tag, wt, RECURSION_LIMIT)?;
-                continue;
-            }
-            let mut span = len_delimited(&mut ss, wt)?;
-            count.add()?;
-            let mut found = Found::default();
-            while !span.is_empty() {
-                let (tag, wt) = key(&mut span)?;
-                if tag == 9 {
-                    let kv = len_delimited(&mut span, wt)?;
-                    count.add()?;
-                    let (k, v) = key_value(kv)?;
-                    if complete {
-                        // Only the sequence number is read per span.
-                        if found.seq.is_none() && k == keys::SEQUENCE {
-                            found.seq = Some(v);
-                        }
-                    } else {
-                        found.note(keys, k, v, true);
-                    }
-                } else {
-                    skip(&mut span, tag, wt, RECURSION_LIMIT)?;
+            match tag {
+                1 => {
+                    scope(len_delimited(&mut ss, wt)?)?;
+                    continue;
+                }
+                2 => {}
+                3 => {
+                    len_delimited(&mut ss, wt)?;
+                    continue;
+                }
+                _ => {
+                    skip(&mut ss, wt)?;
+                    continue;
                 }
             }
+            let sp = len_delimited(&mut ss, wt)?;
+            count.add()?;
+            let found = span(sp, keys, complete, count)?;
             let origin = if complete {
                 resource_origin
             } else {
@@ -454,6 +632,68 @@ fn resource_spans<'a>(
         None => {}
     }
     Ok(())
+}
+
+/// Checks a `ScopeSpans` whose spans the collector drops (a deprecated field
+/// 1000 beside `scope_spans`).
+fn scope_spans_unread(mut ss: &[u8]) -> Res<()> {
+    let keys = AttributionKeys::default();
+    let mut unlimited = Counter {
+        n: 0,
+        limit: u64::MAX,
+    };
+    while !ss.is_empty() {
+        let (tag, wt) = key(&mut ss)?;
+        match tag {
+            1 => scope(len_delimited(&mut ss, wt)?)?,
+            2 => span(len_delimited(&mut ss, wt)?, &keys, true, &mut unlimited).map(drop)?,
+            3 => len_delimited(&mut ss, wt).map(drop)?,
+            _ => skip(&mut ss, wt)?,
+        }
+    }
+    Ok(())
+}
+
+/// Checks a `Span` as the collector does, counts its attributes, and reads
+/// the attributes attribution needs (only the sequence number if the resource
+/// is `complete`).
+#[inline(always)]
+fn span<'a>(
+    mut sp: &'a [u8],
+    keys: &AttributionKeys,
+    complete: bool,
+    count: &mut Counter,
+) -> Res<Found<'a>> {
+    let mut found = Found::default();
+    while !sp.is_empty() {
+        let (tag, wt) = key(&mut sp)?;
+        match tag {
+            9 => {
+                let kv = len_delimited(&mut sp, wt)?;
+                count.add()?;
+                let (k, v) = key_value(kv)?;
+                let Some(k) = k else { continue };
+                if complete {
+                    if found.seq.is_none() && k == keys::SEQUENCE {
+                        found.seq = Some(v);
+                    }
+                } else {
+                    found.note(keys, k, v, true);
+                }
+            }
+            1 => id_field(&mut sp, wt, 16)?,
+            2 | 4 => id_field(&mut sp, wt, 8)?,
+            3 | 5 => len_delimited(&mut sp, wt).map(drop)?,
+            6 | 10 | 12 | 14 => varint_field(&mut sp, wt).map(drop)?,
+            7 | 8 => fixed_field(&mut sp, wt, WT_I64)?,
+            16 => fixed_field(&mut sp, wt, WT_I32)?,
+            11 => event(len_delimited(&mut sp, wt)?)?,
+            13 => link(len_delimited(&mut sp, wt)?)?,
+            15 => status(len_delimited(&mut sp, wt)?)?,
+            _ => skip(&mut sp, wt)?,
+        }
+    }
+    Ok(found)
 }
 
 fn merge<'a>(origins: &mut HashMap<Origin<'a>, Batch>, origin: Origin<'a>, batch: Batch) {
@@ -518,9 +758,68 @@ mod tests {
                 assert!(count_elements(bytes, u64::MAX).unwrap_or(0) > limit || decoded.is_none())
             }
             (Err(_), Err(Refused::Malformed(_))) => {}
+            // The listed differences from prost (module doc): the collector,
+            // and so the scan, reads varints, keys, groups and strings more
+            // leniently, and checks fields the lean `TraceRequest` skips.
+            (Err(_), Ok(_)) => assert!(
+                prost_only_refusal(bytes),
+                "scan accepts what prost refuses for another reason: {bytes:02x?}"
+            ),
+            (Ok(_), Err(Refused::Malformed(why))) => assert!(
+                collector_only_refusal(bytes, why),
+                "scan refuses ({why}) what the full schema accepts: {bytes:02x?}"
+            ),
             _ => panic!("reference {want:?}, scan {got:?} for {bytes:02x?}"),
         }
         want.is_ok()
+    }
+
+    /// What prost refuses and the collector accepts: a 10th varint byte above
+    /// 1, a key over 32 bits, a string that is not UTF-8, a group end tag
+    /// that does not match its start, groups nested past prost's limit.
+    const PROST_ONLY: [&str; 5] = [
+        "invalid varint",
+        "invalid key value",
+        "UTF-8",
+        "end group",
+        "recursion limit",
+    ];
+
+    fn prost_only_refusal(bytes: &[u8]) -> bool {
+        match ExportTraceServiceRequest::decode(bytes) {
+            Err(e) => {
+                let e = e.to_string();
+                PROST_ONLY.iter().any(|p| e.contains(p))
+            }
+            Ok(_) => false,
+        }
+    }
+
+    /// What the collector refuses and the lean decode accepts: a wrong wire
+    /// type on a field `TraceRequest` skips (the full schema refuses it), or
+    /// an id of the wrong length.
+    fn collector_only_refusal(bytes: &[u8], why: &str) -> bool {
+        let Ok(req) = ExportTraceServiceRequest::decode(bytes) else {
+            return true;
+        };
+        // prost keeps only the last occurrence of an id; the collector checks
+        // each (checked against the collector itself in tests/collector_parity.rs).
+        if why.ends_with(" bytes") {
+            return true;
+        }
+        let bad = |id: &[u8], n| !id.is_empty() && id.len() != n;
+        req.resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+            .any(|s| {
+                bad(&s.trace_id, 16)
+                    || bad(&s.span_id, 8)
+                    || bad(&s.parent_span_id, 8)
+                    || s.links
+                        .iter()
+                        .any(|l| bad(&l.trace_id, 16) || bad(&l.span_id, 8))
+            })
     }
 
     fn span(attrs: Vec<KeyValue>) -> Span {
@@ -769,7 +1068,9 @@ mod tests {
             assert!(agree(&bytes, &keys, 10_000), "{bytes:02x?}");
             let total = count_elements(&bytes, u64::MAX).unwrap();
             assert!(agree(&bytes, &keys, total));
-            if total > 0 {
+            // (The hand-made case has a varint where `ScopeSpans.scope` is:
+            // the collector, and so the scan, refuses it.)
+            if total > 0 && scan(&bytes, &keys, total).is_ok() {
                 assert_eq!(scan(&bytes, &keys, total - 1), Err(Refused::TooMany));
             }
         }
@@ -827,6 +1128,89 @@ mod tests {
         assert!(ok > 1000 && refused > 1000, "ok {ok} refused {refused}");
     }
 
+    /// The Collector's reading (pdata v1.71.0), where it differs from prost;
+    /// tests/collector_parity.rs checks the same against the real Collector.
+    #[test]
+    fn reads_as_the_collector_does() {
+        let keys = AttributionKeys::default();
+        let spans = |b: &[u8]| scan(b, &keys, 100).map(|s| s.spans);
+        let in_span = |f: &[u8]| field(1, &field(2, &field(2, f)));
+        // A 10-byte varint whose last byte carries bits past 64: taken; an
+        // 11th byte: refused.
+        let kind = |v: &[u8]| in_span(&[&[0x30][..], v].concat());
+        assert_eq!(
+            spans(&kind(&[
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f
+            ])),
+            Ok(1)
+        );
+        assert!(
+            spans(&kind(&[
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x80, 0x00
+            ]))
+            .is_err()
+        );
+        // A key over 32 bits: its field number cut to 32 bits (here to 6,
+        // `Span.kind`, so a LEN value is a wrong wire type).
+        let key = |k: u64| {
+            let mut v = Vec::new();
+            let mut n = k;
+            while n >= 0x80 {
+                v.push((n as u8) | 0x80);
+                n >>= 7;
+            }
+            v.push(n as u8);
+            v
+        };
+        assert_eq!(
+            spans(&in_span(&[key(((1 << 32) | 6) << 3), vec![1]].concat())),
+            Ok(1)
+        );
+        assert!(
+            spans(&in_span(
+                &[key((((1 << 32) | 6) << 3) | 2), vec![0]].concat()
+            ))
+            .is_err()
+        );
+        assert!(spans(&in_span(&[key((1 << 31) << 3), vec![1]].concat())).is_err());
+        // Groups: the skip ends after the first field inside, so a group with
+        // a field and its end tag leaves a stray end tag (refused), and one
+        // without an end tag is taken.
+        assert!(spans(&in_span(&[0x93, 0x03, 0x98, 0x03, 0x01, 0x94, 0x03])).is_err());
+        assert_eq!(spans(&in_span(&[0x93, 0x03, 0x98, 0x03, 0x01])), Ok(1));
+        // An empty group is skipped whole, but its end tag may not end the
+        // message (pdata's loop stops at the end first: unexpected EOF).
+        assert_eq!(
+            spans(&in_span(&[0x93, 0x03, 0x94, 0x03, 0x30, 0x01])),
+            Ok(1)
+        );
+        assert!(spans(&in_span(&[0x93, 0x03, 0x94, 0x03])).is_err());
+        // Ids: 16 / 8 bytes or empty.
+        assert_eq!(spans(&in_span(&field(1, &[1; 16]))), Ok(1));
+        assert_eq!(spans(&in_span(&field(1, &[]))), Ok(1));
+        assert!(spans(&in_span(&field(1, &[1; 8]))).is_err());
+        assert!(spans(&in_span(&field(2, &[1; 16]))).is_err());
+        // Not UTF-8: taken, and the key matches nothing.
+        assert_eq!(spans(&in_span(&field(5, &[0xff, 0xfe]))), Ok(1));
+        // Arrays nested 49 deep are taken, 50 refused (100 messages).
+        let nested = |levels: usize| {
+            let mut any = field(1, b"x");
+            for _ in 0..levels {
+                any = field(5, &field(1, &any));
+            }
+            in_span(&field(9, &[field(1, b"k"), field(2, &any)].concat()))
+        };
+        assert_eq!(spans(&nested(49)), Ok(1));
+        assert!(spans(&nested(50)).is_err());
+        // The deprecated field 1000, read when there is no scope_spans.
+        let sp = field(2, &[]);
+        let mut rs = vec![0xc2, 0x3e, sp.len() as u8];
+        rs.extend_from_slice(&sp);
+        assert_eq!(spans(&field(1, &rs)), Ok(1));
+        let beside = [field(2, &sp), rs].concat();
+        assert_eq!(spans(&field(1, &beside)), Ok(1));
+    }
+
     #[test]
     fn malformed_input_is_refused_not_panicked_on() {
         let keys = AttributionKeys::default();
@@ -846,12 +1230,19 @@ mod tests {
                 "{bad:02x?}"
             );
         }
-        // Invalid UTF-8 in any attribute key is refused, as prost refuses it.
+        // Invalid UTF-8 in an attribute key: prost refuses it, the collector
+        // does not check strings, so the scan accepts it (a listed difference)
+        // and the key matches nothing.
         let bad_key = field(1, &field(1, &field(1, &field(1, &[0xff, 0xfe]))));
         assert!(TraceRequest::decode(bad_key.as_slice()).is_err());
-        assert!(matches!(
-            scan(&bad_key, &keys, 100),
-            Err(Refused::Malformed(_))
-        ));
+        assert!(prost_only_refusal(&bad_key));
+        assert_eq!(scan(&bad_key, &keys, 100).unwrap().spans, 0);
+        // What the collector refuses and prost's lean decode skips: a span id
+        // of 7 bytes, a wrong wire type on `Span.kind`.
+        for bad_span in [field(2, &[0; 7]), vec![0x32, 0x00]] {
+            let bad = field(1, &field(2, &field(2, &bad_span)));
+            assert!(TraceRequest::decode(bad.as_slice()).is_ok());
+            assert!(matches!(scan(&bad, &keys, 100), Err(Refused::Malformed(_))));
+        }
     }
 }
