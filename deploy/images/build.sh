@@ -235,10 +235,10 @@ fi
 
 # ---------------------------------------------------------------- the lab's CoreDNS and pause
 if ((lab)); then
-  [[ -x /bin/busybox ]] && /bin/busybox --help 2>&1 | grep -q '^BusyBox' || {
+  if ! { [[ -x /bin/busybox ]] && /bin/busybox --help 2>&1 | grep -q '^BusyBox'; }; then
     log "/bin/busybox is required for the pause image (apt-get install busybox-static)"
     exit 2
-  }
+  fi
   kube_bin="$(bash deploy/kube/build.sh)"
   coredns_version="$(sed -n 's/^COREDNS_VERSION=//p' deploy/kube/versions.env)"
   coredns_image="localhost/coredns:$coredns_version"

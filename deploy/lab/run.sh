@@ -78,7 +78,7 @@ toolchain_check "[run.sh] error" python
 [[ -e /proc/self/ns/net ]] || die "this kernel has no network namespaces"
 
 say "building the collector (deploy/collector/build.sh; cached)"
-collector="$(as_user bash "$repo/deploy/collector/build.sh")" || die "collector build failed"
+as_user bash "$repo/deploy/collector/build.sh" >/dev/null || die "collector build failed"
 say "building the Kubernetes components (deploy/kube/build.sh; cached: the long step of a first run)"
 kube_bin="$(as_user env "KUBERNETES_VERSION=${KUBERNETES_VERSION:-}" nice bash "$repo/deploy/kube/build.sh")" || die "Kubernetes build failed"
 # as root: buildah's storage is the machine's (/var/lib/containers), shared with run-tests.sh
