@@ -344,3 +344,24 @@ fn documented_json_differences() {
     );
     assert!(full(j).is_err());
 }
+
+/// A well-formed group at the top level of a request, found by the `protobuf`
+/// fuzz target: prost skips the whole group, pdata (the collector) ends it
+/// after its first field and refuses the end tag left over. The scan answers
+/// as the collector, and the reference lists that as a known difference.
+#[test]
+fn a_group_prost_skips_is_refused_as_the_collector_refuses_it() {
+    let input = [
+        0x38, 0xd6, 0x15, 0x7d, 0x5c, 0x9c, 0xa0, 0x07, 0x73, 0x65, 0x72, 0x76, 0x69, 0x63, 0x65,
+        0x2e, 0x6e, 0x00, 0x09, 0x74,
+    ];
+    let ingest = unbounded_ingest();
+    let lean = ingest.decode::<Traces>(&input, Protocol::HttpProtobuf);
+    assert!(
+        lean.is_ok(),
+        "prost's lean decode skips the group: {lean:?}"
+    );
+    let scanned = ingest.scan::<Traces>(&input);
+    assert!(scanned.is_err(), "the scan refuses it as pdata does");
+    assert_scan_agrees(ingest, &input, &lean);
+}
