@@ -365,3 +365,24 @@ fn a_group_prost_skips_is_refused_as_the_collector_refuses_it() {
     assert!(scanned.is_err(), "the scan refuses it as pdata does");
     assert_scan_agrees(ingest, &input, &lean);
 }
+
+/// A message that is not an object (`"resource": []`) in a text whose unknown
+/// field holds bytes that are not UTF-8, found by the `json` fuzz target: the
+/// full types read it (serde skips the unknown string unchecked and reads a
+/// struct from an array), the sink refuses it, and the reference explains the
+/// refusal by the message's shape.
+#[test]
+fn a_non_object_message_beside_bytes_that_are_not_utf8_is_a_listed_refusal() {
+    let mut input = br#"{"resourceSpans":[{"resource":[],"dmecUrl":""#.to_vec();
+    input.extend([0xff; 16]);
+    input.extend(br#""}]}"#);
+    let ingest = unbounded_ingest();
+    assert!(
+        serde_json::from_slice::<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >(&input)
+        .is_ok()
+    );
+    assert!(ingest.decode::<Traces>(&input, Protocol::HttpJson).is_err());
+    assert!(json_explains_refusal(&input));
+}

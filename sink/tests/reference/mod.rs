@@ -210,8 +210,13 @@ pub fn json_uses_proto_names(text: &[u8]) -> bool {
 /// text the full types read: a message that is not an object, or a field the
 /// sink reads by its proto name (which the full types skip unread).
 pub fn json_explains_refusal(text: &[u8]) -> bool {
-    json_uses_proto_names(text)
-        || serde_json::from_slice::<serde_json::Value>(text)
+    // Read lossily: serde skips an unknown field's string unchecked, so the
+    // full types read a text with bytes that are not UTF-8 there, which a
+    // `Value` would refuse before its shape could be seen (found by the `json`
+    // fuzz target).
+    let text = String::from_utf8_lossy(text);
+    json_uses_proto_names(text.as_bytes())
+        || serde_json::from_str::<serde_json::Value>(&text)
             .is_ok_and(|doc| json_has_non_object_message(&doc))
 }
 
