@@ -389,10 +389,20 @@ sink_stats() { kget get --raw "$sink_api/stats" || true; }
 # message (FallbackToLogsOnError) where logs cannot be read. Returns the exit
 # code; 2 and the run aborted if the pod did not run to its end in time.
 sink_check() { # STEP-KEY CHECK-ARGS...
-  local key="$1" rc="" phase="" start=$SECONDS limit hooked=0 a
+  local key="$1" rc="" phase="" start=$SECONDS limit hooked=0 a sink_host
   shift
   check_pod="trace-sink-check-$key"
   limit=$((within_s + hold_s + 180))
+  # The Service's cluster IP rather than its DNS name: a Service created
+  # seconds ago may not resolve yet (the lab saw "Temporary failure in name
+  # resolution" for one), and DNS is not what a check verifies. The name when
+  # the IP cannot be read (dry run).
+  sink_host="trace-sink.$sink_ns.svc"
+  if ((!dry_run)); then
+    a="$(kubectl get service -n "$sink_ns" trace-sink -o 'jsonpath={.spec.clusterIP}' 2>/dev/null || true)"
+    [[ "$a" =~ ^[0-9a-fA-F.:]+$ ]] && sink_host="$a"
+    [[ "$sink_host" == *:* ]] && sink_host="[$sink_host]"
+  fi
   {
     cat <<EOF
 apiVersion: v1
@@ -433,7 +443,7 @@ EOF
       terminationMessagePolicy: FallbackToLogsOnError
       args:
         - check
-        - --url=http://trace-sink.$sink_ns.svc:8080
+        - --url=http://$sink_host:8080
 EOF
     for a in "$@"; do printf '        - "%s"\n' "$a"; done
     cat <<EOF
