@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
             reference::assert_agree(f, l);
         }
         (Ok(_), Err(e)) => assert!(
-            reference::json_explains_refusal(data),
+            reference::json_refusal_explained(data, &e.message),
             "the sink refuses what the full types read: {e}"
         ),
         _ => {}

@@ -286,7 +286,7 @@ fn json_agrees_with_opentelemetry_proto() {
                     assert!(wire::count_json_objects(&input) >= held(l), "{}", ctx());
                 }
                 (Ok(_), Err(e)) => assert!(
-                    json_explains_refusal(&input),
+                    json_refusal_explained(&input, &e.message),
                     "{}: the sink refuses what the full types read: {e}",
                     ctx()
                 ),
@@ -385,4 +385,27 @@ fn a_non_object_message_beside_bytes_that_are_not_utf8_is_a_listed_refusal() {
     );
     assert!(ingest.decode::<Traces>(&input, Protocol::HttpJson).is_err());
     assert!(json_explains_refusal(&input));
+}
+
+/// A message that is not an object beside a number a `Value` cannot hold in
+/// an unknown field, found by the `json` fuzz target: the shape cannot be
+/// read, the sink's reason (an array where a message belongs) explains it.
+#[test]
+fn a_non_object_message_beside_a_huge_number_is_a_listed_refusal() {
+    let input = br#"{"resourceSpans":[{"resource":[],"dmecUrl":7e07777767}]}"#;
+    let ingest = unbounded_ingest();
+    assert!(
+        serde_json::from_slice::<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >(input)
+        .is_ok()
+    );
+    let refused = ingest
+        .decode::<Traces>(input, Protocol::HttpJson)
+        .expect_err("the sink refuses an array where a message belongs");
+    assert!(
+        !json_explains_refusal(input),
+        "the shape cannot be read here"
+    );
+    assert!(json_refusal_explained(input, &refused.message));
 }
