@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # Build the real Kubernetes components the lab runs, from their official Go
 # modules, once: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# kube-proxy, kubelet, kubectl and CoreDNS. Binaries are cached under deploy/kube/build/bin,
-# each with a stamp: a binary is rebuilt only when versions.env or `recipe`
-# below changes (bump it when a build command here changes), and a binary that
-# is missing is built alone. Prints the bin directory on stdout; progress goes
-# to stderr.
+# kube-proxy, kubelet, kubectl, CoreDNS, and the nodes' container runtime
+# (containerd, its runc shim and ctr). Binaries are cached under
+# deploy/kube/build/bin, each with a stamp of its own pin: a binary is rebuilt
+# only when its pin in versions.env or `recipe` below changes (bump it when a
+# build command here changes), and a binary that is missing is built alone.
+# Prints the bin directory on stdout; progress goes to stderr.
 #
 # kubectl is built here too (same release as the API server) because it is not
 # a Debian package and CI machines may not have it.
+#
+# Why containerd from its Go modules and not Debian's package: Debian 12 has
+# containerd 1.6, which lacks the CRI RuntimeConfig call the kubelet uses to
+# learn the cgroup driver (containerd 2.0 added it); Kubernetes deprecated
+# containerd 1.x in v1.34/v1.35 and the kubelet's fallback for it is being
+# removed. A node of a current release runs containerd 2.x, so the lab does too.
+# runc stays Debian's (a cgo build needing libseccomp; the shim only execs it).
 #
 # Why a wrapper module: k8s.io/kubernetes replaces every k8s.io/<staging>
 # module with ./staging/..., so `go install k8s.io/kubernetes/cmd/...@v` is
@@ -27,8 +35,7 @@ override="${KUBERNETES_VERSION:-}"
 source "$here/versions.env"
 out="$here/build"
 bin="$out/bin"
-recipe=2
-want="$( (cat "$here/versions.env"; echo "recipe=$recipe") | sha256sum | cut -d' ' -f1)"
+recipe=3
 if [[ -n "$override" && "$override" != "$KUBERNETES_VERSION" ]]; then
   [[ "$override" =~ ^v1\.[0-9]+\.[0-9]+$ ]] || {
     echo "kube/build.sh: KUBERNETES_VERSION must look like v1.35.4 (got '$override')" >&2
@@ -36,18 +43,29 @@ if [[ -n "$override" && "$override" != "$KUBERNETES_VERSION" ]]; then
   }
   KUBERNETES_VERSION="$override"
   bin="$out/$override/bin"
-  want="$( (cat "$here/versions.env"; echo "recipe=$recipe"; echo "override=$override") | sha256sum | cut -d' ' -f1)"
 fi
-tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubectl coredns)
+tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubectl coredns
+  containerd containerd-shim-runc-v2 ctr)
 k8s_tools=(kube-proxy kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+runtime_tools=(containerd containerd-shim-runc-v2 ctr)
 
 if ! command -v go >/dev/null 2>&1; then
   echo "kube/build.sh: Go is required (https://go.dev/doc/install)" >&2
   exit 1
 fi
-fresh() { [[ -x "$bin/$1" && -f "$bin/.$1.stamp" && "$(cat "$bin/.$1.stamp")" == "$want" ]]; }
+# the pin a binary is built from: its stamp holds this (and the recipe)
+pin_of() {
+  case "$1" in
+  etcd) echo "etcd=$ETCD_VERSION" ;;
+  coredns) echo "coredns=$COREDNS_VERSION" ;;
+  containerd | containerd-shim-runc-v2 | ctr) echo "containerd=$CONTAINERD_VERSION" ;;
+  *) echo "kubernetes=$KUBERNETES_VERSION" ;;
+  esac
+}
+want() { echo "$(pin_of "$1") recipe=$recipe"; }
+fresh() { [[ -x "$bin/$1" && -f "$bin/.$1.stamp" && "$(cat "$bin/.$1.stamp")" == "$(want "$1")" ]]; }
 need() { local t; for t in "$@"; do fresh "$t" || return 0; done; return 1; }
-stamp() { echo "$want" >"$bin/.$1.stamp"; }
+stamp() { want "$1" >"$bin/.$1.stamp"; }
 if ! need "${tools[@]}"; then
   echo "$bin"
   exit 0
@@ -139,6 +157,16 @@ if ! fresh coredns; then
   echo "kube/build.sh: CoreDNS $COREDNS_VERSION" >&2
   GOBIN="$bin" go install -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
   stamp coredns
+fi
+
+if need "${runtime_tools[@]}"; then
+  echo "kube/build.sh: containerd $CONTAINERD_VERSION (containerd, containerd-shim-runc-v2, ctr)" >&2
+  # no cgo: the snapshotters that need it (btrfs, devmapper, zfs) are left out; the nodes use overlayfs
+  CGO_ENABLED=0 GOBIN="$bin" go install -ldflags "-s -w" -tags "no_btrfs no_devmapper no_zfs" \
+    "github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
+    "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" \
+    "github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION"
+  for t in "${runtime_tools[@]}"; do stamp "$t"; done
 fi
 
 for t in "${tools[@]}"; do

@@ -11,7 +11,8 @@ lab-hub), one kube-proxy per node in the node's network namespace (nftables or
 iptables mode), CoreDNS as a pod behind the kube-dns Service, the reference CNI
 plugins (ptp, host-local, loopback), the project's manifests applied with
 kubectl, the agents (OpenTelemetry Collector), trace-gen and trace-sink.
-Per node, in its namespace: the real kubelet with its own containerd (Debian's),
+Per node, in its namespace: the real kubelet with its own containerd (2.x, built by
+deploy/kube/build.sh), Debian's
 runc and the reference CNI plugins; the pods run the images built by
 deploy/images/build.sh --lab (deploy/lab/realnode.py). What differs from a
 production node: docs/lab-vs-production.md.
@@ -399,7 +400,7 @@ class Lab:
         rn = realnode.RealNodes(NODES, NODE_IP, POD_CIDR, self.a.kube_bin, self.a.cni_bin, self.pki, DNS_IP,
                                 self.logs, log, self.start)
         self.real = rn
-        log("containerd per node (Debian's containerd, runc; CNI ptp + host-local + loopback)")
+        log("containerd per node (containerd 2.x of deploy/kube/build.sh, Debian's runc; CNI ptp + host-local + loopback)")
         rn.containerd(images["PAUSE_IMAGE"])
         wanted = {
             images["TRACE_GEN_IMAGE"]: ["trace-gen:" + images["TRACE_GEN_IMAGE"].rsplit(":", 1)[1]],
@@ -663,7 +664,7 @@ def node_runtime(a: argparse.Namespace) -> dict[str, str] | None:
     if not hasattr(a, "kube_bin"):
         return None
     out: dict[str, str] = {}
-    for name, cmd in (("kubelet", [str(a.kube_bin / "kubelet"), "--version"]), ("containerd", ["containerd", "--version"]),
+    for name, cmd in (("kubelet", [str(a.kube_bin / "kubelet"), "--version"]), ("containerd", [str(a.kube_bin / "containerd"), "--version"]),
                       ("runc", ["runc", "--version"])):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             out[name] = run(cmd, check=False, timeout=10).stdout.strip().splitlines()[0]
@@ -699,12 +700,13 @@ def main(argv: list[str]) -> int:
     except LabError as exc:
         print(f"lab.py: {exc}", file=sys.stderr)
         return 2
-    for cmd in ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "buildah"):
+    for cmd in ("runc", "buildah"):
         if not shutil.which(cmd):
             print(f"lab.py: {cmd} is missing; deploy/lab/run.sh installs it", file=sys.stderr)
             return 2
     for path in (a.kube_bin / t for t in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
-                                          "kube-proxy", "kubelet", "coredns", "kubectl")):
+                                          "kube-proxy", "kubelet", "coredns", "kubectl", "containerd",
+                                          "containerd-shim-runc-v2", "ctr")):
         if not os.access(path, os.X_OK):
             print(f"lab.py: {path} is missing; deploy/lab/run.sh builds it", file=sys.stderr)
             return 2

@@ -1,5 +1,6 @@
 """The lab's nodes as real Kubernetes nodes: per node, in the node's network
-namespace, its own containerd (Debian's 1.6 package, with runc) and the real
+namespace, its own containerd (2.x, built from its Go modules by
+deploy/kube/build.sh, with Debian's runc) and the real
 kubelet of the control plane's release, registered under the node's own
 identity (system:node:<name>: the Node authorizer and NodeRestriction apply).
 
@@ -17,11 +18,12 @@ Per node NODE (all paths removed by `cleanup`):
   LOGS/NODE-containerd.log, LOGS/NODE-kubelet.log, LOGS/NODE/pods (the
   containers' logs, copied from the kubelet's podLogsDir at cleanup)
 
-Why Debian's containerd 1.6 and not one built from containerd/v2: it is the
-runtime that was seen to run the kubelet's pods on this machine kind
-(/work/shared/REAL-KUBELET-FACTS.md), it comes with its runc and needs no
-build (the lab's cold start stays within its time budget). Kubernetes v1.34
-supports it; newer kubelets warn that containerd 1.x support is ending.
+Why containerd 2.x built from its Go modules and not Debian's 1.6 package:
+containerd 1.x lacks the CRI RuntimeConfig call through which a current
+kubelet learns the cgroup driver, Kubernetes deprecated containerd 1.x
+(v1.34/v1.35) and a node of a supported release runs containerd 2.x. It is
+built once by deploy/kube/build.sh (pinned in deploy/kube/versions.env, cached),
+without cgo (overlayfs only). runc is Debian's: the shim only execs it.
 
 Each containerd keeps everything of its own: root, state, socket, runc root,
 the pods' network namespaces (netns_mounts_under_state_dir), CNI conf dir and
@@ -188,7 +190,7 @@ def remove_device_plugin_dir() -> None:
     for name in ("kubelet.sock", "kubelet_internal_checkpoint"):
         with contextlib.suppress(OSError):
             (DEVICE_PLUGINS / name).unlink()
-    # containerd 1.6's shims put their sockets in /run/containerd/s whatever the
+    # containerd's shims put their sockets in /run/containerd/s whatever the
     # containerd's state directory: removed when empty (no other containerd here)
     for d in (DEVICE_PLUGINS, DEVICE_PLUGINS.parent, SHIM_SOCKETS, SHIM_SOCKETS.parent):
         with contextlib.suppress(OSError):
@@ -276,6 +278,7 @@ def export_image(image: str, name: str, cache: Path) -> Path:
 
 # --------------------------------------------------------------------------- configuration
 def containerd_config(node: str, cni_bin: str, pause: str) -> tuple[Path, Path]:
+    """containerd 2.x's configuration (version 3) for one node."""
     state = RUN_DIR / node / "containerd"
     root = DISK_DIR / node / "containerd"
     sock = state / "containerd.sock"
@@ -283,14 +286,15 @@ def containerd_config(node: str, cni_bin: str, pause: str) -> tuple[Path, Path]:
     for d in (state, root, conf_dir):
         d.mkdir(parents=True, exist_ok=True)
     cfg = RUN_DIR / node / "containerd.toml"
-    cri = 'plugins."io.containerd.grpc.v1.cri"'
+    images, runtime = "plugins.'io.containerd.cri.v1.images'", "plugins.'io.containerd.cri.v1.runtime'"
     cfg.write_text(f"""# containerd of the lab's {node} (written by deploy/lab/realnode.py)
-version = 2
+version = 3
 root = "{root}"
 state = "{state}"
 oom_score = 0
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp"]
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.erofs",
+  "io.containerd.tracing.processor.v1.otlp"]
 
 [grpc]
   address = "{sock}"
@@ -301,11 +305,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 [metrics]
   address = ""
 
-[plugins."io.containerd.internal.v1.opt"]
+[plugins.'io.containerd.internal.v1.opt']
   path = "{root}/opt"
 
-[{cri}]
-  sandbox_image = "{pause}"
+[{images}]
+  snapshotter = "overlayfs"
+
+[{images}.pinned_images]
+  sandbox = "{pause}"
+
+[{runtime}]
   # lowering oom_score_adj (the kubelet asks -998 for a sandbox) needs
   # CAP_SYS_RESOURCE, which root does not have here
   restrict_oom_score_adj = true
@@ -314,19 +323,18 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   enable_selinux = false
   max_container_log_line_size = 16384
 
-[{cri}.containerd]
-  snapshotter = "overlayfs"
+[{runtime}.containerd]
   default_runtime_name = "runc"
 
-[{cri}.containerd.runtimes.runc]
+[{runtime}.containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
 
-[{cri}.containerd.runtimes.runc.options]
+[{runtime}.containerd.runtimes.runc.options]
   SystemdCgroup = false
   Root = "{state}/runc"
 
-[{cri}.cni]
-  bin_dir = "{cni_bin}"
+[{runtime}.cni]
+  bin_dirs = ["{cni_bin}"]
   conf_dir = "{conf_dir}"
   max_conf_num = 1
 """)
@@ -392,7 +400,7 @@ class RealNodes:
         self.socks: dict[str, Path] = {}
 
     def ctr(self, node: str, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
-        return run(["ctr", "--address", str(self.socks[node]), "--namespace", "k8s.io", *args],
+        return run([str(self.kube_bin / "ctr"), "--address", str(self.socks[node]), "--namespace", "k8s.io", *args],
                    timeout=timeout, check=check)
 
     def containerd(self, pause: str) -> None:
@@ -402,7 +410,10 @@ class RealNodes:
             cfg, sock = containerd_config(n, self.cni_bin, pause)
             cni_config(n, self.pod_cidr[n])
             self.socks[n] = sock
-            self.start(f"{n}-containerd", n, ["containerd", "--config", str(cfg), "--log-level", "warn"])
+            # the shim (containerd-shim-runc-v2) is looked up on PATH: the build's first
+            env = {"PATH": f"{self.kube_bin}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"}
+            self.start(f"{n}-containerd", n, [str(self.kube_bin / "containerd"), "--config", str(cfg),
+                                              "--log-level", "warn"], env)
         deadline = time.monotonic() + 60
         for n in self.nodes:
             while self.ctr(n, "version", check=False, timeout=10).returncode != 0:
@@ -422,7 +433,7 @@ class RealNodes:
         for n in self.nodes:
             script = []
             for archive, names in archives:
-                script.append(f"ctr --address {self.socks[n]} -n k8s.io images import {archive}")
+                script.append(f"{self.kube_bin / 'ctr'} --address {self.socks[n]} -n k8s.io images import {archive}")
             procs.append((n, subprocess.Popen(["bash", "-euc", " && ".join(script)], stdout=subprocess.PIPE,
                                               stderr=subprocess.STDOUT, text=True)))
         for n, p in procs:

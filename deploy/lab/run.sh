@@ -59,8 +59,8 @@ for cmd in "${!packages[@]}"; do
 done
 [[ -x /usr/lib/cni/ptp && -x /usr/lib/cni/host-local && -x /usr/lib/cni/loopback ]] ||
   missing+=(containernetworking-plugins)
-# the nodes' container runtime and the image build
-declare -A runtime=([containerd]=containerd [runc]=runc [buildah]=buildah [debootstrap]=debootstrap)
+# the nodes' runc (containerd is built with the Kubernetes components) and the image build
+declare -A runtime=([runc]=runc [buildah]=buildah [debootstrap]=debootstrap)
 for cmd in "${!runtime[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${runtime[$cmd]}")
 done

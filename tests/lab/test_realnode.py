@@ -44,17 +44,22 @@ def test_containerd_config_per_node_has_what_this_machine_kind_needs(run_dirs):
     realnode.cni_config("node-2", "198.18.130.0/24")
     c = tomllib.loads(cfg.read_text())
     run, disk = run_dirs / "run" / "node-2", run_dirs / "disk" / "node-2"
-    assert c["version"] == 2 and c["root"] == str(disk / "containerd") and c["state"] == str(run / "containerd")
+    assert c["version"] == 3 and c["root"] == str(disk / "containerd") and c["state"] == str(run / "containerd")
     assert c["grpc"]["address"] == str(sock) and sock.parent == run / "containerd"
     assert c["plugins"]["io.containerd.internal.v1.opt"]["path"].startswith(str(disk))
-    cri = c["plugins"]["io.containerd.grpc.v1.cri"]
+    images = c["plugins"]["io.containerd.cri.v1.images"]
+    assert images["snapshotter"] == "overlayfs"
+    assert images["pinned_images"] == {"sandbox": "localhost/pause:lab"}
+    cri = c["plugins"]["io.containerd.cri.v1.runtime"]
     assert cri["restrict_oom_score_adj"] is True  # root has no CAP_SYS_RESOURCE here
     assert cri["netns_mounts_under_state_dir"] is True
-    assert cri["sandbox_image"] == "localhost/pause:lab"
     runc = cri["containerd"]["runtimes"]["runc"]
+    assert cri["containerd"]["default_runtime_name"] == "runc"
     assert runc["runtime_type"] == "io.containerd.runc.v2"
     assert runc["options"]["SystemdCgroup"] is False and runc["options"]["Root"].startswith(str(run))
-    assert cri["cni"] == {"bin_dir": "/usr/lib/cni", "conf_dir": str(run / "cni"), "max_conf_num": 1}
+    assert cri["cni"] == {"bin_dirs": ["/usr/lib/cni"], "conf_dir": str(run / "cni"), "max_conf_num": 1}
+    # nothing of containerd 1.x's layout left (containerd 2 would migrate it silently)
+    assert "io.containerd.grpc.v1.cri" not in c["plugins"]
     net = json.loads((run / "cni" / "10-lab-pods.conflist").read_text())
     (ptp,) = net["plugins"]
     assert ptp["type"] == "ptp" and ptp["ipMasq"] is False

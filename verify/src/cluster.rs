@@ -344,7 +344,7 @@ impl Cluster {
             .map_err(ctx(format!("list endpointslices in {ns}")))?;
         Ok(slices
             .into_iter()
-            .flat_map(|s| s.endpoints)
+            .flat_map(|s| s.endpoints.unwrap_or_default())
             .map(|e| {
                 let c = e.conditions.unwrap_or_default();
                 AgentEndpoint {

@@ -310,7 +310,7 @@ async fn least_privilege_role_is_sufficient() {
             ..Default::default()
         },
         role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
             kind: "ClusterRole".into(),
             name: "trace-gen-sink-verify".into(),
         },
