@@ -103,6 +103,13 @@ async fn connect(context: Option<String>) -> Result<(kube::Client, String), Stri
             .map_err(|e2| format!("no kubeconfig ({e}) and not in a cluster ({e2})"))?,
         Err(e) => return Err(format!("kubeconfig context {name}: {e}")),
     };
+    // No client-level retry: kube's default retries a 429/503/504 up to 15 times
+    // with back-off (minutes in all), and the service proxy answers 503 while the
+    // sink has no ready endpoint. The waits of the steps poll themselves
+    // (--poll, --timeout) and say what they wait for; a request that fails is
+    // seen at once and polled again, or reported.
+    let mut config = config;
+    config.default_retry = false;
     let client = kube::Client::try_from(config).map_err(|e| format!("client: {e}"))?;
     client
         .apiserver_version()
