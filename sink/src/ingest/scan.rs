@@ -16,13 +16,15 @@
 //! `AnyValue` / `ArrayValue` / `KeyValueList`; varints, keys and groups read as
 //! pdata's `internal/proto/unmarshal.go` reads them, strings not checked for
 //! UTF-8. `tests/collector_parity.rs` holds that to the real Collector.
-//! It reads the values that counting and then decoding the lean
-//! [`TraceRequest`](super::wire::TraceRequest) with prost would read (and,
-//! as the Collector, the spans of the deprecated field 1000 of a
-//! `ResourceSpans` without `scope_spans`): the first
+//! It reads the values that counting and then decoding the lean request with
+//! prost would read (the tests' reference, `sink/tests/reference/`, which
+//! decodes into [`TraceRequest`](super::wire::TraceRequest)): the first
 //! attribute with a key, the last member of its value, of any kind (a later
 //! bool, double, array, kvlist or bytes member clears an earlier string or
-//! int, as in `wire::AnyValue`). The tests check that against prost on
+//! int, as in `wire::AnyValue`); and, as the Collector, the spans of the
+//! deprecated field 1000 of a `ResourceSpans` without `scope_spans`.
+//! `sink/tests/scan.rs`, the differential test and the `protobuf` fuzz target
+//! check that against the reference on
 //! generated and mutated requests, with these listed differences in what is
 //! accepted: prost refuses a 10th varint byte above 1, keys over 32 bits,
 //! strings that are not UTF-8 and groups the Collector skips; the lean decode
