@@ -22,14 +22,14 @@
 //! the things that know the request is a *trace* export: its lean type
 //! ([`wire::TraceRequest`]) and attribution for JSON, its one-pass scan for
 //! protobuf.
+//! [`accounting`] sees origins and item counts only. OTLP logs would be a
+//! sibling `logs` module with a `Logs` signal, feeding the same accounting.
 //!
 //! How the paths are tested: the tests' reference (`sink/tests/reference/`)
 //! decodes protobuf into [`wire::TraceRequest`] with prost after counting its
 //! elements (the path the scan replaced), and `sink/tests/scan.rs`,
 //! `sink/tests/differential.rs` and the fuzz targets hold [`Ingest::scan`] to
 //! it, and both paths to the full `opentelemetry-proto` types.
-//! [`accounting`] sees origins and item counts only. OTLP logs would be a
-//! sibling `logs` module with a `Logs` signal, feeding the same accounting.
 
 pub mod accounting;
 pub mod attribution;
