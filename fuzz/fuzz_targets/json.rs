@@ -9,13 +9,12 @@ mod reference;
 
 use libfuzzer_sys::fuzz_target;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use trace_proto::protocol::Protocol;
 use trace_sink::ingest::{Traces, wire};
 
 fuzz_target!(|data: &[u8]| {
     let ingest = reference::unbounded_ingest();
     let full = serde_json::from_slice::<ExportTraceServiceRequest>(data);
-    let lean = ingest.decode::<Traces>(data, Protocol::HttpJson);
+    let lean = ingest.decode_json::<Traces>(data);
     if let Ok(l) = &lean {
         assert!(wire::count_json_objects(data) >= reference::held(l));
     }

@@ -9,8 +9,9 @@
 //! - [`k8s`]: Kubernetes attribution: a Pod watch ([`k8s::watch`]) that resolves
 //!   peer IPs to Pod, namespace and node ([`k8s::PodResolver`]).
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
-//! - [`ingest`]: the one ingest path, [`ingest::Ingest::export`]: element count,
-//!   lean decoding ([`ingest::wire`]), attribution ([`ingest::attribution`]),
+//! - [`ingest`]: the one ingest path, [`ingest::Ingest::export`]: the one-pass
+//!   protobuf scan ([`ingest::scan`]), element count and lean decoding of
+//!   OTLP/JSON ([`ingest::wire`]), attribution ([`ingest::attribution`]),
 //!   sequence sets ([`ingest::seqset`]) and the accounting
 //!   ([`ingest::accounting`], one lock taken once per request).
 //! - [`config`]: the sink's settings (limits, attribute keys, API token).

@@ -73,17 +73,10 @@ impl Drop for Collector {
 
 // ---- protobuf by hand: what prost's types cannot write ----
 
-fn varint(mut n: u64) -> Vec<u8> {
+fn varint(n: u64) -> Vec<u8> {
     let mut v = Vec::new();
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            v.push(b);
-            return v;
-        }
-        v.push(b | 0x80);
-    }
+    prost::encoding::encode_varint(n, &mut v);
+    v
 }
 
 fn key(field: u64, wt: u8) -> Vec<u8> {

@@ -2,7 +2,8 @@
 //! the full `opentelemetry-proto` types, on generated requests and on mutations
 //! of them, protobuf and OTLP/JSON.
 //!
-//! What is held, for every input (`ingest::wire`'s module documentation says why):
+//! What is held, for every input (the module documentation of `ingest::wire`
+//! for OTLP/JSON and of the reference's `lean` types for protobuf say why):
 //! - whatever the full types accept, the sink accepts, and it reads the same
 //!   thing: the same resource spans, scope spans and spans, and every resource
 //!   and span attribute with the same key and the same value (string, int, or
@@ -12,8 +13,9 @@
 //!   or is one of the documented OTLP/JSON differences (`documented_json_differences`);
 //! - the element count bounds what the lean decode holds;
 //! - protobuf: the one-pass scan the sink really ingests with (`Ingest::scan`)
-//!   accepts and refuses the same inputs as the count-then-decode path and
-//!   attributes them the same (`reference::assert_scan_agrees`).
+//!   accepts and refuses the same inputs as the reference's count-then-decode
+//!   path (`reference::count::decode`) and attributes them the same
+//!   (`reference::assert_scan_agrees`).
 //!
 //! A seeded generator, so a failure is reproducible: it prints the seed and the input.
 
@@ -22,7 +24,6 @@ mod reference;
 use prost::Message;
 use reference::*;
 use trace_proto::otlp::ExportTraceServiceRequest;
-use trace_proto::protocol::Protocol;
 use trace_sink::ingest::Traces;
 use trace_sink::ingest::wire;
 
@@ -191,17 +192,16 @@ fn protobuf_agrees_with_opentelemetry_proto() {
     for case in 0..400 {
         let full = random_request(&mut rng);
         let bytes = full.encode_to_vec();
-        let lean = ingest
-            .decode::<Traces>(&bytes, Protocol::HttpProtobuf)
+        let lean = reference::count::decode(&bytes, u64::MAX)
             .unwrap_or_else(|e| panic!("case {case}: {e}"));
         assert_agree(&full, &lean);
-        assert!(wire::count_elements(&bytes, u64::MAX).unwrap() >= held(&lean));
+        assert!(reference::count::count_elements(&bytes, u64::MAX).unwrap() >= held(&lean));
         assert_scan_agrees(ingest, &bytes, &Ok(lean));
         for m in 0..20 {
             let mut input = bytes.clone();
             mutate(&mut rng, &mut input, &donor);
             let full = ExportTraceServiceRequest::decode(input.as_slice());
-            let lean = ingest.decode::<Traces>(&input, Protocol::HttpProtobuf);
+            let lean = reference::count::decode(&input, u64::MAX);
             assert_scan_agrees(ingest, &input, &lean);
             let ctx = || format!("case {case}.{m}: input {input:02x?}");
             match (&full, &lean) {
@@ -209,7 +209,7 @@ fn protobuf_agrees_with_opentelemetry_proto() {
                     both_ok += 1;
                     assert_agree(f, l);
                     assert!(
-                        wire::count_elements(&input, u64::MAX).unwrap() >= held(l),
+                        reference::count::count_elements(&input, u64::MAX).unwrap() >= held(l),
                         "{}",
                         ctx()
                     );
@@ -267,7 +267,7 @@ fn json_agrees_with_opentelemetry_proto() {
         let reference: ExportTraceServiceRequest = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("case {case}: the full types refuse {text}: {e}"));
         let lean = ingest
-            .decode::<Traces>(text.as_bytes(), Protocol::HttpJson)
+            .decode_json::<Traces>(text.as_bytes())
             .unwrap_or_else(|e| panic!("case {case}: {e}: {text}"));
         assert_agree(&reference, &lean);
         assert!(wire::count_json_objects(text.as_bytes()) >= held(&lean));
@@ -275,7 +275,7 @@ fn json_agrees_with_opentelemetry_proto() {
             let mut input = text.clone().into_bytes();
             mutate(&mut rng, &mut input, b"{}[]:,\"null 0");
             let full = serde_json::from_slice::<ExportTraceServiceRequest>(&input);
-            let lean = ingest.decode::<Traces>(&input, Protocol::HttpJson);
+            let lean = ingest.decode_json::<Traces>(&input);
             let ctx = || format!("case {case}.{m}: {}", String::from_utf8_lossy(&input));
             match (&full, &lean) {
                 (Ok(f), Ok(l)) => {
@@ -309,7 +309,7 @@ fn json_agrees_with_opentelemetry_proto() {
 #[test]
 fn documented_json_differences() {
     let ingest = unbounded_ingest();
-    let decode = |j: &str| ingest.decode::<Traces>(j.as_bytes(), Protocol::HttpJson);
+    let decode = |j: &str| ingest.decode_json::<Traces>(j.as_bytes());
     let full = |j: &str| serde_json::from_str::<ExportTraceServiceRequest>(j);
     // `null` for a repeated field: empty for the sink (proto3 JSON), an error for the full types.
     let j = r#"{"resourceSpans":[{"scopeSpans":null}]}"#;
@@ -331,7 +331,7 @@ fn documented_json_differences() {
     assert!(full(j).unwrap().resource_spans.is_empty());
     // ... and so checked by the sink only (fuzz finding: a key that is not UTF-8 inside).
     let j = b"{\"resource_spans\":[{\"re\xa2ource\":null}]}";
-    assert!(ingest.decode::<Traces>(j, Protocol::HttpJson).is_err());
+    assert!(ingest.decode_json::<Traces>(j).is_err());
     assert!(serde_json::from_slice::<ExportTraceServiceRequest>(j).is_ok());
     assert!(json_explains_refusal(j));
     // A field the sink does not read, malformed: accepted by the sink only.
@@ -356,7 +356,7 @@ fn a_group_prost_skips_is_refused_as_the_collector_refuses_it() {
         0x2e, 0x6e, 0x00, 0x09, 0x74,
     ];
     let ingest = unbounded_ingest();
-    let lean = ingest.decode::<Traces>(&input, Protocol::HttpProtobuf);
+    let lean = reference::count::decode(&input, u64::MAX);
     assert!(
         lean.is_ok(),
         "prost's lean decode skips the group: {lean:?}"
@@ -383,7 +383,7 @@ fn a_non_object_message_beside_bytes_that_are_not_utf8_is_a_listed_refusal() {
         >(&input)
         .is_ok()
     );
-    assert!(ingest.decode::<Traces>(&input, Protocol::HttpJson).is_err());
+    assert!(ingest.decode_json::<Traces>(&input).is_err());
     assert!(json_explains_refusal(&input));
 }
 
@@ -401,7 +401,7 @@ fn a_non_object_message_beside_a_huge_number_is_a_listed_refusal() {
         .is_ok()
     );
     let refused = ingest
-        .decode::<Traces>(input, Protocol::HttpJson)
+        .decode_json::<Traces>(input)
         .expect_err("the sink refuses an array where a message belongs");
     assert!(
         !json_explains_refusal(input),

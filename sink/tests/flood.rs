@@ -12,14 +12,18 @@
 //! Bounded: at most 3,000 flood sockets per test, a few seconds of sending,
 //! every wait with a deadline. `TRACE_SINK_BIN` runs the tests against
 //! another build (an older one: the flood shapes still apply, the settings it
-//! does not know are ignored).
+//! does not know are ignored; it must write `SINK_LISTEN_FILE`, which says
+//! where it listens).
+
+#[path = "common/process.rs"]
+mod process;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use process::SinkProcess;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use trace_proto::stats::{GeneratorReport, SinkStats};
@@ -58,80 +62,19 @@ fn raise_fd_limit() {
 /// Lines "accept failed" the sinks of this test binary logged (EMFILE).
 static ACCEPT_FAILED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// A trace-sink process on loopback ports chosen by the kernel.
-struct SinkProc {
-    child: Child,
-    grpc: SocketAddr,
-    http: SocketAddr,
-    api: SocketAddr,
-}
-
-impl SinkProc {
-    /// Starts the binary with settings `env`; `nofile` lowers its file limit.
-    fn spawn(env: &[(&str, &str)], nofile: Option<u32>) -> SinkProc {
-        let mut cmd = match nofile {
-            Some(n) => {
-                let mut c = Command::new("sh");
-                c.arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
-                    .arg(bin());
-                c
-            }
-            None => Command::new(bin()),
-        };
-        cmd.args([
-            "--grpc-listen=127.0.0.1:0",
-            "--http-listen=127.0.0.1:0",
-            "--api-listen=127.0.0.1:0",
-        ])
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "warn,trace_sink=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn trace-sink");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if line.contains("trace-sink listening:") {
-                    let _ = tx.send(line.clone());
-                }
-                if line.contains("accept failed") {
-                    ACCEPT_FAILED.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    eprintln!("sink: {line}");
-                }
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("trace-sink did not log its addresses");
-        let addr = |label: &str| -> SocketAddr {
-            let rest = &line[line.find(label).unwrap() + label.len()..];
-            rest.split(|c: char| c == ',' || c.is_whitespace())
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
-        SinkProc {
-            grpc: addr("OTLP/gRPC on "),
-            http: addr("OTLP/HTTP on "),
-            api: addr("API on "),
-            child,
+/// Starts the binary with settings `env`; `nofile` lowers its file limit. Its
+/// stderr goes to the test's, but for "accept failed" lines, which are counted.
+fn spawn_sink(env: &[(&str, &str)], nofile: Option<u32>) -> SinkProcess {
+    let mut cmd = process::command(&bin(), nofile);
+    cmd.envs(env.iter().copied())
+        .env("RUST_LOG", "warn,trace_sink=info");
+    SinkProcess::spawn(cmd, |line| {
+        if line.contains("accept failed") {
+            ACCEPT_FAILED.fetch_add(1, Ordering::Relaxed);
+        } else {
+            eprintln!("sink: {line}");
         }
-    }
-}
-
-impl Drop for SinkProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    })
 }
 
 /// What each flood connection does once connected.
@@ -227,7 +170,7 @@ impl Flood {
     /// API cannot be reached is measured after the 30 s; one that does not
     /// count accepted connections (an older one) at once (slowloris heads
     /// expire after `--header-read-timeout`, 10 s: waiting would measure nothing).
-    async fn wait_taken_in(&self, sink: &SinkProc) {
+    async fn wait_taken_in(&self, sink: &SinkProcess) {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
@@ -348,7 +291,7 @@ fn metric(text: &str, name: &str) -> u64 {
 
 /// Runs the good clients beside a flood already in place and checks the
 /// promise: nothing lost, `/stats` always within 1 s.
-async fn good_clients_are_served(sink: &SinkProc, what: &str) {
+async fn good_clients_are_served(sink: &SinkProcess, what: &str) {
     let stop = Arc::new(AtomicBool::new(false));
     let reader = tokio::spawn(stats_reader(sink.api, stop.clone()));
     let grpc = tokio::spawn(good_generator("grpc", format!("http://{}", sink.grpc)));
@@ -432,7 +375,7 @@ async fn good_clients_are_served(sink: &SinkProc, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_flood_on_the_http_port() {
     raise_fd_limit();
-    let sink = SinkProc::spawn(&[], None);
+    let sink = spawn_sink(&[], None);
     let flood = Flood::start(&[sink.http], 1_100, &sources(50), Shape::Idle).await;
     flood.wait_taken_in(&sink).await;
     flood.wait_past_grace().await;
@@ -445,7 +388,7 @@ async fn idle_flood_on_the_http_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_on_the_http_port() {
     raise_fd_limit();
-    let sink = SinkProc::spawn(&[], None);
+    let sink = spawn_sink(&[], None);
     let flood = Flood::start(&[sink.http], 1_000, &sources(40), Shape::Slowloris).await;
     flood.wait_taken_in(&sink).await;
     flood.wait_past_grace().await;
@@ -458,7 +401,7 @@ async fn slowloris_on_the_http_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_flood_on_all_three_ports_from_one_address() {
     raise_fd_limit();
-    let sink = SinkProc::spawn(&[], None);
+    let sink = spawn_sink(&[], None);
     let targets = [sink.grpc, sink.http, sink.api];
     let flood = Flood::start(&targets, 1_000, &sources(1), Shape::Idle).await;
     flood.wait_taken_in(&sink).await;
@@ -473,7 +416,7 @@ async fn idle_flood_on_all_three_ports_from_one_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_flood_on_all_three_ports_from_the_clients_own_address() {
     raise_fd_limit();
-    let sink = SinkProc::spawn(&[("SINK_PER_PEER_EXEMPT", "127.0.0.1")], None);
+    let sink = spawn_sink(&[("SINK_PER_PEER_EXEMPT", "127.0.0.1")], None);
     let targets = [sink.grpc, sink.http, sink.api];
     let flood = Flood::start(&targets, 1_000, &[Ipv4Addr::LOCALHOST], Shape::Idle).await;
     flood.wait_taken_in(&sink).await;
@@ -489,7 +432,7 @@ async fn idle_flood_on_all_three_ports_from_the_clients_own_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn descriptor_flood() {
     raise_fd_limit();
-    let sink = SinkProc::spawn(&[], Some(256));
+    let sink = spawn_sink(&[], Some(256));
     let targets = [sink.grpc, sink.http, sink.api];
     let flood = Flood::start(&targets, 1_000, &sources(100), Shape::Idle).await;
     flood.wait_taken_in(&sink).await;

@@ -3,7 +3,8 @@
 //! memory is measured from /proc as a process of its own. Settings are
 //! given as environment variables, and `TRACE_SINK_BIN` runs the tests
 //! against another build: an older binary ignores the variables it does not
-//! know, so these tests show what it got wrong.
+//! know, so these tests show what it got wrong (it must write
+//! `SINK_LISTEN_FILE`, which says where it listens: `common/process.rs`).
 //!
 //! The memory bounds are those of README "Limits and memory budget", which
 //! is the release build's: the tests that measure memory run
@@ -13,15 +14,17 @@
 //! socket's state in /proc/net/tcp, a counter), with a generous bound.
 
 mod common;
+#[path = "common/process.rs"]
+mod process;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
+use process::SinkProcess;
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -149,69 +152,32 @@ async fn until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// A trace-sink process on loopback ports chosen by the kernel.
+/// A trace-sink process on loopback ports chosen by the kernel, with its
+/// stderr kept.
 struct SinkProc {
-    child: Child,
-    grpc: SocketAddr,
-    http: SocketAddr,
-    api: SocketAddr,
+    proc: SinkProcess,
     stderr: Arc<std::sync::Mutex<Vec<String>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The addresses and the child.
+impl std::ops::Deref for SinkProc {
+    type Target = SinkProcess;
+    fn deref(&self) -> &SinkProcess {
+        &self.proc
+    }
 }
 
 impl SinkProc {
     /// Starts `bin` with settings `env`; `nofile` lowers its file limit.
     fn spawn(bin: &str, env: &[(&str, &str)], nofile: Option<u32>) -> SinkProc {
-        let mut cmd = match nofile {
-            Some(n) => {
-                let mut c = Command::new("sh");
-                c.arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
-                    .arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
-        cmd.args([
-            "--grpc-listen=127.0.0.1:0",
-            "--http-listen=127.0.0.1:0",
-            "--api-listen=127.0.0.1:0",
-        ])
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn trace-sink");
-        let stderr = child.stderr.take().unwrap();
+        let mut cmd = process::command(bin, nofile);
+        cmd.envs(env.iter().copied()).env("RUST_LOG", "info");
         let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
         let keep = lines.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("trace-sink listening:") {
-                    let _ = tx.send(line.clone());
-                }
-                keep.lock().unwrap().push(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("trace-sink did not log its addresses");
-        let addr = |label: &str| -> SocketAddr {
-            let rest = &line[line.find(label).unwrap() + label.len()..];
-            rest.split(|c: char| c == ',' || c.is_whitespace())
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
+        let proc = SinkProcess::spawn(cmd, move |line| keep.lock().unwrap().push(line));
         SinkProc {
-            grpc: addr("OTLP/gRPC on "),
-            http: addr("OTLP/HTTP on "),
-            api: addr("API on "),
-            child,
+            proc,
             stderr: lines,
-            reader: Some(reader),
         }
     }
 
@@ -251,24 +217,15 @@ impl SinkProc {
     fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let end = Instant::now() + within;
         loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
+            if let Some(s) = self.proc.child.try_wait().unwrap() {
                 // The process is gone, so its stderr ends: wait for the
                 // reader to take in the last lines (the final stats).
-                if let Some(reader) = self.reader.take() {
-                    let _ = reader.join();
-                }
+                self.proc.join_stderr();
                 return s;
             }
             assert!(Instant::now() < end, "trace-sink did not exit");
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-impl Drop for SinkProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -11,9 +11,10 @@
 mod common;
 #[path = "common/control_plane.rs"]
 mod control_plane;
+#[path = "common/process.rs"]
+mod process;
 
 use std::net::IpAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::request;
@@ -23,68 +24,21 @@ use control_plane::{
 };
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use process::SinkProcess;
 
 const NS: &str = "kyma-system";
 
-struct Sink {
-    child: Child,
-    grpc: String,
-    api: String,
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the sink on ports the kernel picks (127.0.0.1:0); its start-up log
-/// line says which. Its stderr is passed on to the test's.
-fn start_sink(kubeconfig: &std::path::Path) -> Sink {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trace-sink"))
-        .args([
-            "--grpc-listen=127.0.0.1:0",
-            "--http-listen=127.0.0.1:0",
-            "--api-listen=127.0.0.1:0",
-            "--k8s-attribution",
-            &format!("--k8s-kubeconfig={}", kubeconfig.display()),
-        ])
-        .env_remove("KUBECONFIG")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.contains("trace-sink listening:") {
-                let _ = tx.send(line.clone());
-            }
-            eprintln!("{line}");
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("trace-sink did not log its addresses");
-    let addr = |label: &str| -> String {
-        let rest = &line[line.find(label).unwrap() + label.len()..];
-        rest.split(|c: char| c == ',' || c.is_whitespace())
-            .next()
-            .unwrap()
-            .to_owned()
-    };
-    Sink {
-        grpc: format!("http://{}", addr("OTLP/gRPC on ")),
-        api: format!("http://{}", addr("API on ")),
-        child,
-    }
+/// Starts the sink on ports the kernel picks (127.0.0.1:0; its listen file
+/// says which). Its stderr is passed on to the test's.
+fn start_sink(kubeconfig: &std::path::Path) -> SinkProcess {
+    let mut cmd = process::command(env!("CARGO_BIN_EXE_trace-sink"), None);
+    cmd.args([
+        "--k8s-attribution",
+        &format!("--k8s-kubeconfig={}", kubeconfig.display()),
+    ])
+    .env_remove("KUBECONFIG")
+    .env("RUST_LOG", "info");
+    SinkProcess::spawn(cmd, |line| eprintln!("{line}"))
 }
 
 async fn get(url: String) -> Option<(u16, String)> {
@@ -93,8 +47,8 @@ async fn get(url: String) -> Option<(u16, String)> {
     Some((status, resp.text().await.ok()?))
 }
 
-async fn stats(sink: &Sink) -> serde_json::Value {
-    let (status, body) = get(format!("{}/stats", sink.api)).await.unwrap();
+async fn stats(sink: &SinkProcess) -> serde_json::Value {
+    let (status, body) = get(format!("http://{}/stats", sink.api)).await.unwrap();
     assert_eq!(status, 200);
     serde_json::from_str(&body).unwrap()
 }
@@ -112,8 +66,8 @@ where
     }
 }
 
-async fn send_from(sink: &Sink, from: &str, req: ExportTraceServiceRequest) {
-    let ep = tonic::transport::Endpoint::from_shared(sink.grpc.clone())
+async fn send_from(sink: &SinkProcess, from: &str, req: ExportTraceServiceRequest) {
+    let ep = tonic::transport::Endpoint::from_shared(format!("http://{}", sink.grpc))
         .unwrap()
         .local_address(Some(from.parse::<IpAddr>().unwrap()));
     let mut client = TraceServiceClient::new(ep.connect().await.unwrap());
@@ -144,7 +98,10 @@ async fn sink_attributes_by_peer_against_real_apiserver() {
 
     let sink = start_sink(&cp.kubeconfig("sink", SINK_TOKEN));
     until("sink ready", || async {
-        get(format!("{}/readyz", sink.api)).await.map(|r| r.0) == Some(200)
+        get(format!("http://{}/readyz", sink.api))
+            .await
+            .map(|r| r.0)
+            == Some(200)
     })
     .await;
     let s = stats(&sink).await;
@@ -164,9 +121,12 @@ async fn sink_attributes_by_peer_against_real_apiserver() {
         (Some(5), Some("peer"))
     );
     assert_eq!(s["local_spans"], 5);
-    let (status, _) = get(format!("{}/check?expect=local&from_nodes=node-1", sink.api))
-        .await
-        .unwrap();
+    let (status, _) = get(format!(
+        "http://{}/check?expect=local&from_nodes=node-1",
+        sink.api
+    ))
+    .await
+    .unwrap();
     assert_eq!(status, 200);
 
     // The IP moves: agent-a terminating (no kubelet finishes it), agent-b on node-2 takes it.
@@ -191,7 +151,7 @@ async fn sink_attributes_by_peer_against_real_apiserver() {
         (Some(3), Some("peer"))
     );
     assert_eq!(s["remote_spans"], 3);
-    let (status, body) = get(format!("{}/check?expect=local", sink.api))
+    let (status, body) = get(format!("http://{}/check?expect=local", sink.api))
         .await
         .unwrap();
     assert_eq!(status, 412, "{body}");
@@ -200,7 +160,7 @@ async fn sink_attributes_by_peer_against_real_apiserver() {
     // The API goes away: not ready, and says why.
     cp.stop_apiserver();
     until("sink not ready", || async {
-        matches!(get(format!("{}/readyz", sink.api)).await, Some((503, t)) if t.contains("Kubernetes API unreachable"))
+        matches!(get(format!("http://{}/readyz", sink.api)).await, Some((503, t)) if t.contains("Kubernetes API unreachable"))
     })
     .await;
     assert_eq!(stats(&sink).await["kubernetes"]["api"], "unreachable");
@@ -215,7 +175,10 @@ async fn sink_attributes_by_peer_against_real_apiserver() {
     assert_eq!(s["kubernetes"]["peer_spans"]["api_unreachable"], 1);
     cp.start_apiserver().await;
     until("sink ready again", || async {
-        get(format!("{}/readyz", sink.api)).await.map(|r| r.0) == Some(200)
+        get(format!("http://{}/readyz", sink.api))
+            .await
+            .map(|r| r.0)
+            == Some(200)
     })
     .await;
 }

@@ -24,6 +24,12 @@
 //! protobuf.
 //! [`accounting`] sees origins and item counts only. OTLP logs would be a
 //! sibling `logs` module with a `Logs` signal, feeding the same accounting.
+//!
+//! How the paths are tested: the tests' reference (`sink/tests/reference/`)
+//! decodes protobuf into [`wire::TraceRequest`] with prost after counting its
+//! elements (the path the scan replaced), and `sink/tests/scan.rs`,
+//! `sink/tests/differential.rs` and the fuzz targets hold [`Ingest::scan`] to
+//! it, and both paths to the full `opentelemetry-proto` types.
 
 pub mod accounting;
 pub mod attribution;
@@ -34,7 +40,6 @@ pub mod wire;
 
 use std::net::SocketAddr;
 
-use prost::Message;
 use trace_proto::protocol::Protocol;
 use trace_proto::stats::SinkStats;
 
@@ -43,16 +48,13 @@ use crate::metrics::Metrics;
 use crate::outcome::{Outcome, Via};
 use accounting::Accounting;
 use attribution::{AttributionKeys, PeerLookup, RequestSummary};
-use wire::{ScanError, TraceRequest, count_json_objects};
+use wire::{TraceRequest, count_json_objects};
 
 /// One OTLP signal as the ingest path sees it.
 pub trait Signal {
-    /// The lean request type: decodes from the signal's protobuf and OTLP/JSON,
-    /// keeping only what attribution reads.
-    type Request: Message + Default + serde::de::DeserializeOwned;
-    /// Counts the elements of a protobuf request, failing beyond `limit`,
-    /// without decoding it (the reference path, [`Ingest::decode`]).
-    fn count_elements(protobuf: &[u8], limit: u64) -> Result<u64, ScanError>;
+    /// The lean request type: decodes from the signal's OTLP/JSON, keeping
+    /// only what attribution reads.
+    type Request: serde::de::DeserializeOwned;
     /// Counts the elements of a protobuf request, failing beyond `limit`,
     /// and groups its items by origin, in one pass and borrowing from it.
     fn scan<'a>(
@@ -70,9 +72,6 @@ pub enum Traces {}
 
 impl Signal for Traces {
     type Request = TraceRequest;
-    fn count_elements(protobuf: &[u8], limit: u64) -> Result<u64, ScanError> {
-        wire::count_elements(protobuf, limit)
-    }
     fn scan<'a>(
         protobuf: &'a [u8],
         keys: &AttributionKeys,
@@ -188,7 +187,11 @@ impl Ingest {
         }
     }
 
-    fn decode_json<S: Signal>(&self, body: &[u8]) -> Result<S::Request, Rejected> {
+    /// Step 2 of [`Ingest::export`] for an OTLP/JSON body: the element
+    /// bound, then the lean decode, nothing counted. Public for the
+    /// differential test and the fuzz targets, which hold it to the full
+    /// `opentelemetry-proto` types.
+    pub fn decode_json<S: Signal>(&self, body: &[u8]) -> Result<S::Request, Rejected> {
         if count_json_objects(body) > self.max_elements {
             Err(self.too_many())
         } else if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -201,36 +204,10 @@ impl Ingest {
         }
     }
 
-    /// The count-then-decode path alone (element count, then the lean decode),
-    /// nothing counted. Public for the differential test and the fuzz targets,
-    /// which hold it to the reference decoders; protobuf requests are ingested
-    /// through [`Ingest::summarize`], which those hold to this.
-    pub fn decode<S: Signal>(
-        &self,
-        body: &[u8],
-        protocol: Protocol,
-    ) -> Result<S::Request, Rejected> {
-        match protocol {
-            Protocol::Grpc | Protocol::HttpProtobuf => {
-                match S::count_elements(body, self.max_elements) {
-                    Err(ScanError::TooMany) => return Err(self.too_many()),
-                    Err(ScanError::Malformed) => {
-                        return Err(Rejected::bad(
-                            "invalid OTLP protobuf message: malformed wire format",
-                        ));
-                    }
-                    Ok(_) => {}
-                }
-                S::Request::decode(body)
-                    .map_err(|e| Rejected::bad(format!("invalid OTLP protobuf message: {e}")))
-            }
-            Protocol::HttpJson => self.decode_json::<S>(body),
-        }
-    }
-
-    /// Steps 1 and 2 of [`Ingest::export`] for a protobuf body: the one-pass
-    /// scan, nothing counted. Public for the differential test and the fuzz
-    /// targets, which hold it to [`Ingest::decode`] + attribution.
+    /// Step 1 of [`Ingest::export`] for a protobuf body: the one-pass scan,
+    /// nothing counted. Public for `sink/tests/scan.rs`, the differential test
+    /// and the fuzz targets, which hold it to the tests' reference: count,
+    /// decode with prost, then attribute.
     pub fn scan<'a, S: Signal>(&self, body: &'a [u8]) -> Result<RequestSummary<'a>, Rejected> {
         S::scan(body, &self.keys, self.max_elements).map_err(|r| match r {
             scan::Refused::TooMany => self.too_many(),

@@ -1,8 +1,19 @@
 //! The reference comparison shared by the differential test
-//! (`sink/tests/differential.rs`) and the fuzz targets (`fuzz/`, which include
-//! this file by path): what the sink reads from a request, set against what the
-//! full `opentelemetry-proto` types read from it.
+//! (`sink/tests/differential.rs`), `sink/tests/scan.rs`,
+//! `sink/tests/reference_decoder.rs` and the fuzz targets (`fuzz/`, which
+//! include this file by path): what the sink reads from a request, set against
+//! what the full `opentelemetry-proto` types read from it.
+//!
+//! - [`lean`]: prost types that read only what attribution reads, converted
+//!   into the sink's `wire::TraceRequest`: the protobuf reference;
+//! - [`count`]: their element count (a walk over the bytes with
+//!   `prost::encoding`) and the count-then-decode path ([`count::decode`]) that
+//!   the sink's one-pass scan is held to ([`assert_scan_agrees`]);
+//! - below: the comparison with the full types and its listed differences.
 #![allow(dead_code)]
+
+pub mod count;
+pub mod lean;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
@@ -248,7 +259,7 @@ pub fn unbounded_ingest() -> &'static trace_sink::ingest::Ingest {
 }
 
 /// The path protobuf requests really take, the one-pass scan
-/// (`Ingest::scan`), against the count-then-decode path (`Ingest::decode`)
+/// (`Ingest::scan`), against the count-then-decode path ([`count::decode`])
 /// that the rest of this module holds to the full types: the scan accepts
 /// exactly what that path accepts, refuses it with the same outcome, and
 /// attributes the same spans to the same origins with the same sequence
