@@ -729,10 +729,14 @@ for n in "${gen_nodes[@]}"; do [[ "$n" == "$victim" ]] || others+=("$n"); done
 # ---------------------------------------------------------------- steps 1 and 4
 # Every node delivers, and only through the agent of its own node.
 all_local_step() { # STEP KEY TITLE
-  local rc=0 s
+  local rc=0 s w="$within"
+  # The first check after a fresh deployment also waits for the pipeline to start: an
+  # agent that asked for the sink Service's name before CoreDNS knew it asks again only
+  # after gRPC's re-resolution interval (30s), so that check gets at least 45s.
+  if [[ "$2" == all-up ]] && ((within_s < 45)); then w=45s; fi
   settle_down
   sink_reset
-  sink_check "$2" --expect-local --from-nodes "$all_nodes" --within "$within" --hold "$hold" || rc=$?
+  sink_check "$2" --expect-local --from-nodes "$all_nodes" --within "$w" --hold "$hold" || rc=$?
   check_or_abort "$rc"
   s="$(sink_stats)"
   step_stats="$s"

@@ -44,6 +44,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from datetime import datetime, timezone
@@ -317,6 +318,7 @@ class Lab:
         self.verify: subprocess.Popen | None = None
         self.real: realnode.RealNodes | None = None
         self.proofs: list[dict[str, Any]] = []
+        self.pod_logs_stop = threading.Event()
 
     def start(self, name: str, ns: str, cmd: list[str], env: dict[str, str] | None = None) -> Proc:
         p = Proc(name, ns, cmd, self.logs, env)
@@ -437,10 +439,23 @@ class Lab:
         except ApiError:
             return None
 
+    def keep_pod_logs(self) -> None:
+        """The containers' logs, copied into LOGS/NODE/pods every 5s while the
+        lab runs: a kubelet deletes a pod's logs with the pod, and verify.sh
+        deletes its pods at the end of each run."""
+        def loop() -> None:
+            while not self.pod_logs_stop.wait(5):
+                with contextlib.suppress(OSError):
+                    realnode.save_pod_logs(self.logs)
+        threading.Thread(target=loop, name="pod-logs", daemon=True).start()
+
     def remove_pods(self) -> None:
         """Real nodes: the pods removed by their kubelets (containers stopped,
         sandboxes and their network torn down through CNI), before the kubelets
         stop. The controllers are stopped first so that nothing comes back."""
+        self.pod_logs_stop.set()
+        with contextlib.suppress(OSError):
+            realnode.save_pod_logs(self.logs)
         for name in ("kube-controller-manager", "kube-scheduler"):
             if name in self.procs:
                 self.procs[name].stop(5)
@@ -738,6 +753,7 @@ def main(argv: list[str]) -> int:
         setup_network()
         lab.control_plane()
         lab.nodes()
+        lab.keep_pod_logs()
         lab.dns()
         kc = lab.verify_account()
         for mode in a.attribution:

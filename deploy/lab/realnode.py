@@ -278,7 +278,10 @@ def export_image(image: str, name: str, cache: Path) -> Path:
 
 # --------------------------------------------------------------------------- configuration
 def containerd_config(node: str, cni_bin: str, pause: str) -> tuple[Path, Path]:
-    """containerd 2.x's configuration (version 3) for one node."""
+    """containerd 2.x's configuration (version 4, containerd 2.4's) for one node:
+    everything of its own (root, state, sockets, NRI, CNI), nothing from the host's
+    /etc/nri, /opt/nri or /opt/containerd. (containerd 2.4 always imports
+    /etc/containerd/conf.d/*.toml, its built-in default; the lab adds nothing there.)"""
     state = RUN_DIR / node / "containerd"
     root = DISK_DIR / node / "containerd"
     sock = state / "containerd.sock"
@@ -288,7 +291,7 @@ def containerd_config(node: str, cni_bin: str, pause: str) -> tuple[Path, Path]:
     cfg = RUN_DIR / node / "containerd.toml"
     images, runtime = "plugins.'io.containerd.cri.v1.images'", "plugins.'io.containerd.cri.v1.runtime'"
     cfg.write_text(f"""# containerd of the lab's {node} (written by deploy/lab/realnode.py)
-version = 3
+version = 4
 root = "{root}"
 state = "{state}"
 oom_score = 0
@@ -296,14 +299,28 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.erofs",
   "io.containerd.tracing.processor.v1.otlp"]
 
-[grpc]
+# the sockets are per node: the defaults (/run/containerd/...) would be shared by the three
+[plugins.'io.containerd.server.v1.grpc']
   address = "{sock}"
 
-[ttrpc]
+[plugins.'io.containerd.server.v1.ttrpc']
+  address = "{sock}.ttrpc"
+
+[plugins.'io.containerd.server.v1.metrics']
   address = ""
 
-[metrics]
+[plugins.'io.containerd.server.v1.debug']
   address = ""
+
+# NRI on, as on a production node, with a socket per node: the default
+# /var/run/nri/nri.sock is one path for all three, and the second to bind it fails
+[plugins.'io.containerd.nri.v1.nri']
+  socket_path = "{state}/nri.sock"
+  plugin_path = "{state}/nri/plugins"
+  plugin_config_path = "{state}/nri/conf.d"
+
+[plugins.'io.containerd.image-verifier.v1.bindir']
+  bin_dir = "{root}/image-verifier/bin"
 
 [plugins.'io.containerd.internal.v1.opt']
   path = "{root}/opt"

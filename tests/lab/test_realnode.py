@@ -44,8 +44,16 @@ def test_containerd_config_per_node_has_what_this_machine_kind_needs(run_dirs):
     realnode.cni_config("node-2", "198.18.130.0/24")
     c = tomllib.loads(cfg.read_text())
     run, disk = run_dirs / "run" / "node-2", run_dirs / "disk" / "node-2"
-    assert c["version"] == 3 and c["root"] == str(disk / "containerd") and c["state"] == str(run / "containerd")
-    assert c["grpc"]["address"] == str(sock) and sock.parent == run / "containerd"
+    assert c["version"] == 4 and c["root"] == str(disk / "containerd") and c["state"] == str(run / "containerd")
+    servers = {k.rsplit(".", 1)[1]: v for k, v in c["plugins"].items() if k.startswith("io.containerd.server.v1.")}
+    assert servers["grpc"]["address"] == str(sock) and sock.parent == run / "containerd"
+    # every socket of its own: the defaults under /run/containerd and /var/run/nri are one per host
+    assert servers["ttrpc"]["address"] == f"{sock}.ttrpc"
+    assert servers["metrics"]["address"] == "" and servers["debug"]["address"] == ""
+    nri = c["plugins"]["io.containerd.nri.v1.nri"]
+    assert nri["socket_path"].startswith(str(run)) and nri["plugin_path"].startswith(str(run))
+    assert nri["plugin_config_path"].startswith(str(run))
+    assert "grpc" not in c and "ttrpc" not in c  # version 3's server sections: migrated silently if left
     assert c["plugins"]["io.containerd.internal.v1.opt"]["path"].startswith(str(disk))
     images = c["plugins"]["io.containerd.cri.v1.images"]
     assert images["snapshotter"] == "overlayfs"
