@@ -744,6 +744,21 @@ impl Harness {
     ) -> Result<(), SetupError> {
         if let (true, Some(v)) = (event.has_victim(), victim) {
             self.label(&v, false).await?;
+            // The DaemonSet's status still counts the nodes of before the label
+            // went (a label is no spec change: observedGeneration stays), so it
+            // reads "rolled out" at once; wait for the agent on that node itself.
+            let ns = self.agent_ns.clone();
+            let vv = v.clone();
+            self.wait_until(&format!("the agent on {v} is back and ready"), move |c| {
+                let (ns, vv) = (ns.clone(), vv.clone());
+                async move {
+                    Ok(c.agent_pods(&ns)
+                        .await?
+                        .iter()
+                        .any(|p| p.node == vv && p.ready && !p.terminating))
+                }
+            })
+            .await?;
             self.wait_agents("the agent DaemonSet is rolled out again")
                 .await?;
         }
