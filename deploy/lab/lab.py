@@ -616,6 +616,40 @@ class Lab:
         return res
 
 
+# --------------------------------------------------------------------------- trace-verify as the runner
+TRACE_VERIFY = REPO / "target" / "release" / "trace-verify"
+
+
+def trace_verify_command(a: argparse.Namespace, mode: str) -> list[str]:
+    """trace-verify's policy x event matrix against the lab (--runner trace-verify),
+    with the lab's short windows; its results JSON and Markdown report under --out."""
+    cmd = ["ip", "netns", "exec", HUB_NS, str(TRACE_VERIFY), "--deploy-dir", str(REPO / "deploy"),
+           "--kubectl", str(a.kube_bin / "kubectl"), "--policy", a.policy, "--events", a.events,
+           "--window", a.window, "--settle", f"{a.settle}s" if a.settle.isdigit() else a.settle,
+           "--timeout", "240s", "--results-json", str(a.out / f"trace-verify-{mode}.json"),
+           "--markdown", str(a.out / f"trace-verify-{mode}.md")]
+    if mode == "peer":
+        cmd.append("--peer-attribution")
+    return cmd
+
+
+def trace_verify_scenarios(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """trace-verify's steps (schema trace-verify/results/v1) as the lab's scenarios."""
+    out = []
+    for i, st in enumerate(doc.get("steps") or [], 1):
+        judged = st.get("judgements") or []
+        out.append({
+            "step": i, "key": f"{st.get('policy')}/{st.get('event')}", "title": st.get("title", ""),
+            "pass": bool(st.get("pass")), "verdict": "as promised" if st.get("pass") else "NOT as promised",
+            "attribution": st.get("attribution"),
+            "explanation": "; ".join(f"{'PASS' if j.get('pass') else 'FAIL'} {j.get('requires')}: {j.get('detail')}"
+                                     for j in judged),
+            "remote_spans": st.get("remote_spans"),
+            "lost_spans": sum(n.get("lost") or 0 for n in st.get("nodes") or []),
+        })
+    return out
+
+
 # --------------------------------------------------------------------------- main
 ATTRIBUTION_MODES = ("attribute", "peer")
 
@@ -646,6 +680,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--attribution", default="attribute,peer", type=attribution_modes,
                    help="verify.sh runs, in order: attribute (the agents stamp their node), peer (the agents stamp "
                         "nothing, the sink resolves the peer Pod: verify.sh --peer-attribution); default attribute,peer")
+    p.add_argument("--runner", choices=["verify.sh", "trace-verify"], default="verify.sh",
+                   help="the scenario runner: verify.sh's six scenarios (default; what CI runs), or trace-verify's "
+                        "policy x event matrix (target/release/trace-verify: cargo build --release -p trace-verify)")
+    p.add_argument("--policy", default="all", help="--runner trace-verify: its --policy (default all)")
+    p.add_argument("--events", default="all", help="--runner trace-verify: its --events (default all)")
+    p.add_argument("--window", default="10s", help="--runner trace-verify: its --window (default 10s)")
     p.add_argument("--prefix", default="", help=argparse.SUPPRESS)  # dump-rules: file name prefix (the run)
     p.add_argument("--time-limit", type=int, default=1500, help="abort the whole run after this many seconds")
     a = p.parse_intermixed_args(argv)
@@ -726,6 +766,10 @@ def main(argv: list[str]) -> int:
             print(f"lab.py: {path} is missing; deploy/lab/run.sh builds it", file=sys.stderr)
             return 2
 
+    if a.runner == "trace-verify" and not os.access(TRACE_VERIFY, os.X_OK):
+        print(f"lab.py: {TRACE_VERIFY} is missing; build it: cargo build --release -p trace-verify", file=sys.stderr)
+        return 2
+
     def on_signal(signum: int, _frame: Any) -> None:
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
             signal.signal(s, signal.SIG_IGN)
@@ -757,8 +801,8 @@ def main(argv: list[str]) -> int:
         lab.dns()
         kc = lab.verify_account()
         for mode in a.attribution:
-            log(f"running deploy/verify.sh against the lab (service account trace-gen-sink-verify), "
-                f"attribution {mode}")
+            log(f"running {'deploy/verify.sh' if a.runner == 'verify.sh' else 'trace-verify'} against the lab "
+                f"(service account trace-gen-sink-verify), attribution {mode}")
             hook = (f"{sys.executable} {Path(__file__).resolve()} dump-rules --out {a.out} "
                     f"--kube-proxy-mode {a.kube_proxy_mode} --prefix {mode}.")
             cmd = ["ip", "netns", "exec", HUB_NS, "bash", str(REPO / "deploy" / "verify.sh"),
@@ -766,8 +810,11 @@ def main(argv: list[str]) -> int:
                    "--results-json", str(a.out / f"verify-{mode}.json"), "--step-hook", hook]
             if mode == "peer":
                 cmd.append("--peer-attribution")
+            if a.runner == "trace-verify":
+                cmd = trace_verify_command(a, mode)
             env = {**os.environ, "KUBECONFIG": str(kc), "PATH": f"{a.kube_bin}:{os.environ.get('PATH', '')}"}
             (a.out / f"verify-{mode}.json").unlink(missing_ok=True)
+            (a.out / f"trace-verify-{mode}.json").unlink(missing_ok=True)
             runs.append((mode, None))
             with open(a.out / "logs" / f"verify-{mode}.log", "w") as vlog:
                 p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -833,11 +880,14 @@ def write_results(a: argparse.Namespace, lab: Lab, started: str, runs: list[tupl
     scenarios: list[dict[str, Any]] = []
     run_rows: list[dict[str, Any]] = []
     for mode, rc in runs:
+        runner = getattr(a, "runner", "verify.sh")
         try:
-            v = json.loads((a.out / f"verify-{mode}.json").read_text())
-        except (OSError, ValueError):
-            v = {"steps": []}
-        steps = v.get("steps") or []
+            if runner == "trace-verify":
+                steps = trace_verify_scenarios(json.loads((a.out / f"trace-verify-{mode}.json").read_text()))
+            else:
+                steps = json.loads((a.out / f"verify-{mode}.json").read_text()).get("steps") or []
+        except (OSError, ValueError, AttributeError):
+            steps = []
         for s in steps:
             s["run"] = mode
             s["kube_proxy_rules"] = [r for r in rules if Path(r).name.startswith(f"{mode}.{s['key']}.")]
@@ -853,7 +903,7 @@ def write_results(a: argparse.Namespace, lab: Lab, started: str, runs: list[tupl
     result = {
         "schema": "trace-lab/results/v2", "started": started, "duration_seconds": round(time.monotonic() - T0, 1),
         "pass": passed, "error": error, "kubernetes_version": lab.version, "kube_proxy_mode": a.kube_proxy_mode,
-        "kubelet": "real", "node_runtime": node_runtime(a),
+        "kubelet": "real", "node_runtime": node_runtime(a), "runner": getattr(a, "runner", "verify.sh"),
         "verify_exit_code": None if not codes or None in codes else max(codes),
         "components_running_at_the_verdict": components,
         "runs": run_rows,

@@ -158,3 +158,57 @@ def test_files_the_lab_writes_under_sudo_are_handed_to_the_invoking_user(tmp_pat
     env_root = {"PATH": os.environ["PATH"], "out": str(out)}
     subprocess.run(["bash", "-c", f'out="$out"\n{script}'], env=env_root, check=True)
     assert (out / "new.json").stat().st_uid == 0
+
+
+def trace_verify_doc(second_passes: bool = True) -> dict:
+    """The shape of trace-verify's results (schema trace-verify/results/v1), two steps."""
+    def node(name, local, remote, lost):
+        return {"node": name, "local": local, "remote": remote, "unattributed": 0, "lost": lost, "missing": 0,
+                "duplicated": 0, "generator_failed": lost, "failed_by_reason": {}, "longest_silence_ms": None}
+    return {"schema": "trace-verify/results/v1", "pass": second_passes, "exit_code": 0 if second_passes else 1,
+            "steps": [
+                {"policy": "local", "event": "all-up", "title": "all agents up", "pass": True, "attribution": "peer",
+                 "remote_spans": 0, "judgements": [{"check": "no-remote", "requires": "no span reaches another "
+                                                    "node's agent", "pass": True, "detail": "300 spans"}],
+                 "nodes": [node("node-1", 100, 0, 0), node("node-2", 100, 0, 0)]},
+                {"policy": "prefer-same-node", "event": "agent-removed", "title": "agent removed from node",
+                 "pass": second_passes, "attribution": "peer", "remote_spans": 100,
+                 "judgements": [{"check": "no-loss", "requires": "the node without a ready local agent loses no span",
+                                 "pass": second_passes, "detail": "7 lost"}],
+                 "nodes": [node("node-1", 0, 100, 3), node("node-2", 100, 0, 4)]},
+            ]}
+
+
+@pytest.mark.parametrize("second_passes", [True, False])
+def test_results_of_the_trace_verify_runner(tmp_path, second_passes):
+    """--runner trace-verify: its steps become the scenarios (key policy/event, the
+    judgements as the explanation, lost spans summed over the nodes); the run
+    passes only with exit 0 and every step as promised."""
+    (tmp_path / "trace-verify-peer.json").write_text(json.dumps(trace_verify_doc(second_passes)))
+    a = argparse.Namespace(out=tmp_path, kube_proxy_mode="nftables", attribution=["peer"], runner="trace-verify")
+    rc = 0 if second_passes else 1
+    assert lab.write_results(a, argparse.Namespace(version="v1.37.2"), "t", [("peer", rc)], None,
+                             {"etcd": True}) is second_passes
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["runner"] == "trace-verify" and res["pass"] is second_passes
+    assert [(s["key"], s["pass"], s["lost_spans"], s["remote_spans"]) for s in res["scenarios"]] == [
+        ("local/all-up", True, 0, 0), ("prefer-same-node/agent-removed", second_passes, 7, 100)]
+    assert res["scenarios"][1]["explanation"].startswith("PASS" if second_passes else "FAIL")
+    assert res["runs"] == [{"attribution": "peer", "verify_exit_code": rc, "scenarios": 2, "pass": second_passes}]
+
+
+def test_trace_verify_runner_without_its_results_never_passes(tmp_path):
+    a = argparse.Namespace(out=tmp_path, kube_proxy_mode="nftables", attribution=["peer"], runner="trace-verify")
+    assert lab.write_results(a, argparse.Namespace(version="v"), "t", [("peer", 0)], None, {"etcd": True}) is False
+
+
+def test_trace_verify_command_has_the_lab_windows_and_the_attribution():
+    a = lab.parse_args(["run", "--runner", "trace-verify", "--policy", "local,prefer-same-node", "--events",
+                        "all-up,rolling-max-surge", "--out", "/tmp/x"])
+    cmd = lab.trace_verify_command(a, "peer")
+    assert cmd[:4] == ["ip", "netns", "exec", lab.HUB_NS] and cmd[4] == str(lab.TRACE_VERIFY)
+    args = dict(zip(cmd[5::1], cmd[6::1]))
+    assert args["--policy"] == "local,prefer-same-node" and args["--events"] == "all-up,rolling-max-surge"
+    assert args["--window"] == "10s" and args["--settle"] == "3s"
+    assert args["--results-json"] == "/tmp/x/trace-verify-peer.json" and cmd[-1] == "--peer-attribution"
+    assert "--peer-attribution" not in lab.trace_verify_command(a, "attribute")
