@@ -633,6 +633,21 @@ def trace_verify_command(a: argparse.Namespace, mode: str) -> list[str]:
     return cmd
 
 
+def verdict_line(runner: str, line: str, seen: bool) -> bool:
+    """Whether a line of the runner's output is a verdict at which every real
+    component must be running (the lab records them there). verify.sh: its
+    result table, printed before it deletes anything. trace-verify (which
+    cleans up before its summary): the verdicts of steps with every agent up
+    (all-up, recovered), or the first verdict if no such step was run."""
+    if runner != "trace-verify":
+        return "RESULT:" in line or line.startswith("Node-local verification")
+    head, sep, rest = line.partition(": ")
+    if not sep or not (rest.startswith("as promised in ") or rest.startswith("PROMISE BROKEN in ")):
+        return False
+    event = head.rsplit(" / ", 1)[-1] if " / " in head else ""
+    return event in ("all-up", "recovered") or not seen
+
+
 def trace_verify_scenarios(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """trace-verify's steps (schema trace-verify/results/v1) as the lab's scenarios."""
     out = []
@@ -824,7 +839,7 @@ def main(argv: list[str]) -> int:
                 for line in p.stdout:
                     print(line, end="", flush=True)
                     vlog.write(line)
-                    if "RESULT:" in line or line.startswith("Node-local verification"):
+                    if verdict_line(a.runner, line, bool(components)):
                         # the real components at every verdict: all of them must have run at each
                         now = lab.components_running()
                         components = {k: v and components.get(k, True) for k, v in now.items()}

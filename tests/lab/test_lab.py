@@ -212,3 +212,21 @@ def test_trace_verify_command_has_the_lab_windows_and_the_attribution():
     assert args["--window"] == "10s" and args["--settle"] == "3s"
     assert args["--results-json"] == "/tmp/x/trace-verify-peer.json" and cmd[-1] == "--peer-attribution"
     assert "--peer-attribution" not in lab.trace_verify_command(a, "attribute")
+
+
+def test_components_are_recorded_at_the_runners_verdicts():
+    """The real components are recorded where every pod should run: verify.sh's result
+    table; trace-verify's all-up and recovered verdicts (its summary comes after its
+    clean-up), or its first verdict when neither was run; never at a progress line."""
+    v = lab.verdict_line
+    assert v("verify.sh", "RESULT: every step came out as expected\n", True)
+    assert v("verify.sh", "Node-local verification, context lab, istio=0\n", False)
+    assert not v("verify.sh", "[verify 09:15:22] step 2: the agent is removed\n", False)
+    tv = "[verify   23.8s] local / all-up: as promised in 13s (300 spans, 0 remote, 0 lost)\n"
+    assert v("trace-verify", tv, True)
+    assert v("trace-verify", tv.replace("as promised", "PROMISE BROKEN"), True)
+    assert v("trace-verify", tv.replace("all-up", "recovered"), True)
+    crash = tv.replace("all-up", "crash-loop")
+    assert v("trace-verify", crash, False) and not v("trace-verify", crash, True)
+    assert not v("trace-verify", "RESULT: every step as promised\n", False)
+    assert not v("trace-verify", "[verify   22.5s] local / all-up: all agents up\n", False)
