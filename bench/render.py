@@ -3,7 +3,8 @@
 
 Every performance and memory figure in the Markdown pages listed in PAGES stands between
 markers, `<!-- render:NAME -->...<!-- /render -->`, and is written by this script from
-bench/results/*.json (the benchmark's latest.json, the hostile-memory run, the two baselines)
+bench/results/*.json (the benchmark's latest.json, the hostile-memory run, the two baselines) and
+verify/results/ (trace-verify's policy matrix on the lab)
 or, for the memory budget, computed from the defaults in docs/trace-sink.md's flag table.
 Edit a figure by hand and `--check` (run by tests/docs/test_rendered.py) fails; re-run the
 measurement instead, then this script.
@@ -22,15 +23,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import fmt, table_lines  # noqa: E402  (the benchmark's own table format)
 
-PAGES = ["bench/README.md", "docs/limits.md", "docs/trace-gen.md", "docs/trace-sink.md"]
+PAGES = ["bench/README.md", "docs/limits.md", "docs/trace-gen.md", "docs/trace-sink.md", "docs/choosing-a-policy.md"]
 MARKER = re.compile(r"<!-- render:([a-z0-9_.]+) -->(.*?)<!-- /render -->", re.S)
 
 LATEST = "bench/results/latest.json"
 HOSTILE = "bench/results/hostile-memory-latest.json"
 BASELINE = "bench/results/baseline-main-d7b1ec4.json"
 STATS_BEFORE = "bench/results/stats-before-main-839029a.json"
+# trace-verify's whole matrix on the lab (its results JSON, schema trace-verify/results/v1)
+POLICY_MATRIX = "verify/results/lab-matrix-2026-12-06.json"
 # Everything the figures are read from, besides PAGES (docs/trace-sink.md gives the defaults).
-INPUTS = [LATEST, HOSTILE, BASELINE, STATS_BEFORE, "deploy/sink/deployment.yaml"]
+INPUTS = [LATEST, HOSTILE, BASELINE, STATS_BEFORE, POLICY_MATRIX, "deploy/sink/deployment.yaml"]
 
 
 def measured(res):
@@ -127,6 +130,29 @@ def hostile_values(root):
     return v
 
 
+def policy_values(root):
+    """docs/choosing-a-policy.md: the policy x event matrix (remote / lost spans per cell) and
+    how long the run took, from trace-verify's results file."""
+    res = json.loads((root / POLICY_MATRIX).read_text())
+    policies, events = res["options"]["policies"], res["options"]["events"]
+    cells = {(c["policy"], c["event"]): c for c in res["matrix"]}
+    titles = {s["event"]: s["title"] for s in res["steps"]}
+    names = {"local": "Local", "prefer-same-node": "PreferSameNode", "cluster": "Cluster (control)"}
+    lines = ["| event | " + " | ".join(names.get(p, p) for p in policies) + " |",
+             "|---" * (len(policies) + 1) + "|"]
+    for e in events:
+        row = [f"{cells[(p, e)]['remote']} / {cells[(p, e)]['lost']}" for p in policies]
+        lines.append(f"| {titles.get(e, e)} | " + " | ".join(row) + " |")
+    start, end = (datetime.strptime(res[k][:19], "%Y-%m-%dT%H:%M:%S") for k in ("started", "finished"))
+    return {
+        "policy.table": "\n" + "\n".join(lines) + "\n",
+        "policy.date": res["started"][:10],
+        "policy.seconds": f"{(end - start).total_seconds():.0f} s",
+        "policy.all_pass": "every cell came out as its policy promises" if all(c["pass"] for c in res["matrix"])
+        else "not every cell came out as its policy promises",
+    }
+
+
 def flag_default(flags_table, flag):
     """The default column of a flag's row in docs/trace-sink.md's flag table, as an int."""
     m = re.search(r"^\| `" + re.escape(flag) + r"` \|[^|]*\| `(\d+)` \|", flags_table, re.M)
@@ -171,7 +197,7 @@ def budget_values(root):
 
 def values(root):
     v = {}
-    for part in (bench_values, hostile_values, budget_values):
+    for part in (bench_values, hostile_values, budget_values, policy_values):
         v.update(part(root))
     return v
 
