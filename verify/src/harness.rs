@@ -150,17 +150,14 @@ pub struct Harness {
     created: Vec<Value>,
     previously_deployed: bool,
     labelled: BTreeSet<String>,
-    /// The agents run the long drain of the terminating event: waits for
-    /// the agent DaemonSet shorten the drain of pods being replaced.
-    draining: bool,
-    /// The last configuration applied is the draining one.
-    drain_template: bool,
     printed: Vec<Manifests>,
     dry_out: Box<dyn Write + Send>,
     agent_ns: String,
     sink_ns: String,
     gen_ns: String,
     gen_nodes: Vec<String>,
+    /// The generator nodes that have an agent when a policy is deployed.
+    served_nodes: Vec<String>,
     victim: Option<String>,
     /// The steps run so far.
     pub steps: Vec<StepResult>,
@@ -197,14 +194,13 @@ impl Harness {
             created: vec![],
             previously_deployed: false,
             labelled: BTreeSet::new(),
-            draining: false,
-            drain_template: false,
             printed: vec![],
             dry_out,
             agent_ns: String::new(),
             sink_ns: String::new(),
             gen_ns: String::new(),
             gen_nodes: vec![],
+            served_nodes: vec![],
             victim: None,
             steps: vec![],
         };
@@ -306,7 +302,6 @@ impl Harness {
     }
 
     async fn apply(&mut self, what: &str, m: &Manifests) -> Result<(), SetupError> {
-        self.drain_template = false;
         let Some(c) = self.cluster.clone() else {
             if self.printed.contains(m) {
                 let _ = writeln!(self.dry_out, "# {what}: apply (the same objects as before)");
@@ -373,25 +368,37 @@ impl Harness {
         .await
     }
 
-    /// Waits until the agent DaemonSet is rolled out. After the terminating
-    /// event, pods being replaced would each take the whole drain: their
-    /// graceful shutdown is shortened (outside any measuring window).
+    /// Waits until the agent DaemonSet is rolled out.
     async fn wait_agents(&mut self, what: &str) -> Result<(), SetupError> {
         let ns = self.agent_ns.clone();
-        let draining = self.draining;
         self.wait_until(what, move |c| {
             let ns = ns.clone();
-            async move {
-                if draining {
-                    c.shorten_agent_terminations(&ns, 1).await?;
-                }
-                Ok(c.daemonset_state(&ns, names::AGENT).await?.0)
-            }
+            async move { Ok(c.daemonset_state(&ns, names::AGENT).await?.0) }
         })
+        .await
+    }
+
+    /// Ends the terminating event's long drain: the usual configuration
+    /// again, and every agent pod replaced at once (see
+    /// [`Cluster::replace_agent_pods`]), outside any measuring window.
+    async fn end_drain(&mut self, policy: Policy) -> Result<(), SetupError> {
+        let m = self.variant(policy, Shape::Base)?;
+        self.apply(
+            &format!("{policy} / terminating: the usual graceful shutdown again"),
+            &m,
+        )
         .await?;
-        if !self.drain_template {
-            self.draining = false;
-        }
+        let Some(c) = self.cluster.clone() else {
+            let _ = writeln!(
+                self.dry_out,
+                "# delete every agent pod now (grace period 0): the DaemonSet replaces them"
+            );
+            return Ok(());
+        };
+        let n = c.replace_agent_pods(&self.agent_ns).await?;
+        self.progress.line(format!(
+            "  replaced {n} draining agent pods at once (grace period 0)"
+        ));
         Ok(())
     }
 
@@ -440,6 +447,7 @@ impl Harness {
             self.apply(&format!("{policy}: deploy"), &m).await?;
             self.wait_rollouts().await?;
             self.find_nodes().await?;
+            self.wait_pipeline().await?;
             for event in self.opts.events.clone() {
                 self.run_event(policy, event).await?;
             }
@@ -462,6 +470,12 @@ impl Harness {
             )));
         }
         self.gen_nodes = gens.keys().cloned().collect();
+        self.served_nodes = self
+            .gen_nodes
+            .iter()
+            .filter(|n| agents.contains_key(*n))
+            .cloned()
+            .collect();
         for n in &self.gen_nodes {
             if !agents.contains_key(n) {
                 self.progress.line(format!(
@@ -480,6 +494,34 @@ impl Harness {
             self.victim.as_deref().unwrap_or("none")
         ));
         Ok(())
+    }
+
+    /// Before a policy's first step: the sink hears from every generator
+    /// node that has an agent, so that a first window does not measure a
+    /// pipeline still starting (an agent that resolved the sink's name
+    /// before DNS had it asks again only after gRPC's re-resolution
+    /// interval, 30 s). Not a measurement: the sink is reset again before
+    /// every window.
+    async fn wait_pipeline(&mut self) -> Result<(), SetupError> {
+        if let Some(c) = &self.cluster {
+            c.sink_reset(&self.sink_ns).await?;
+        }
+        let (ns, nodes) = (self.sink_ns.clone(), self.served_nodes.clone());
+        self.wait_until(
+            "the sink receives spans from every node with an agent",
+            move |c| {
+                let (ns, nodes) = (ns.clone(), nodes.clone());
+                async move {
+                    let s = c.sink_stats(&ns).await?;
+                    Ok(nodes.iter().all(|n| {
+                        s.routes
+                            .iter()
+                            .any(|r| r.generator_node.as_deref() == Some(n.as_str()) && r.spans > 0)
+                    }))
+                }
+            },
+        )
+        .await
     }
 
     async fn run_event(&mut self, policy: Policy, event: Event) -> Result<(), SetupError> {
@@ -541,10 +583,7 @@ impl Harness {
                     &m,
                 )
                 .await?;
-                self.drain_template = true;
                 self.wait_rollouts().await?;
-                // from here on, pods being replaced carry the long drain
-                self.draining = true;
                 let v = victim.clone().unwrap_or_default();
                 self.label(&v, true).await?;
                 let (ns, vv) = (agent_ns.clone(), v.clone());
@@ -738,10 +777,13 @@ impl Harness {
     /// Undoes what the event did to the nodes.
     async fn after_event(
         &mut self,
-        _policy: Policy,
+        policy: Policy,
         event: Event,
         victim: Option<String>,
     ) -> Result<(), SetupError> {
+        if event == Event::Terminating {
+            self.end_drain(policy).await?;
+        }
         if let (true, Some(v)) = (event.has_victim(), victim) {
             self.label(&v, false).await?;
             // The DaemonSet's status still counts the nodes of before the label
@@ -759,6 +801,22 @@ impl Harness {
                 }
             })
             .await?;
+            if event == Event::Terminating {
+                // Every agent was just replaced: the DaemonSet's status may
+                // still read "rolled out"; wait for the pods themselves.
+                let (ns, nodes) = (self.agent_ns.clone(), self.gen_nodes.clone());
+                self.wait_until("every node's new agent is ready", move |c| {
+                    let (ns, nodes) = (ns.clone(), nodes.clone());
+                    async move {
+                        let pods = c.agent_pods(&ns).await?;
+                        Ok(nodes.iter().all(|n| {
+                            pods.iter()
+                                .any(|p| &p.node == n && p.ready && !p.terminating)
+                        }))
+                    }
+                })
+                .await?;
+            }
             self.wait_agents("the agent DaemonSet is rolled out again")
                 .await?;
         }

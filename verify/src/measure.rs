@@ -39,6 +39,12 @@ pub struct NodeMeasurement {
     pub generator_failed: Option<u64>,
     /// Those failures by reason (`connect_timeout`, `unavailable`, ...).
     pub failed_by_reason: BTreeMap<String, u64>,
+    /// Export attempts (retries included) that failed during the step,
+    /// `None` when the report could not be read. An export gives up only
+    /// after its retries (seconds of connect timeouts and back-off), so a
+    /// short window may see failed attempts before any failed export.
+    #[serde(default)]
+    pub failed_attempts: Option<u64>,
     /// Rollouts only: the longest time, in milliseconds, the sink received
     /// nothing from this node (to the resolution of the polling interval).
     pub longest_silence_ms: Option<u64>,
@@ -49,6 +55,22 @@ impl NodeMeasurement {
     pub fn delivered(&self) -> u64 {
         self.local + self.remote + self.unattributed
     }
+}
+
+/// Failed export attempts (retries included) of one generator over a step.
+pub fn failed_attempts_delta(
+    before: Option<&GeneratorReport>,
+    after: Option<&GeneratorReport>,
+) -> Option<u64> {
+    let (Some(b), Some(a)) = (before, after) else {
+        return None;
+    };
+    let sum = |r: &GeneratorReport| r.requests_failed_by_reason.values().sum::<u64>();
+    Some(if a.generator_id == b.generator_id {
+        sum(a).saturating_sub(sum(b))
+    } else {
+        sum(a)
+    })
 }
 
 /// The change of one generator's report over a step: failures since the start.
@@ -120,6 +142,7 @@ pub fn measure_nodes(
             let (failed, reasons) = generator_delta(before.get(&node), after.get(&node));
             m.generator_failed = failed;
             m.failed_by_reason = reasons;
+            m.failed_attempts = failed_attempts_delta(before.get(&node), after.get(&node));
             m.lost = m.missing.max(failed.unwrap_or(0));
             m
         })
@@ -348,6 +371,30 @@ pub(crate) mod tests {
         );
         assert_eq!(m[0].generator_failed, Some(2));
         assert_eq!(m[0].lost, 3, "the sink's gaps are larger here");
+    }
+
+    /// Failed attempts count retries too, only those since the start, and a
+    /// restarted generator counts from zero; unknown without both reports.
+    #[test]
+    fn failed_attempts_over_the_step() {
+        let with = |id: &str, attempts: &[(&str, u64)]| {
+            let mut r = report(id, &[]);
+            r.requests_failed_by_reason = attempts.iter().map(|&(k, n)| (k.into(), n)).collect();
+            r
+        };
+        let before = BTreeMap::from([("a".to_string(), with("g1", &[("connect_timeout", 4)]))]);
+        let after = BTreeMap::from([(
+            "a".to_string(),
+            with("g1", &[("connect_timeout", 9), ("unavailable", 2)]),
+        )]);
+        let s = stats(&[], &[]);
+        let m = measure_nodes(&s, &names(&["a", "b"]), &before, &after);
+        assert_eq!(m[0].failed_attempts, Some(7));
+        assert_eq!(m[0].generator_failed, Some(0), "no export gave up yet");
+        assert_eq!(m[1].failed_attempts, None, "no reports: unknown, not 0");
+        let restarted = BTreeMap::from([("a".to_string(), with("g2", &[("unavailable", 3)]))]);
+        let m = measure_nodes(&s, &names(&["a"]), &before, &restarted);
+        assert_eq!(m[0].failed_attempts, Some(3));
     }
 
     /// The attribution of a step: one source, several (mixed), none.

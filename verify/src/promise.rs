@@ -201,15 +201,19 @@ pub fn judge_promise(promise: Promise, d: &StepData<'_>) -> Judgement {
         .cloned()
         .collect();
     let node = |n: &str| d.nodes.iter().find(|m| m.node == n);
-    // The generators of `nodes` all reported failures in the step.
+    // The generators of `nodes` all reported failures in the step: an export
+    // that gave up, or a failed attempt (an export gives up only after its
+    // retries, which can outlast a short window).
     let all_failed = |nodes: &[String]| -> Result<(), String> {
         let bad: Vec<String> = nodes
             .iter()
-            .filter_map(|n| match node(n).and_then(|m| m.generator_failed) {
-                Some(f) if f > 0 => None,
-                Some(_) => Some(format!("{n}: no failed export")),
-                None => Some(format!("{n}: its generator's report could not be read")),
-            })
+            .filter_map(
+                |n| match node(n).map(|m| (m.generator_failed, m.failed_attempts)) {
+                    Some((Some(f), a)) if f > 0 || a.unwrap_or(0) > 0 => None,
+                    Some((Some(_), _)) => Some(format!("{n}: no failed export or attempt")),
+                    _ => Some(format!("{n}: its generator's report could not be read")),
+                },
+            )
             .collect();
         if bad.is_empty() {
             Ok(())
@@ -522,6 +526,59 @@ mod tests {
             .map(|x| x.check.as_str())
             .collect();
         assert_eq!(failed, ["no-remote"]);
+    }
+
+    /// "Its exports fail" is seen from an export that gave up or from a
+    /// failed attempt (retries outlast a short window); a node with neither
+    /// could have sent nothing at all, and the judgement fails.
+    #[test]
+    fn victim_silent_needs_a_failure_seen() {
+        let s = stats(&as_promised(Policy::Local, Event::AgentRemoved).routes, &[]);
+        let gen_nodes: Vec<String> = NODES.iter().map(|n| n.to_string()).collect();
+        let mut nodes = measure_nodes(&s, &gen_nodes, &Default::default(), &Default::default());
+        for m in &mut nodes {
+            m.generator_failed = Some(0);
+            m.failed_attempts = Some(0);
+        }
+        let silent = |nodes: &[NodeMeasurement]| {
+            let d = StepData {
+                stats: &s,
+                nodes,
+                gen_nodes: &gen_nodes,
+                victim: Some(VICTIM),
+            };
+            judge_promise(Promise::VictimSilent, &d)
+        };
+        let j = silent(&nodes);
+        assert!(!j.pass);
+        assert!(
+            j.detail.contains("a: no failed export or attempt"),
+            "{}",
+            j.detail
+        );
+        nodes[0].failed_attempts = Some(3);
+        assert!(
+            silent(&nodes).pass,
+            "failed attempts, no export gave up yet"
+        );
+        nodes[0].failed_attempts = None;
+        nodes[0].generator_failed = None;
+        let j = silent(&nodes);
+        assert!(!j.pass);
+        assert!(j.detail.contains("could not be read"), "{}", j.detail);
+    }
+
+    /// A Service left at (or changed to) internalTrafficPolicy Cluster where
+    /// Local is promised: what Cluster's dataplane delivers fails every Local
+    /// cell on `no-remote`; but the crash loop, where no agent anywhere
+    /// takes a span and both policies look the same.
+    #[test]
+    fn cluster_data_fails_every_local_cell() {
+        for event in Event::ALL.into_iter().filter(|&e| e != Event::CrashLoop) {
+            let j = as_promised(Policy::Cluster, event).judge(Policy::Local, event);
+            let x = j.iter().find(|x| x.check == "no-remote").unwrap();
+            assert!(!x.pass, "{event}: no-remote passed on Cluster's data");
+        }
     }
 
     /// Loss is judged only with --max-lost, against the sum over nodes.

@@ -444,42 +444,43 @@ async fn dry_run_prints_the_plan() {
     assert!(text.contains("/proxy/reset"));
 }
 
-/// Leaving the draining configuration: an agent pod terminating with a long
-/// grace period gets a short one (as the verify-rbac account); other pods
-/// and pods already on a short one are left alone.
+/// Leaving the draining configuration: every agent pod, terminating or
+/// not, is deleted at once (grace period 0), as the verify-rbac account
+/// may; pods of other names stay.
 #[tokio::test]
 #[ignore = "needs deploy/kube/build.sh; run-tests.sh runs it"]
-async fn shortens_long_agent_terminations() {
+async fn replaces_agent_pods_at_once() {
     let cp = ControlPlane::start().await;
     let admin = cp.admin().await;
     create_namespace(&admin, "kyma-system").await;
     for name in ["draining", "running"] {
         control_plane::create_pod(&admin, "kyma-system", name, "node-1").await;
     }
-    control_plane::delete_pod(&admin, "kyma-system", "draining", 30).await;
-    let c = Cluster::new(admin.clone());
-    assert_eq!(
-        c.shorten_agent_terminations("kyma-system", 1)
-            .await
-            .unwrap(),
-        1
-    );
     let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(admin.clone(), "kyma-system");
-    let p = pods.get("draining").await.unwrap();
-    assert_eq!(p.metadata.deletion_grace_period_seconds, Some(1));
+    let other: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "app", "labels": { "app.kubernetes.io/name": "app" } },
+        "spec": { "nodeName": "node-1", "containers": [{ "name": "c", "image": "app" }] }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &other).await.unwrap();
+    control_plane::delete_pod(&admin, "kyma-system", "draining", 30).await;
     assert!(
-        pods.get("running")
+        pods.get("draining")
             .await
             .unwrap()
             .metadata
             .deletion_timestamp
-            .is_none()
+            .is_some(),
+        "terminating with a grace period of 30 s (no kubelet here)"
     );
-    assert_eq!(
-        c.shorten_agent_terminations("kyma-system", 1)
-            .await
-            .unwrap(),
-        0,
-        "already short"
-    );
+    let c = Cluster::new(admin.clone());
+    assert_eq!(c.replace_agent_pods("kyma-system").await.unwrap(), 2);
+    for name in ["draining", "running"] {
+        assert!(
+            pods.get_opt(name).await.unwrap().is_none(),
+            "{name} is gone at once"
+        );
+    }
+    assert!(pods.get_opt("app").await.unwrap().is_some(), "not an agent");
+    assert_eq!(c.replace_agent_pods("kyma-system").await.unwrap(), 0);
 }
