@@ -40,7 +40,9 @@
 #
 # Usage: deploy/images/build.sh [--no-agent] [--lab]
 # Needs root, buildah, debootstrap (for the stand-in), cargo/rustup with the
-# Dockerfile's Rust version, go (for the collector and CoreDNS).
+# Dockerfile's Rust version, go (for the collector and CoreDNS), Python >= 3.11
+# with PyYAML (it reads Cargo.toml and the YAML with deploy/lib/config_value.py;
+# installs Debian's python3-yaml when it is missing).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 here="$repo/deploy/images"
@@ -68,6 +70,21 @@ if [[ "$(id -u)" != 0 ]]; then
 fi
 
 log() { printf 'build.sh: %s\n' "$*" >&2; }
+
+# Cargo.toml and the manifests are read with a parser (tomllib, PyYAML), not sed.
+need python3 "apt-get install python3"
+if ! python3 -c 'import yaml' 2>/dev/null; then
+  need apt-get "python3's yaml module is missing: install PyYAML"
+  log "installing Debian's python3-yaml (to read the manifests)"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-yaml >/dev/null; }; then
+    log "apt-get install python3-yaml failed"
+    exit 2
+  fi
+  python3 -c 'import yaml' 2>/dev/null ||
+    { log "python3 ($(command -v python3)) still has no yaml module: install PyYAML for it"; exit 2; }
+fi
+# The value at KEY... of a TOML or YAML file; one line and exit 1 when it is not there.
+value_of() { python3 "$repo/deploy/lib/config_value.py" "$@"; }
 started=$SECONDS
 elapsed() { echo "$((SECONDS - started))s"; }
 
@@ -79,13 +96,13 @@ label_of() {
 # ---------------------------------------------------------------- inputs
 rust_version="$(sed -n 's/^ARG RUST_IMAGE=rust:\([0-9.]*\)-bookworm$/\1/p' Dockerfile)"
 [[ -n "$rust_version" ]] || { log "Dockerfile: no 'ARG RUST_IMAGE=rust:<version>-bookworm'"; exit 1; }
-tag="$(sed -n 's/^ *newTag: *//p' deploy/generator/kustomization.yaml)"
-sink_tag="$(sed -n 's/^ *newTag: *//p' deploy/sink/kustomization.yaml)"
+tag="$(value_of deploy/generator/kustomization.yaml images name=trace-gen newTag)"
+sink_tag="$(value_of deploy/sink/kustomization.yaml images name=trace-sink newTag)"
 [[ -n "$tag" && "$tag" == "$sink_tag" ]] || {
   log "deploy/{generator,sink}/kustomization.yaml must set the same newTag (have '$tag' and '$sink_tag')"
   exit 1
 }
-version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)"
+version="$(value_of Cargo.toml workspace package version)"
 revision="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
 
 # ---------------------------------------------------------------- stand-in for rust:<version>-bookworm
@@ -227,7 +244,7 @@ one_binary_image() {
 # ---------------------------------------------------------------- the agent
 if ((agent)); then
   collector="$(bash deploy/collector/build.sh)"
-  agent_version="$(sed -n 's/^ *version: *//p' deploy/collector/builder-config.yaml | head -n1)"
+  agent_version="$(value_of deploy/collector/builder-config.yaml dist version)"
   image="localhost/otelcol-trace-lab:$agent_version"
   images+=("$image")
   one_binary_image "$image" "$here/agent.Containerfile" otelcol-trace-lab "$collector" "$agent_version"

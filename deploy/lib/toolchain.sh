@@ -11,14 +11,18 @@
 #   give_back PATH...              chown what exists of PATH... to that user
 #
 # The minimum versions, stated in README.md ("What you need"; a test holds the
-# two to each other): Rust from Cargo.toml's rust-version; Go 1.26, the `go`
+# two to each other): Rust from Cargo.toml's rust-version (read with python3's
+# tomllib, deploy/lib/config_value.py: without Python >= 3.11 the Rust check
+# stops with the Python line); Go 1.26, the `go`
 # line of the collector builder v0.165.0 and of the collector modules it builds
 # (deploy/collector/build.sh); Python 3.11 (the tests and deploy/lab/lab.py).
 TOOLCHAIN_MIN_GO=1.26
 TOOLCHAIN_MIN_PYTHON=3.11
 
 toolchain_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-TOOLCHAIN_MIN_RUST="$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' "$toolchain_repo/Cargo.toml")"
+# Empty when python3 cannot read it (missing, older than 3.11); toolchain_check says why.
+TOOLCHAIN_MIN_RUST="$(python3 "$toolchain_repo/deploy/lib/config_value.py" "$toolchain_repo/Cargo.toml" \
+  workspace package rust-version 2>/dev/null || true)"
 
 # The invoking user's home under sudo, else $HOME.
 toolchain_user_home="$HOME"
@@ -72,6 +76,15 @@ toolchain_check() {
   for what in "$@"; do
     case $what in
       rust)
+        if [[ -z "$TOOLCHAIN_MIN_RUST" ]]; then
+          # the minimum comes from Cargo.toml, read by python3: check Python first
+          toolchain_check "$name" python
+          TOOLCHAIN_MIN_RUST="$(python3 "$toolchain_repo/deploy/lib/config_value.py" "$toolchain_repo/Cargo.toml" \
+            workspace package rust-version 2>&1)" || {
+            echo "$name: cannot read the minimum Rust version: $TOOLCHAIN_MIN_RUST" >&2
+            exit 2
+          }
+        fi
         if ! command -v cargo >/dev/null 2>&1 || ! command -v rustc >/dev/null 2>&1; then
           echo "$name: Rust >= $TOOLCHAIN_MIN_RUST is needed (no cargo/rustc found): install it with rustup, https://rustup.rs" >&2
           exit 2

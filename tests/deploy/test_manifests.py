@@ -1,4 +1,4 @@
-"""Checks of the container images, the Kubernetes manifests and deploy/verify.sh
+"""Checks of the container images, the Kubernetes manifests and the shell scripts
 that need no cluster and no container engine.
 
 What is proven here:
@@ -11,14 +11,14 @@ What is proven here:
 - the Services' traffic policies, security settings, probes and downward API
   environment are what the issue asks for, and the cross-namespace addresses
   follow a change of namespace;
-- every container command line in the manifests, and every `trace-sink check`
-  command line deploy/verify.sh runs, is accepted by the built binaries;
+- every container command line in the manifests is accepted by the built
+  binaries, and the probes hit endpoints they serve;
 - the Dockerfile builds with the same command as CI (static), its runtime is
   scratch and its entrypoints are the binaries (tests/images builds and runs
   the images);
-- deploy/verify.sh passes shellcheck, its --dry-run plan uses only flags
-  kubectl accepts, and against a stand-in kubectl it runs the four steps,
-  reports PASS/FAIL correctly and cleans up.
+- every shell script passes shellcheck;
+- deploy/verify-rbac grants what trace-verify needs and no more (trace-verify's
+  own tests run its calls with that role against a real kube-apiserver).
 
 kubectl, shellcheck and the schemas come from the pinned pip packages in
 tests/requirements.txt (nothing is taken from the machine), the collector from
@@ -37,9 +37,7 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import sysconfig
-import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -187,7 +185,7 @@ def test_strict_validation_rejects_an_unknown_field():
 
 @pytest.mark.parametrize("directory", WHOLE)
 def test_every_object_is_labelled_and_namespaced(directory):
-    """Everything deployed carries app.kubernetes.io/part-of (deploy/verify.sh
+    """Everything deployed carries app.kubernetes.io/part-of (trace-verify
     uses it to tell our objects from foreign ones) and every namespaced object
     sits in one of the rendered namespaces."""
     objs = render(directory)
@@ -298,8 +296,8 @@ def test_agent_service_traffic_policy(directory):
 def test_agent_daemonset():
     """The agent: upstream contrib image pinned, downward API MY_NODE_NAME and
     MY_POD_IP, the sink's address, probes on the health_check port 13133, and
-    only the node affinity deploy/verify.sh step 2 relies on (nodes labelled
-    trace-gen-sink/no-agent get no agent)."""
+    only the node affinity trace-verify's agent-removed event relies on (nodes
+    labelled trace-gen-sink/no-agent get no agent)."""
     objs = render("deploy")
     ds = find(objs, "DaemonSet", "trace-agent")
     assert ds["metadata"]["namespace"] == "kyma-system"
@@ -595,7 +593,7 @@ def shell_scripts() -> list[Path]:
 def test_every_shell_script_passes_shellcheck():
     """Every *.sh in the repository passes shellcheck (the pinned one)."""
     scripts = shell_scripts()
-    assert DEPLOY / "verify.sh" in scripts
+    assert {REPO / "run-tests.sh", DEPLOY / "images" / "build.sh", DEPLOY / "lib" / "toolchain.sh"} <= set(scripts)
     result = subprocess.run([tool("shellcheck"), "--external-sources", *map(str, scripts)], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -798,470 +796,15 @@ def test_probes_hit_endpoints_the_binaries_serve(binaries):
                 p.wait()
 
 
-# ---------------------------------------------------------------- deploy/verify.sh
-
-
-def verify_env(extra_path: Path | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    path = str(Path(sysconfig.get_path("scripts")))
-    if extra_path is not None:
-        path = f"{extra_path}{os.pathsep}{path}"
-    env["PATH"] = f"{path}{os.pathsep}{env.get('PATH', '')}"
-    env.pop("KUBECONFIG", None)
-    return env
-
-
-STEP_KEYS = ["all-up", "agent-removed", "crash-loop", "recovered", "cluster-policy", "terminating"]
-
-
-@functools.lru_cache(maxsize=None)
-def dry_run(*flags: str) -> tuple[subprocess.CompletedProcess, dict[str, list[dict]]]:
-    """verify.sh --dry-run, and the manifests it rendered, including the check
-    pods (its work directory, kept by a dry run for inspection, is removed here)."""
-    result = subprocess.run(
-        ["bash", str(DEPLOY / "verify.sh"), "--dry-run", *flags],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=verify_env(),
-        cwd=REPO,
-    )
-    assert result.returncode == 0, result.stderr
-    workdir = Path(re.search(r"rendered manifests stay in (\S+)", result.stderr).group(1))
-    assert workdir.parent == REPO / "target"
-    try:
-        rendered = {
-            name: [d for d in yaml.safe_load_all((workdir / f"{name}.yaml").read_text()) if d]
-            for name in ("base", "broken", "cluster", "draining")
-        }
-        for key in STEP_KEYS:
-            rendered[f"check-{key}"] = [d for d in yaml.safe_load_all((workdir / f"check-{key}.yaml").read_text()) if d]
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return result, rendered
-
-
-def planned_commands(result: subprocess.CompletedProcess) -> list[list[str]]:
-    return [shlex.split(line[2:]) for line in result.stdout.splitlines() if line.startswith("+ kubectl ")]
-
-
-@pytest.mark.parametrize("flags", [(), ("--istio", "--control-plane", "--registry", "ghcr.io/acme", "--tag", "v1")])
-def test_verify_dry_run_plan_uses_valid_kubectl_flags(flags):
-    """verify.sh --dry-run prints its whole plan (apply, rollouts, the six
-    check pods, the agent removal, the overlays, clean-up); kubectl accepts
-    every flag of every planned command (`--help` placed before any `--`)."""
-    result = dry_run(*flags)[0]
-    commands = planned_commands(result)
-    joined = "\n".join(shlex.join(c) for c in commands)
-    creates = [c for c in commands if c[:2] == ["kubectl", "create"] and "-f" in c and "--raw" not in c]
-    assert [Path(c[c.index("-f") + 1]).name for c in creates] == [f"check-{k}.yaml" for k in STEP_KEYS]
-    assert joined.count("trace-gen-sink/no-agent=true") == 2 and joined.count("trace-gen-sink/no-agent-") == 2
-    applied = [Path(c[c.index("-f") + 1]).name for c in commands if c[:2] == ["kubectl", "apply"]]
-    assert applied == ["base.yaml", "broken.yaml", "base.yaml", "cluster.yaml", "draining.yaml"]
-    assert [c[1] for c in commands[-2:]] == ["delete", "delete"]
-    assert "RESULT: dry run: nothing was run against the cluster and nothing was verified" in result.stdout
-    assert "every step came out as expected" not in result.stdout
-    for c in commands:
-        args = c[1:]
-        cut = args.index("--") if "--" in args else len(args)
-        res = subprocess.run([kubectl(), *args[:cut], "--help"], capture_output=True, text=True, timeout=30)
-        assert res.returncode == 0, f"kubectl rejects: {shlex.join(c)}\n{res.stderr}"
-
-
-def test_verify_check_pods_run_commands_the_binary_accepts(binaries):
-    """Every check pod verify.sh creates is a valid Pod (strict schema), runs
-    the sink's image with `check` args the built trace-sink accepts, needs no
-    API access and reports through FallbackToLogsOnError."""
-    _, rendered = dry_run()
-    sink_image = container(find(rendered["base"], "Deployment", "trace-sink"), "trace-sink")["image"]
-    for key in STEP_KEYS:
-        (pod,) = rendered[f"check-{key}"]
-        kubernetes_validate.validate(pod, K8S_VERSIONS[0], strict=True)
-        assert pod["metadata"]["name"] == f"trace-sink-check-{key}"
-        assert pod["metadata"]["labels"]["app.kubernetes.io/part-of"] == PART_OF
-        spec = pod["spec"]
-        assert spec["restartPolicy"] == "Never" and spec["automountServiceAccountToken"] is False
-        (c,) = spec["containers"]
-        assert c["image"] == sink_image and "command" not in c
-        assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
-        assert c["args"][0] == "check" and c["args"][1] == "--url=http://trace-sink.trace-sink.svc:8080"
-        assert_accepted(binaries["trace-sink"], c["args"], f"verify.sh check pod {key}")
-
-
-def test_verify_dry_run_renders_the_requested_variant():
-    """--registry/--tag/--istio reach the manifests verify.sh applies; step 6's
-    variant gives the agents a preStop sleep that outlasts the check."""
-    _, rendered = dry_run("--istio", "--control-plane", "--registry", "ghcr.io/acme", "--tag", "v1")
-    for name in ("base", "broken", "cluster", "draining"):
-        objs = rendered[name]
-        images = {c["image"] for w in workloads(objs) for c in w["spec"]["template"]["spec"]["containers"]}
-        assert {"ghcr.io/acme/trace-gen:v1", "ghcr.io/acme/trace-sink:v1"} <= images
-        assert any(o["kind"] == "PeerAuthentication" for o in objs)
-        assert "tolerations" in find(objs, "DaemonSet", "trace-agent")["spec"]["template"]["spec"]
-    broken_config = find_prefix(rendered["broken"], "ConfigMap", "trace-agent-config")["data"]["config.yaml"]
-    assert broken_config == (DEPLOY / "overlays/broken-agent/config.yaml").read_text()
-    assert find(rendered["cluster"], "Service", "telemetry-otlp-traces-local")["spec"]["internalTrafficPolicy"] == "Cluster"
-    agent = find(rendered["draining"], "DaemonSet", "trace-agent")["spec"]["template"]["spec"]
-    sleep = container({"spec": {"template": {"spec": agent}}, "kind": "DaemonSet", "metadata": {"name": "a"}},
-                      "otel-collector")["lifecycle"]["preStop"]["sleep"]["seconds"]
-    assert sleep == 10 + 90 + 30 + 15, "settle + within + hold + 15 s by default"
-    assert agent["terminationGracePeriodSeconds"] > sleep
-    assert find(rendered["draining"], "Service", "telemetry-otlp-traces-local")["spec"]["internalTrafficPolicy"] == "Local"
-    assert rendered["check-all-up"][0]["spec"]["tolerations"][0]["key"] == "node-role.kubernetes.io/control-plane"
-
-
-FAKE_KUBECTL = textwrap.dedent(
-    r"""
-    #!{python}
-    # A stand-in kubectl for testing deploy/verify.sh's logic: a 3-node cluster
-    # whose every call is logged. `kubectl kustomize` runs the real kubectl.
-    import json, os, shutil, sys
-    import yaml
-    REAL = {real!r}
-    state = os.environ["FAKE_KUBE_DIR"]
-    args = sys.argv[1:]
-    if args[:1] == ["kustomize"]:
-        os.execv(REAL, [REAL] + args)
-    with open(os.path.join(state, "calls.jsonl"), "a") as f:
-        f.write(json.dumps(args) + "\n")
-
-    def counter(name, bump=True):
-        path = os.path.join(state, name)
-        n = int(open(path).read()) if os.path.exists(path) else 0
-        if bump:
-            n += 1
-            open(path, "w").write(str(n))
-        return n
-
-    def phase(value=None):
-        path = os.path.join(state, "phase")
-        if value is not None:
-            open(path, "w").write(value)
-        return open(path).read() if os.path.exists(path) else "none"
-
-    def opt(name):
-        return args[args.index(name) + 1] if name in args else None
-
-    def check_failed():
-        n = counter("checks", bump=False)
-        if str(n) == os.environ.get("FAKE_FAIL_CHECK"):
-            return True
-        # remote spans under Cluster policy: --expect-local fails (unless told otherwise)
-        return phase() == "cluster" and not os.environ.get("FAKE_CLUSTER_PASSES")
-
-    nodes = ["node-b", "node-a", "node-c", "node-a"]  # unsorted, repeated: the script sorts
-    if args[:2] == ["config", "current-context"]:
-        print("fake-context")
-    elif args[:1] == ["version"] or args[:2] == ["get", "crd"]:
-        pass
-    elif args[:2] == ["get", "namespace"]:
-        if args[2] in os.environ.get("FAKE_PREEXISTING", "").split(","):
-            print("namespace/" + args[2])
-    elif args[:2] == ["get", "-f"]:
-        if os.environ.get("FAKE_FOREIGN"):  # KIND/NAME with another owner
-            print(os.environ["FAKE_FOREIGN"] + " ")
-    elif args[:1] == ["apply"]:
-        n = counter("applies")
-        shutil.copy(opt("-f"), os.path.join(state, "applied-%d.yaml" % n))
-        phase(os.path.basename(opt("-f")).split(".")[0])
-    elif args[:1] == ["create"] and "-f" in args and "--raw" not in args:
-        n = counter("checks")
-        pod = yaml.safe_load(open(opt("-f")))
-        with open(os.path.join(state, "checks.jsonl"), "a") as f:
-            f.write(json.dumps(pod["spec"]["containers"][0]["args"]) + "\n")
-        print("pod/" + pod["metadata"]["name"] + " created")
-    elif args[:2] == ["get", "pod"]:
-        out = opt("-o")
-        if "phase" in out:
-            print("Failed" if check_failed() else "Succeeded", end="")
-        elif "exitCode" in out:
-            print("1" if check_failed() else "0", end="")
-    elif args[:1] == ["logs"]:
-        print("GENERATOR NODE  AGENT NODE  SPANS")
-        print("FAIL" if check_failed() else "PASS")
-    elif args[:2] == ["get", "endpointslices"]:
-        print("node-a false true true\nnode-b true true false\nnode-c true true false")
-    elif args[:2] == ["get", "pods"] and "restartCount" in opt("-o"):
-        loop = os.environ.get("FAKE_NO_CRASHLOOP") and "node-b=0/true/ " or "node-b=1/false/CrashLoopBackOff "
-        print("node-a=2/false/CrashLoopBackOff " + loop + "node-c=1/false/", end="")
-    elif args[:2] == ["get", "pods"]:
-        selector = opt("-l")
-        field = opt("--field-selector")
-        if field is None:
-            print("\n".join(nodes))
-        elif selector.endswith("trace-gen"):
-            print("trace-gen-" + field.split(",")[0].split("=")[1], end="")
-        # agents: none left on the node asked about
-    elif args[:2] == ["get", "daemonset"]:
-        print("2 2 3 3 0", end="")
-    elif args[:2] == ["create", "--raw"]:
-        print("{{}}")
-    elif args[:2] == ["get", "--raw"]:
-        path = args[2]
-        if "/services/" in path and os.environ.get("FAKE_NO_STATS"):
-            print("Error from server (ServiceUnavailable)", file=sys.stderr)
-            sys.exit(1)
-        if "/services/" in path:
-            total = 0 if phase() == "broken" else 300
-            remote = 120 if phase() == "cluster" and not os.environ.get("FAKE_CLUSTER_PASSES") else 0
-            routes = []
-            if total and os.environ.get("FAKE_ATTRIBUTION"):  # where the agent nodes came from
-                a = os.environ["FAKE_ATTRIBUTION"]
-                routes = [{{"generator_node": "node-a", "agent_node": "node-a", "spans": total - remote,
-                           "attribution": a, "spans_by_attribution": {{a: total - remote}}}},
-                          {{"generator_node": "node-b", "agent_node": None, "spans": 0, "attribution": None}}]
-            print(json.dumps({{"schema": "trace-sink/stats/v1", "spans_total": total, "local_spans": total - remote,
-                              "remote_spans": remote, "unattributed_spans": 0, "routes": routes}}))
-        else:
-            n = counter("genstats-" + path.split("/pods/")[1].split(":")[0]) * 10
-            print(json.dumps({{"schema": "trace-gen/stats/v1", "spans_failed": n,
-                              "spans_failed_by_reason": {{"connect_timeout": n}}}}, indent=2))
-    elif args[:1] == ["rollout"]:
-        if str(counter("rollouts")) == os.environ.get("FAKE_FAIL_ROLLOUT"):
-            print("error: timed out waiting for the condition", file=sys.stderr)
-            sys.exit(1)
-    """
-).lstrip()
-
-
-def run_verify_with_fake_kubectl(tmp_path: Path, *flags: str, **env_extra: str) -> tuple[subprocess.CompletedProcess, list[list[str]], Path]:
-    bindir, state = tmp_path / "bin", tmp_path / "state"
-    bindir.mkdir()
-    state.mkdir()
-    fake = bindir / "kubectl"
-    fake.write_text(FAKE_KUBECTL.format(python=sys.executable, real=kubectl()))
-    fake.chmod(0o755)
-    env = verify_env(bindir)
-    env.update(FAKE_KUBE_DIR=str(state), **env_extra)
-    before = set((REPO / "target").glob("verify.*"))
-    result = subprocess.run(
-        ["bash", str(DEPLOY / "verify.sh"), "--settle", "0", "--timeout", "5", *flags],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=REPO,
-    )
-    calls = [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
-    assert set((REPO / "target").glob("verify.*")) == before, "verify.sh left its work directory behind"
-    return result, calls, state
-
-
-def table_rows(stdout: str) -> dict[str, str]:
-    return {line.split()[0]: line for line in stdout.splitlines() if re.match(r"^[1-6]\s", line)}
-
-
-def check_args(state: Path) -> list[list[str]]:
-    return [json.loads(line) for line in (state / "checks.jsonl").read_text().splitlines()]
-
-
-def test_verify_runs_the_six_steps_and_cleans_up(tmp_path):
-    """Against a stand-in 3-node cluster where everything behaves: six PASS
-    rows (the Cluster-policy one because its check failed, as it must) with the
-    sink's and the generators' numbers, the agent removed from the first node
-    and given back (twice), the overlays applied in order, the step hook called
-    for every check, a JSON result, everything deleted at the end; exit 0."""
-    hook_log = tmp_path / "hook.log"
-    hook = tmp_path / "hook.sh"
-    hook.write_text(f'#!/bin/sh\necho "$@" >>{hook_log}\n')
-    hook.chmod(0o755)
-    out = tmp_path / "verify.json"
-    result, calls, state = run_verify_with_fake_kubectl(tmp_path, "--results-json", str(out), "--step-hook", str(hook))
-    assert result.returncode == 0, result.stdout + result.stderr
-    rows = table_rows(result.stdout)
-    assert sorted(rows) == ["1", "2", "3", "4", "5", "6"]
-    assert all("PASS" in row for row in rows.values()), result.stdout
-    assert "PASS (check failed, as expected)" in rows["5"] and "120 spans remote" in rows["5"]
-    assert "300 (local 300, remote 0, unattributed 0)" in rows["1"]
-    assert "agent removed from node-a" in rows["2"] and "node-a +10 (since start: connect_timeout=20)" in rows["2"]
-    assert rows["3"].split("PASS")[0].count("connect_timeout=") == 3 and " 0 (local 0" in rows["3"]
-    assert "local agent terminating on node-a" in rows["6"]
-    checks = check_args(state)
-    assert len(checks) == 6
-    assert checks[0][checks[0].index("--from-nodes") + 1] == "node-a,node-b,node-c"
-    assert checks[1][checks[1].index("--silent-nodes") + 1] == "node-a"
-    assert checks[1][checks[1].index("--from-nodes") + 1] == "node-b,node-c"
-    assert "--min-spans" in checks[2] and checks[2][checks[2].index("--silent-nodes") + 1] == "node-a,node-b,node-c"
-    assert "--expect-local" in checks[4] and "--expect-local" in checks[5]
-    verbs = [c[0] for c in calls if c[0] in ("apply", "patch", "label") or c[:2] == ["delete", "-f"]]
-    assert verbs == ["apply", "label", "label", "apply", "apply", "apply", "apply", "label", "label", "delete", "delete"]
-    labels = [c for c in calls if c[0] == "label"]
-    assert all(lab[2] == labels[0][2] for lab in labels), "the same node each time"
-    assert [lab[3] for lab in labels] == ["trace-gen-sink/no-agent=true", "trace-gen-sink/no-agent-"] * 2
-    applied = [c[c.index("-f") + 1] for c in calls if c[0] == "apply"]
-    assert [Path(p).name for p in applied] == ["base.yaml", "broken.yaml", "base.yaml", "cluster.yaml", "draining.yaml"]
-    resets = [c for c in calls if c[:2] == ["create", "--raw"]]
-    assert len(resets) == 6 and all(c[2].endswith("/services/http:trace-sink:http-api/proxy/reset") for c in resets)
-    assert hook_log.read_text().split("\n")[:-1] == [f"{k} check" for k in STEP_KEYS]
-    res = json.loads(out.read_text())
-    assert res["pass"] is True and res["result"] == "complete"
-    assert [s["key"] for s in res["steps"]] == STEP_KEYS
-    assert all(s["pass"] is True and s["verdict"].startswith("PASS") and s["title"] and s["explanation"]
-               for s in res["steps"])
-    assert "node-a=2/false/CrashLoopBackOff" in res["steps"][2]["explanation"]
-    assert all("attribution" in s for s in res["steps"])
-
-
-def test_verify_reports_a_failed_step_and_still_cleans_up(tmp_path):
-    """When step 2's check fails, that row says FAIL, the others still run, the
-    cluster is still cleaned up, and the exit status is 1."""
-    out = tmp_path / "verify.json"
-    result, calls, _ = run_verify_with_fake_kubectl(tmp_path, "--results-json", str(out), FAKE_FAIL_CHECK="2")
-    assert result.returncode == 1, result.stdout + result.stderr
-    rows = table_rows(result.stdout)
-    assert rows["2"].rstrip().endswith("FAIL")
-    assert all("PASS" in rows[s] for s in ("1", "3", "4", "5", "6"))
-    assert [c[0] for c in calls[-2:]] == ["delete", "delete"]
-    res = json.loads(out.read_text())
-    assert res["pass"] is False and [s["pass"] for s in res["steps"]] == [True, False, True, True, True, True]
-
-
-def test_verify_crash_loop_step_needs_every_agent_restarting(tmp_path):
-    """Step 3 passes only when every agent pod has restarted and is not ready (a
-    crash loop, read from the pods' status), not merely because nothing arrived."""
-    out = tmp_path / "verify.json"
-    result, _, _ = run_verify_with_fake_kubectl(tmp_path, "--results-json", str(out), FAKE_NO_CRASHLOOP="1")
-    assert result.returncode == 1, result.stdout + result.stderr
-    rows = table_rows(result.stdout)
-    assert rows["3"].rstrip().endswith("FAIL")
-    step = json.loads(out.read_text())["steps"][2]
-    assert step["key"] == "crash-loop" and "node-b=0/true/" in step["explanation"]
-
-
-def test_verify_negative_control_fails_when_the_check_passes(tmp_path):
-    """If the local-only check passed under Cluster policy (no remote span seen),
-    step 5 is a FAIL and the run exits 1: a check that cannot fail proves nothing."""
-    result, _, _ = run_verify_with_fake_kubectl(tmp_path, FAKE_CLUSTER_PASSES="1")
-    assert result.returncode == 1, result.stdout + result.stderr
-    rows = table_rows(result.stdout)
-    assert rows["5"].rstrip().endswith("FAIL") and "yes (unexpected)" in rows["5"]
-    assert all("PASS" in rows[s] for s in ("1", "2", "3", "4", "6"))
-
-
-def agent_config_of(manifests: Path) -> str:
-    docs = [d for d in yaml.safe_load_all(manifests.read_text()) if d]
-    return next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("trace-agent-config"))[
-        "data"]["config.yaml"]
-
-
-def test_verify_peer_attribution_deploys_the_unstamping_agent_and_wants_peer(tmp_path):
-    """--peer-attribution: every variant runs the sink with --k8s-attribution as
-    its own ServiceAccount (list/watch Pods), every agent but step 3's broken one
-    gets the configuration that stamps nothing, each step records where its
-    agent nodes came from, and the steps that received spans pass with "peer"."""
-    out = tmp_path / "verify.json"
-    result, calls, state = run_verify_with_fake_kubectl(tmp_path, "--peer-attribution", "--results-json", str(out),
-                                                        FAKE_ATTRIBUTION="peer")
-    assert result.returncode == 0, result.stdout + result.stderr
-    rows = table_rows(result.stdout)
-    assert all("PASS" in rows[s] and " peer " in rows[s] for s in ("1", "2", "4", "5", "6")), result.stdout
-    assert "PASS" in rows["3"] and " peer " not in rows["3"]
-    res = json.loads(out.read_text())
-    assert res["pass"] is True and res["peer_attribution"] is True
-    assert [s["attribution"] for s in res["steps"]] == ["peer", "peer", None, "peer", "peer", "peer"]
-    assert all("attribution peer" in s["explanation"] for s in res["steps"])
-    applied = sorted(state.glob("applied-*.yaml"), key=lambda p: int(p.stem.split("-")[1]))
-    assert len(applied) == 5  # base, broken, base, cluster, draining
-    for n, path in enumerate(applied, 1):
-        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-        sink = find(docs, "Deployment", "trace-sink")
-        assert "--k8s-attribution" in container(sink, "trace-sink")["args"], path.name
-        assert sink["spec"]["template"]["spec"]["serviceAccountName"] == "trace-sink"
-        role = find(docs, "ClusterRole", "trace-sink-pod-reader")
-        assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
-        config = agent_config_of(path)
-        if n == 2:  # step 3: the broken configuration, as without the option
-            assert "resouce/agent-node" in config
-        else:
-            parsed = yaml.safe_load(config)
-            assert "processors" not in parsed and "processors" not in parsed["service"]["pipelines"]["traces"], path.name
-
-
-def test_verify_peer_attribution_fails_steps_whose_nodes_did_not_come_from_the_peer(tmp_path):
-    """Under --peer-attribution an agent that still stamps its node ("both") or a
-    sink that did not resolve peers ("attribute") means the run did not verify
-    what it claims: every step that received spans is a FAIL, exit 1."""
-    for seen in ("both", "attribute"):
-        d = tmp_path / seen
-        d.mkdir()
-        out = d / "verify.json"
-        result, _, _ = run_verify_with_fake_kubectl(d, "--peer-attribution", "--results-json", str(out),
-                                                    FAKE_ATTRIBUTION=seen)
-        assert result.returncode == 1, result.stdout + result.stderr
-        rows = table_rows(result.stdout)
-        assert all(f"FAIL (attribution {seen}, expected peer)" in rows[s] for s in ("1", "2", "4", "5", "6"))
-        assert "PASS" in rows["3"]
-        steps = json.loads(out.read_text())["steps"]
-        assert [s["attribution"] for s in steps] == [seen, seen, None, seen, seen, seen]
-
-
-def test_verify_peer_attribution_never_passes_without_the_sinks_stats(tmp_path):
-    """Under --peer-attribution a step whose /stats could not be read has no
-    attribution to show: it is a FAIL even though its check passed."""
-    result, _, _ = run_verify_with_fake_kubectl(tmp_path, "--peer-attribution", FAKE_NO_STATS="1",
-                                                FAKE_ATTRIBUTION="peer")
-    assert result.returncode == 1, result.stdout + result.stderr
-    rows = table_rows(result.stdout)
-    assert all("FAIL (attribution unknown" in rows[s] for s in ("1", "2", "4", "6")), result.stdout
-    # steps 3 and 5 need the sink's numbers for their own verdict already
-    assert rows["3"].rstrip().endswith("FAIL") and rows["5"].rstrip().endswith("FAIL")
-
-
-def test_verify_records_attribute_without_the_option(tmp_path):
-    """Without --peer-attribution the agents stamp their node: each step records
-    "attribute" (and a step is not failed for it)."""
-    out = tmp_path / "verify.json"
-    result, _, state = run_verify_with_fake_kubectl(tmp_path, "--results-json", str(out), FAKE_ATTRIBUTION="attribute")
-    assert result.returncode == 0, result.stdout + result.stderr
-    res = json.loads(out.read_text())
-    assert res["peer_attribution"] is False
-    assert [s["attribution"] for s in res["steps"]] == ["attribute", "attribute", None, "attribute", "attribute",
-                                                        "attribute"]
-    assert "resource/agent-node" in yaml.safe_load(agent_config_of(state / "applied-1.yaml"))["processors"]
-    assert "ClusterRole" not in (state / "applied-1.yaml").read_text()
-
-
-def test_verify_leaves_existing_namespaces_alone(tmp_path):
-    """A namespace that exists already (kyma-system on a Kyma cluster) is
-    neither applied (its labels stay) nor deleted."""
-    result, calls, state = run_verify_with_fake_kubectl(tmp_path, FAKE_PREEXISTING="kyma-system")
-    assert result.returncode == 0, result.stdout + result.stderr
-    for applied in state.glob("applied-*.yaml"):
-        names = {d["metadata"]["name"] for d in yaml.safe_load_all(applied.read_text()) if d and d["kind"] == "Namespace"}
-        assert names == {"trace-gen", "trace-sink"}, applied.name
-        agent = find([d for d in yaml.safe_load_all(applied.read_text()) if d], "DaemonSet", "trace-agent")
-        assert agent["metadata"]["namespace"] == "kyma-system"
-
-
-def test_verify_aborted_midway_prints_the_steps_so_far_and_cleans_up(tmp_path):
-    """A rollout that times out (here the 4th: the agent coming back to the
-    node step 2 took it from) aborts the run: non-zero exit, the rows so far
-    are printed, and the clean-up still deletes what was created."""
-    out = tmp_path / "verify.json"
-    result, calls, _ = run_verify_with_fake_kubectl(tmp_path, "--results-json", str(out), FAKE_FAIL_ROLLOUT="4")
-    assert result.returncode == 2, "an aborted run is a setup problem"
-    assert "ABORTED" in result.stdout
-    assert sorted(table_rows(result.stdout)) == ["1", "2"]
-    assert [c[0] for c in calls[-2:]] == ["delete", "delete"]
-    res = json.loads(out.read_text())
-    assert res["pass"] is False and res["result"].startswith("aborted") and len(res["steps"]) == 2
-
-
-def test_verify_refuses_to_touch_foreign_objects(tmp_path):
-    """Objects with our names that are not part of trace-gen-sink (say a
-    platform's own telemetry-otlp-traces-local) make verify.sh stop before it
-    changes anything, with status 2."""
-    result, calls, _ = run_verify_with_fake_kubectl(tmp_path, FAKE_FOREIGN="Service/telemetry-otlp-traces-local")
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "not part of trace-gen-sink" in result.stderr
-    assert not [c for c in calls if c[0] in ("apply", "patch", "delete", "create", "exec", "label")]
+# ---------------------------------------------------------------- deploy/verify-rbac
 
 
 def test_verify_rbac_grants_what_verify_needs_and_no_more():
     """deploy/verify-rbac: one ServiceAccount bound to one ClusterRole; it can
-    do what verify.sh's plan does (namespaces, node labels, the workloads, the
-    check pods and their logs, the API proxy, EndpointSlices) but not exec,
-    secrets or RBAC. The lab runs verify.sh with exactly this account."""
+    do what trace-verify does (namespaces, node labels, the workloads, listing
+    and deleting pods, the API proxy, EndpointSlices) but not exec, secrets or
+    RBAC, and it creates no pods and reads no logs (trace-verify runs no check
+    pods). verify/tests/cluster.rs runs trace-verify's calls with this role."""
     objs = render("deploy/verify-rbac")
     role = find(objs, "ClusterRole", "trace-gen-sink-verify")
     binding = find(objs, "ClusterRoleBinding", "trace-gen-sink-verify")
@@ -1271,12 +814,13 @@ def test_verify_rbac_grants_what_verify_needs_and_no_more():
     for need in [("", "namespaces", "create"), ("", "namespaces", "delete"), ("", "namespaces", "watch"),
                  ("", "configmaps", "watch"), ("apps", "daemonsets", "watch"), ("", "nodes", "patch"),
                  ("apps", "daemonsets", "patch"), ("apps", "deployments", "create"), ("", "configmaps", "create"),
-                 ("", "services", "patch"), ("", "pods", "create"), ("", "pods", "delete"), ("", "pods/log", "get"),
+                 ("", "services", "patch"), ("", "pods", "list"), ("", "pods", "delete"),
                  ("", "services/proxy", "create"), ("", "services/proxy", "get"), ("", "pods/proxy", "get"),
                  ("discovery.k8s.io", "endpointslices", "list")]:
         assert need in grants, need
     resources = {r for _, r, _ in grants}
-    assert not resources & {"pods/exec", "secrets", "roles", "rolebindings", "*"}
+    assert not resources & {"pods/exec", "pods/log", "secrets", "roles", "rolebindings", "*"}
+    assert ("", "pods", "create") not in grants
     assert not any(v in ("*", "escalate", "bind", "impersonate") for _, _, v in grants)
     # --peer-attribution: the sink's ServiceAccount, ClusterRole and binding,
     # created by any name (create cannot be narrowed), all else only by theirs

@@ -8,6 +8,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,14 +18,16 @@ TOOLCHAIN = REPO / "deploy/lib/toolchain.sh"
 
 
 def fake_toolchain(tmp_path, rust="1.95.0", go="1.26.8", python="3.11.7"):
-    """A directory of stand-ins that report the given versions, first on PATH."""
+    """A directory of stand-ins that report the given versions, first on PATH. The python3
+    stand-in answers the version question and runs anything else with this Python (the
+    check reads Cargo.toml's rust-version with deploy/lib/config_value.py)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     scripts = {
         "rustc": f'echo "rustc {rust} (0000000 2026-01-01)"',
         "cargo": f'echo "cargo {rust} (0000000 2026-01-01)"',
         "go": f'[ "$1 $2" = "env GOVERSION" ] && echo "go{go}" || echo "go version go{go} linux/amd64"',
-        "python3": f'echo "{python}"',
+        "python3": f'case "$*" in *version_info*) echo "{python}" ;; *) exec "{sys.executable}" "$@" ;; esac',
     }
     for name, body in scripts.items():
         path = bin_dir / name
@@ -97,6 +100,19 @@ def test_a_missing_go_is_named(tmp_path):
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"check: Go >= {minimums()['go']} is needed (no go found): "
                                           "install it from https://go.dev/doc/install"]
+
+
+def test_without_python_the_rust_check_names_python(tmp_path):
+    """The minimum Rust version is read from Cargo.toml by python3 (tomllib): with no
+    python3 on PATH the Rust check stops with the Python line, not with an empty minimum."""
+    bin_dir = fake_toolchain(tmp_path)
+    (bin_dir / "python3").unlink()
+    for tool in ("dirname", "sed", "sort", "awk", "cut"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    result = subprocess.run([shutil.which("bash"), "-c", f'source "{TOOLCHAIN}"; toolchain_check check rust'],
+                            env={"PATH": str(bin_dir), "HOME": str(tmp_path)}, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"check: Python >= {minimums()['python']} is needed (no python3 found)"]
 
 
 @pytest.mark.parametrize("versions, ok", [
