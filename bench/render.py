@@ -183,16 +183,27 @@ def budget_values(root):
         2 * 2 * d["--max-series"] * b["stats_kib"] * 1024 / mib,  # API
         3 * d["--max-connections"] * (b["conn_kib"] + d["--max-streams"] * b["stream_kib"]) * 1024 / mib,
     ]
-    deployment = (root / "deploy/sink/deployment.yaml").read_text()
-    limit = re.search(r"^\s+limits:\n(?:\s+cpu: .*\n)?\s+memory: (\d+)Mi$", deployment, re.M)
-    if not limit:
-        raise SystemExit("render.py: no memory limit in Mi in deploy/sink/deployment.yaml")
+    limit = sink_memory_limit_mib(root / "deploy/sink/deployment.yaml")
     return {
         "budget.sum": " + ".join(f"{t:.0f}" for t in terms) + f" ≈ {sum(terms):.0f} MiB",
         "budget.mib": sum(terms),
-        "deploy.limit": f"{limit.group(1)}Mi",
-        "deploy.limit.mib": int(limit.group(1)),
+        "deploy.limit": f"{limit}Mi",
+        "deploy.limit.mib": limit,
     }
+
+
+def sink_memory_limit_mib(path):
+    """The sink container's memory limit in Mi, read from its Deployment (YAML parsed)."""
+    import yaml  # tests/requirements.txt (PyYAML); only this page figure needs it
+    for doc in yaml.safe_load_all(path.read_text()):
+        if (doc or {}).get("kind") != "Deployment":
+            continue
+        for c in doc["spec"]["template"]["spec"]["containers"]:
+            if c.get("name") == "trace-sink":
+                limit = str(((c.get("resources") or {}).get("limits") or {}).get("memory", ""))
+                if limit.endswith("Mi") and limit[:-2].isdigit():
+                    return int(limit[:-2])
+    raise SystemExit(f"render.py: no memory limit in Mi for the trace-sink container in {path}")
 
 
 def values(root):

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The lab: a three-node Kubernetes cluster of real components on one Linux machine,
-and the project's verification run against it by deploy/verify.sh.
+and the project's verification, trace-verify, run against it.
 
     sudo deploy/lab/run.sh [options]          (builds everything, then runs this file)
     sudo deploy/lab/lab.py run --help         (this file, once the binaries exist)
@@ -16,14 +16,21 @@ deploy/kube/build.sh), Debian's
 runc and the reference CNI plugins; the pods run the images built by
 deploy/images/build.sh --lab (deploy/lab/realnode.py). What differs from a
 production node: docs/lab-vs-production.md.
-The scenarios are deploy/verify.sh's, run with KUBECONFIG pointing at the lab
-and a service account bound to deploy/verify-rbac; the lab only adds a hook that
-saves every node's kube-proxy rules at each check. verify.sh runs once per
-attribution mode (--attribution, default both, in this order):
-  attribute  the agents stamp their node on every span (deploy/ as it is);
+The steps are trace-verify's policy x event matrix (target/release/trace-verify),
+run with KUBECONFIG pointing at the lab and a service account bound to
+deploy/verify-rbac; the lab saves every node's kube-proxy rules at each
+verdict. trace-verify runs once per attribution mode (--attribution, default
+both, in this order):
+  attribute  the agents stamp their node on every span (deploy/ as it is):
+             the matrix of --policy x --events (default: all of it);
   peer       the agents run a configuration that stamps nothing, as in
              production, and trace-sink finds each span's agent node from the
-             connection's peer Pod through the API (verify.sh --peer-attribution).
+             connection's peer Pod through the API (trace-verify
+             --peer-attribution): --peer-policy x --peer-events (default
+             local,cluster x all-up,agent-removed: local routes, remote routes
+             and a node without an agent, each attributed by the peer). What
+             the matrix measures does not depend on where the sink learns the
+             agent node, so the peer run proves the attribution, not the matrix.
 
 Addresses: nodes 198.18.0.11-13 on a bridge in lab-hub (198.18.0.1 = API
 server), pods 198.18.128.0/17 (one /24 per node), Services 198.19.0.0/16. No
@@ -441,7 +448,7 @@ class Lab:
 
     def keep_pod_logs(self) -> None:
         """The containers' logs, copied into LOGS/NODE/pods every 5s while the
-        lab runs: a kubelet deletes a pod's logs with the pod, and verify.sh
+        lab runs: a kubelet deletes a pod's logs with the pod, and trace-verify
         deletes its pods at the end of each run."""
         def loop() -> None:
             while not self.pod_logs_stop.wait(5):
@@ -586,7 +593,7 @@ class Lab:
         self.k("-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=120s", timeout=130)
 
     def verify_account(self) -> Path:
-        """The service account verify.sh runs as, bound to deploy/verify-rbac (least privilege)."""
+        """The service account trace-verify runs as, bound to deploy/verify-rbac (least privilege)."""
         self.k("apply", "-k", str(REPO / "deploy" / "verify-rbac"))
         token = self.k("-n", "trace-gen-sink-verify", "create", "token", "trace-gen-sink-verify",
                        "--duration=2h").stdout.strip()
@@ -616,15 +623,17 @@ class Lab:
         return res
 
 
-# --------------------------------------------------------------------------- trace-verify as the runner
+# --------------------------------------------------------------------------- trace-verify, the runner
 TRACE_VERIFY = REPO / "target" / "release" / "trace-verify"
 
 
 def trace_verify_command(a: argparse.Namespace, mode: str) -> list[str]:
-    """trace-verify's policy x event matrix against the lab (--runner trace-verify),
-    with the lab's short windows; its results JSON and Markdown report under --out."""
+    """trace-verify against the lab, with the lab's short windows: the matrix of
+    --policy x --events (attribute), or --peer-policy x --peer-events with
+    --peer-attribution (peer); its results JSON and Markdown report under --out."""
+    policy, events = (a.peer_policy, a.peer_events) if mode == "peer" else (a.policy, a.events)
     cmd = ["ip", "netns", "exec", HUB_NS, str(TRACE_VERIFY), "--deploy-dir", str(REPO / "deploy"),
-           "--kubectl", str(a.kube_bin / "kubectl"), "--policy", a.policy, "--events", a.events,
+           "--kubectl", str(a.kube_bin / "kubectl"), "--policy", policy, "--events", events,
            "--window", a.window, "--settle", f"{a.settle}s" if a.settle.isdigit() else a.settle,
            "--timeout", "240s", "--results-json", str(a.out / f"trace-verify-{mode}.json"),
            "--markdown", str(a.out / f"trace-verify-{mode}.md")]
@@ -633,19 +642,40 @@ def trace_verify_command(a: argparse.Namespace, mode: str) -> list[str]:
     return cmd
 
 
-def verdict_line(runner: str, line: str, seen: bool) -> bool:
-    """Whether a line of the runner's output is a verdict at which every real
-    component must be running (the lab records them there). verify.sh: its
-    result table, printed before it deletes anything. trace-verify (which
-    cleans up before its summary): the verdicts of steps with every agent up
-    (all-up, recovered), or the first verdict if no such step was run."""
-    if runner != "trace-verify":
-        return "RESULT:" in line or line.startswith("Node-local verification")
+# trace-verify's policies and events in its order (its --help; the names of its results JSON)
+POLICIES = ("local", "prefer-same-node", "cluster")
+EVENTS = ("all-up", "agent-removed", "crash-loop", "recovered", "terminating", "rolling-max-unavailable",
+          "rolling-max-surge")
+
+
+def cells(a: argparse.Namespace, mode: str) -> list[str]:
+    """The steps (`policy/event`) a run was asked for: its --policy x --events."""
+    policy, events = (a.peer_policy, a.peer_events) if mode == "peer" else (a.policy, a.events)
+
+    def names(text: str, every: tuple[str, ...]) -> list[str]:
+        return list(every) if text.strip() == "all" else [x.strip() for x in text.split(",") if x.strip()]
+    return [f"{p}/{e}" for p in names(policy, POLICIES) for e in names(events, EVENTS)]
+
+
+def verdict_of(line: str) -> str | None:
+    """The step (`policy/event`) of one of trace-verify's verdict lines, else None."""
     head, sep, rest = line.partition(": ")
     if not sep or not (rest.startswith("as promised in ") or rest.startswith("PROMISE BROKEN in ")):
+        return None
+    tail = head.rsplit("] ", 1)[-1].strip()
+    policy, sep, event = tail.partition(" / ")
+    return f"{policy}/{event}" if sep and policy and event and " " not in policy + event else None
+
+
+def verdict_line(line: str, seen: bool) -> bool:
+    """Whether a line of trace-verify's output is a verdict at which every real
+    component must be running (the lab records them there): the verdicts of
+    steps with every agent up (all-up, recovered), or the first verdict if no
+    such step was run (its summary comes after its clean-up: no pods there)."""
+    key = verdict_of(line)
+    if key is None:
         return False
-    event = head.rsplit(" / ", 1)[-1] if " / " in head else ""
-    return event in ("all-up", "recovered") or not seen
+    return key.split("/", 1)[1] in ("all-up", "recovered") or not seen
 
 
 def trace_verify_scenarios(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -679,8 +709,7 @@ def attribution_modes(text: str) -> list[str]:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="lab.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("command", nargs="?", default="run", choices=["run", "cleanup", "dump-rules"])
-    p.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    p.add_argument("command", nargs="?", default="run", choices=["run", "cleanup"])
     p.add_argument("--out", type=Path, default=REPO / "target" / "lab")
     p.add_argument("--kube-bin", type=Path, default=REPO / "deploy" / "kube" / "build" / "bin")
     p.add_argument("--cni-bin", default="/usr/lib/cni")
@@ -689,19 +718,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--images-env", type=Path, default=REPO / "target" / "images" / "images.env",
                    help="the images deploy/images/build.sh --lab built (its images.env)")
     p.add_argument("--kube-proxy-mode", choices=["nftables", "iptables"], default="nftables")
-    p.add_argument("--within", default="20s", help="verify.sh --within (default 20s)")
-    p.add_argument("--hold", default="10s", help="verify.sh --hold (default 10s)")
-    p.add_argument("--settle", default="3", help="verify.sh --settle, seconds (default 3)")
+    p.add_argument("--settle", default="3", help="trace-verify --settle, seconds (default 3)")
+    p.add_argument("--window", default="10s", help="trace-verify --window (default 10s)")
     p.add_argument("--attribution", default="attribute,peer", type=attribution_modes,
-                   help="verify.sh runs, in order: attribute (the agents stamp their node), peer (the agents stamp "
-                        "nothing, the sink resolves the peer Pod: verify.sh --peer-attribution); default attribute,peer")
-    p.add_argument("--runner", choices=["verify.sh", "trace-verify"], default="verify.sh",
-                   help="the scenario runner: verify.sh's six scenarios (default; what CI runs), or trace-verify's "
-                        "policy x event matrix (target/release/trace-verify: cargo build --release -p trace-verify)")
-    p.add_argument("--policy", default="all", help="--runner trace-verify: its --policy (default all)")
-    p.add_argument("--events", default="all", help="--runner trace-verify: its --events (default all)")
-    p.add_argument("--window", default="10s", help="--runner trace-verify: its --window (default 10s)")
-    p.add_argument("--prefix", default="", help=argparse.SUPPRESS)  # dump-rules: file name prefix (the run)
+                   help="trace-verify runs, in order: attribute (the agents stamp their node), peer (the agents "
+                        "stamp nothing, the sink resolves the peer Pod: --peer-attribution); default attribute,peer")
+    p.add_argument("--policy", default="all", help="the attribute run's --policy (default all)")
+    p.add_argument("--events", default="all", help="the attribute run's --events (default all)")
+    p.add_argument("--peer-policy", default="local,cluster", help="the peer run's --policy (default local,cluster)")
+    p.add_argument("--peer-events", default="all-up,agent-removed",
+                   help="the peer run's --events (default all-up,agent-removed)")
     p.add_argument("--time-limit", type=int, default=1500, help="abort the whole run after this many seconds")
     a = p.parse_intermixed_args(argv)
     a.out = a.out.resolve()
@@ -741,17 +767,19 @@ def node_runtime(a: argparse.Namespace) -> dict[str, str] | None:
     return out
 
 
-def dump_rules(a: argparse.Namespace) -> int:
-    """verify.sh --step-hook: save every node's kube-proxy rules for a step (KEY PHASE)."""
-    key = a.rest[0] if a.rest else "unknown"
-    phase = a.rest[1] if len(a.rest) > 1 else "check"
+def rules_file(mode: str, key: str, node: str) -> str:
+    """The file name of a node's kube-proxy rules at a step's verdict."""
+    return f"{mode}.{key.replace('/', '.')}.{node}.txt"
+
+
+def dump_rules(a: argparse.Namespace, mode: str, key: str) -> None:
+    """Saves every node's kube-proxy rules at a step's verdict (logs/rules/)."""
     d = a.out / "logs" / "rules"
     d.mkdir(parents=True, exist_ok=True)
     for n in NODES:
         cmd = (["nft", "list", "table", "ip", "kube-proxy"] if a.kube_proxy_mode == "nftables" else ["iptables-save"])
         text = run(["ip", "netns", "exec", n, *cmd], check=False).stdout
-        (d / f"{a.prefix}{key}.{phase}.{n}.txt").write_text(text)
-    return 0
+        (d / rules_file(mode, key, n)).write_text(text)
 
 
 def main(argv: list[str]) -> int:
@@ -763,8 +791,6 @@ def main(argv: list[str]) -> int:
     if a.command == "cleanup":
         remove_leftovers()
         return 0
-    if a.command == "dump-rules":
-        return dump_rules(a)
     try:
         lock = take_lock(a.out) if not os.environ.get("TRACE_LAB_LOCKED") else None
     except LabError as exc:
@@ -781,7 +807,7 @@ def main(argv: list[str]) -> int:
             print(f"lab.py: {path} is missing; deploy/lab/run.sh builds it", file=sys.stderr)
             return 2
 
-    if a.runner == "trace-verify" and not os.access(TRACE_VERIFY, os.X_OK):
+    if not os.access(TRACE_VERIFY, os.X_OK):
         print(f"lab.py: {TRACE_VERIFY} is missing; build it: cargo build --release -p trace-verify", file=sys.stderr)
         return 2
 
@@ -816,19 +842,10 @@ def main(argv: list[str]) -> int:
         lab.dns()
         kc = lab.verify_account()
         for mode in a.attribution:
-            log(f"running {'deploy/verify.sh' if a.runner == 'verify.sh' else 'trace-verify'} against the lab "
+            log("running trace-verify against the lab "
                 f"(service account trace-gen-sink-verify), attribution {mode}")
-            hook = (f"{sys.executable} {Path(__file__).resolve()} dump-rules --out {a.out} "
-                    f"--kube-proxy-mode {a.kube_proxy_mode} --prefix {mode}.")
-            cmd = ["ip", "netns", "exec", HUB_NS, "bash", str(REPO / "deploy" / "verify.sh"),
-                   "--within", a.within, "--hold", a.hold, "--settle", a.settle, "--timeout", "240",
-                   "--results-json", str(a.out / f"verify-{mode}.json"), "--step-hook", hook]
-            if mode == "peer":
-                cmd.append("--peer-attribution")
-            if a.runner == "trace-verify":
-                cmd = trace_verify_command(a, mode)
+            cmd = trace_verify_command(a, mode)
             env = {**os.environ, "KUBECONFIG": str(kc), "PATH": f"{a.kube_bin}:{os.environ.get('PATH', '')}"}
-            (a.out / f"verify-{mode}.json").unlink(missing_ok=True)
             (a.out / f"trace-verify-{mode}.json").unlink(missing_ok=True)
             runs.append((mode, None))
             with open(a.out / "logs" / f"verify-{mode}.log", "w") as vlog:
@@ -839,7 +856,10 @@ def main(argv: list[str]) -> int:
                 for line in p.stdout:
                     print(line, end="", flush=True)
                     vlog.write(line)
-                    if verdict_line(a.runner, line, bool(components)):
+                    key = verdict_of(line)
+                    if key:
+                        dump_rules(a, mode, key)
+                    if verdict_line(line, bool(components)):
                         # the real components at every verdict: all of them must have run at each
                         now = lab.components_running()
                         components = {k: v and components.get(k, True) for k, v in now.items()}
@@ -859,8 +879,8 @@ def main(argv: list[str]) -> int:
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(s, signal.SIG_IGN)
         if lab.verify and lab.verify.poll() is None:
-            # interrupted while verify.sh runs: let it clean up the cluster and its work directory
-            log("stopping deploy/verify.sh (it deletes what it created), at most 20s")
+            # interrupted while trace-verify runs: let it clean up the cluster (it deletes what it created)
+            log("stopping trace-verify (it deletes what it created), at most 20s")
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(lab.verify.pid, signal.SIGTERM)
             try:
@@ -889,26 +909,26 @@ def write_results(a: argparse.Namespace, lab: Lab, started: str, runs: list[tupl
                   error: str | None, components: dict[str, Any]) -> bool:
     """results.json: every run's scenarios (each with the run's attribution mode
     in `run` and where its agent nodes came from in `attribution`). Passes only
-    if every requested run ran to its end with exit 0 and every scenario passed."""
+    if every requested run ran to its end with exit 0, has a step for every cell
+    it was asked for (--policy x --events), and every step was as promised."""
     rules = sorted(str(p.relative_to(a.out)) for p in (a.out / "logs" / "rules").glob("*.txt")) \
         if (a.out / "logs" / "rules").exists() else []
     scenarios: list[dict[str, Any]] = []
     run_rows: list[dict[str, Any]] = []
     for mode, rc in runs:
-        runner = getattr(a, "runner", "verify.sh")
         try:
-            if runner == "trace-verify":
-                steps = trace_verify_scenarios(json.loads((a.out / f"trace-verify-{mode}.json").read_text()))
-            else:
-                steps = json.loads((a.out / f"verify-{mode}.json").read_text()).get("steps") or []
+            steps = trace_verify_scenarios(json.loads((a.out / f"trace-verify-{mode}.json").read_text()))
         except (OSError, ValueError, AttributeError):
             steps = []
+        missing = [c for c in cells(a, mode) if c not in {s["key"] for s in steps}]
         for s in steps:
             s["run"] = mode
-            s["kube_proxy_rules"] = [r for r in rules if Path(r).name.startswith(f"{mode}.{s['key']}.")]
+            s["kube_proxy_rules"] = [r for r in rules
+                                     if any(Path(r).name == rules_file(mode, s["key"], n) for n in NODES)]
         scenarios += steps
         run_rows.append({"attribution": mode, "verify_exit_code": rc, "scenarios": len(steps),
-                         "pass": rc == 0 and bool(steps) and all(s.get("pass") for s in steps)})
+                         "missing_steps": missing,
+                         "pass": rc == 0 and bool(steps) and not missing and all(s.get("pass") for s in steps)})
     real = all(components.values()) if components else False
     wanted = list(getattr(a, "attribution", [m for m, _ in runs]))
     proofs = list(getattr(lab, "proofs", []) or [])
@@ -918,7 +938,7 @@ def write_results(a: argparse.Namespace, lab: Lab, started: str, runs: list[tupl
     result = {
         "schema": "trace-lab/results/v2", "started": started, "duration_seconds": round(time.monotonic() - T0, 1),
         "pass": passed, "error": error, "kubernetes_version": lab.version, "kube_proxy_mode": a.kube_proxy_mode,
-        "kubelet": "real", "node_runtime": node_runtime(a), "runner": getattr(a, "runner", "verify.sh"),
+        "kubelet": "real", "node_runtime": node_runtime(a), "runner": "trace-verify",
         "verify_exit_code": None if not codes or None in codes else max(codes),
         "components_running_at_the_verdict": components,
         "runs": run_rows,
@@ -932,6 +952,9 @@ def write_results(a: argparse.Namespace, lab: Lab, started: str, runs: list[tupl
         for s in scenarios:
             print(f"  [{s['run']}] {s['step']}. {s['key']}: {s['verdict']} (attribution {s.get('attribution') or '-'})"
                   f": {s.get('explanation', '')}")
+    for r in run_rows:
+        if r["missing_steps"]:
+            print(f"  [{r['attribution']}] steps asked for and not run: {', '.join(r['missing_steps'])}")
     for p in proofs:
         print(f"  kubelet proof {p['name']}: {'PASS' if p['pass'] else 'FAIL'} (expected {p['expected']}): {p['detail']}")
     if components:
@@ -940,7 +963,7 @@ def write_results(a: argparse.Namespace, lab: Lab, started: str, runs: list[tupl
               + ("" if real else f"; NOT running: {', '.join(k for k, ok in components.items() if not ok)}"))
     else:
         print(f"Kubernetes {lab.version or '?'}, kube-proxy mode {a.kube_proxy_mode}; no verdict was reached")
-    print(f"Lab result: {'PASS: every scenario came out as expected' if passed else 'FAIL' + (': ' + error if error else '')}"
+    print(f"Lab result: {'PASS: every step as promised' if passed else 'FAIL' + (': ' + error if error else '')}"
           f" ({round(time.monotonic() - T0)}s). Results: {a.out / 'results.json'}; logs and kube-proxy rules: {a.out / 'logs'}")
     return passed
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The lab: the project's verification (deploy/verify.sh) against a three-node
+# The lab: the project's verification (trace-verify) against a three-node
 # Kubernetes cluster of real components on this Linux machine, in one command.
 #
 #   sudo deploy/lab/run.sh [lab.py options...]   (deploy/lab/lab.py --help lists them)
@@ -11,9 +11,9 @@
 # Kubernetes components and the images of trace-gen, trace-sink, the agent,
 # CoreDNS and pause (deploy/images/build.sh --lab; all cached: a second run
 # builds nothing), then runs deploy/lab/lab.py: namespaces, control plane, per node
-# containerd + kubelet + kube-proxy, CoreDNS, deploy/verify.sh, the kubelet proofs,
+# containerd + kubelet + kube-proxy, CoreDNS, trace-verify's matrix, the kubelet proofs,
 # results under target/lab/, cleanup.
-# Exit code: 0 every scenario as expected, 1 a scenario failed, 2 missing
+# Exit code: 0 every step as promised, 1 a step failed, 2 missing
 # prerequisite (Rust, Go or Python older than README.md says: one line naming
 # it), build failure or another run active, 130 interrupted.
 set -euo pipefail
@@ -81,6 +81,9 @@ say "building the collector (deploy/collector/build.sh; cached)"
 as_user bash "$repo/deploy/collector/build.sh" >/dev/null || die "collector build failed"
 say "building the Kubernetes components (deploy/kube/build.sh; cached: the long step of a first run)"
 kube_bin="$(as_user env "KUBERNETES_VERSION=${KUBERNETES_VERSION:-}" nice bash "$repo/deploy/kube/build.sh")" || die "Kubernetes build failed"
+say "building trace-verify (cargo build --release -p trace-verify; cached)"
+(cd "$repo" && as_user nice cargo build --release --locked -p trace-verify --bin trace-verify -q) ||
+  die "trace-verify build failed"
 # as root: buildah's storage is the machine's (/var/lib/containers), shared with run-tests.sh
 say "building the images (deploy/images/build.sh --lab; cached, shared with run-tests.sh)"
 (cd "$repo" && nice bash deploy/images/build.sh --lab >/dev/null) || die "image build failed"

@@ -47,46 +47,88 @@ def test_a_second_lab_refuses_at_once_naming_the_first(tmp_path, monkeypatch):
     f.close()
 
 
-def write_verify_json(out, mode, attribution, passed=True):
-    steps = [{"step": i + 1, "key": k, "title": k, "pass": passed, "verdict": "PASS" if passed else "FAIL",
-              "explanation": "why", "attribution": attribution}
-             for i, k in enumerate(["all-up", "agent-removed"])]
-    (out / f"verify-{mode}.json").write_text(json.dumps({"steps": steps}))
+def step(policy: str, event: str, attribution: str, passed: bool = True, lost: int = 0) -> dict:
+    """One step of trace-verify's results (schema trace-verify/results/v1)."""
+    node = {"node": "node-1", "local": 100, "remote": 0, "unattributed": 0, "lost": lost, "missing": 0,
+            "duplicated": 0, "generator_failed": lost, "failed_by_reason": {}, "longest_silence_ms": None}
+    return {"policy": policy, "event": event, "title": event, "pass": passed, "attribution": attribution,
+            "remote_spans": 0, "judgements": [{"check": "no-remote", "requires": "no span remote",
+                                               "pass": passed, "detail": "why"}], "nodes": [node]}
 
 
-def test_results_file_lists_every_scenario_of_every_run_with_the_required_fields(tmp_path):
-    """One verify.sh run per attribution mode: results.json lists every
-    scenario of both, each with its run, its attribution and the kube-proxy
-    rules saved at its check (by the run's file name prefix)."""
+def write_run(out: Path, mode: str, keys: list[str], attribution: str, failing: str | None = None) -> None:
+    """trace-verify's results file of one run, a step per `policy/event` key."""
+    steps = [step(*k.split("/"), attribution, passed=k != failing) for k in keys]
+    (out / f"trace-verify-{mode}.json").write_text(json.dumps({"schema": "trace-verify/results/v1", "steps": steps}))
+
+
+def lab_args(out: Path, *extra: str) -> argparse.Namespace:
+    return lab.parse_args(["--out", str(out), *extra])
+
+
+def test_results_file_lists_every_step_of_every_run_with_the_required_fields(tmp_path):
+    """One trace-verify run per attribution mode: results.json lists every step of
+    both, each with its run, its attribution and the kube-proxy rules saved at
+    its verdict (by the run and the step in the file name)."""
     out = tmp_path
-    write_verify_json(out, "attribute", "attribute")
-    write_verify_json(out, "peer", "peer")
+    a = lab_args(out, "--policy", "local", "--events", "all-up,agent-removed", "--peer-policy", "cluster",
+                 "--peer-events", "all-up,agent-removed", "--kube-proxy-mode", "iptables")
+    write_run(out, "attribute", ["local/all-up", "local/agent-removed"], "attribute")
+    write_run(out, "peer", ["cluster/all-up", "cluster/agent-removed"], "peer")
     (out / "logs" / "rules").mkdir(parents=True)
-    (out / "logs" / "rules" / "attribute.all-up.check.node-1.txt").write_text("table ip kube-proxy {}")
-    (out / "logs" / "rules" / "peer.agent-removed.check.node-1.txt").write_text("table ip kube-proxy {}")
-    a = argparse.Namespace(out=out, kube_proxy_mode="iptables", attribution=["attribute", "peer"])
-    holder = argparse.Namespace(version="v1.34.2")
+    for mode, key in (("attribute", "local/all-up"), ("peer", "cluster/agent-removed")):
+        for n in lab.NODES:
+            (out / "logs" / "rules" / lab.rules_file(mode, key, n)).write_text("table ip kube-proxy {}")
+    holder = argparse.Namespace(version="v1.37.2")
     running = {"etcd": True, "node-1-kube-proxy": True}
     assert lab.write_results(a, holder, "t", [("attribute", 0), ("peer", 0)], None, running) is True
     res = json.loads((out / "results.json").read_text())
-    assert res["kubernetes_version"] == "v1.34.2" and res["kube_proxy_mode"] == "iptables" and res["pass"] is True
-    assert res["verify_exit_code"] == 0
-    assert [(r["attribution"], r["pass"], r["scenarios"]) for r in res["runs"]] == [("attribute", True, 2),
-                                                                                   ("peer", True, 2)]
+    assert res["kubernetes_version"] == "v1.37.2" and res["kube_proxy_mode"] == "iptables" and res["pass"] is True
+    assert res["runner"] == "trace-verify" and res["verify_exit_code"] == 0
+    assert [(r["attribution"], r["pass"], r["scenarios"], r["missing_steps"]) for r in res["runs"]] == [
+        ("attribute", True, 2, []), ("peer", True, 2, [])]
     for s in res["scenarios"]:
-        assert {"key", "title", "pass", "verdict", "attribution", "run"} <= set(s)
-    assert [(s["run"], s["attribution"]) for s in res["scenarios"]] == [("attribute", "attribute")] * 2 + [
-        ("peer", "peer")] * 2
-    assert res["scenarios"][0]["kube_proxy_rules"] == ["logs/rules/attribute.all-up.check.node-1.txt"]
+        assert {"key", "title", "pass", "verdict", "attribution", "run", "lost_spans", "remote_spans"} <= set(s)
+    assert [(s["run"], s["key"], s["attribution"]) for s in res["scenarios"]] == [
+        ("attribute", "local/all-up", "attribute"), ("attribute", "local/agent-removed", "attribute"),
+        ("peer", "cluster/all-up", "peer"), ("peer", "cluster/agent-removed", "peer")]
+    assert res["scenarios"][0]["kube_proxy_rules"] == [
+        f"logs/rules/attribute.local.all-up.{n}.txt" for n in lab.NODES]
     assert res["scenarios"][1]["kube_proxy_rules"] == []
-    assert res["scenarios"][3]["kube_proxy_rules"] == ["logs/rules/peer.agent-removed.check.node-1.txt"]
+    assert res["scenarios"][3]["kube_proxy_rules"] == [
+        f"logs/rules/peer.cluster.agent-removed.{n}.txt" for n in lab.NODES]
+
+
+def test_every_cell_of_the_matrix_must_have_run(tmp_path):
+    """The default attribute run asks for the whole matrix: a results file
+    without one of its 21 cells fails the lab, naming the cell; with every cell
+    it passes."""
+    a = lab_args(tmp_path, "--attribution", "attribute")
+    every = lab.cells(a, "attribute")
+    assert len(every) == 21 and every[0] == "local/all-up" and every[-1] == "cluster/rolling-max-surge"
+    write_run(tmp_path, "attribute", every, "attribute")
+    assert lab.write_results(a, argparse.Namespace(version="v"), "t", [("attribute", 0)], None, {"etcd": True})
+    write_run(tmp_path, "attribute", [c for c in every if c != "prefer-same-node/rolling-max-surge"], "attribute")
+    assert not lab.write_results(a, argparse.Namespace(version="v"), "t", [("attribute", 0)], None, {"etcd": True})
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["runs"][0]["missing_steps"] == ["prefer-same-node/rolling-max-surge"]
+
+
+def test_the_lab_knows_trace_verifys_policies_and_events():
+    """lab.py's names are trace-verify's: those of a results file it wrote (the
+    committed lab matrix lists every policy and event in its options)."""
+    doc = json.loads((REPO / "verify" / "results" / "lab-matrix-2026-12-06.json").read_text())
+    assert list(lab.POLICIES) == doc["options"]["policies"]
+    assert list(lab.EVENTS) == doc["options"]["events"]
 
 
 @pytest.mark.parametrize("case", ["second run failed", "second run missing", "second run no exit code"])
 def test_results_pass_only_when_every_requested_run_passed(tmp_path, case):
-    write_verify_json(tmp_path, "attribute", "attribute")
-    write_verify_json(tmp_path, "peer", "both", passed=case != "second run failed")
-    a = argparse.Namespace(out=tmp_path, kube_proxy_mode="nftables", attribution=["attribute", "peer"])
+    a = lab_args(tmp_path, "--policy", "local", "--events", "all-up", "--peer-policy", "local",
+                 "--peer-events", "all-up")
+    write_run(tmp_path, "attribute", ["local/all-up"], "attribute")
+    write_run(tmp_path, "peer", ["local/all-up"], "peer",
+              failing="local/all-up" if case == "second run failed" else None)
     runs = {"second run failed": [("attribute", 0), ("peer", 1)], "second run missing": [("attribute", 0)],
             "second run no exit code": [("attribute", 0), ("peer", None)]}[case]
     assert lab.write_results(a, argparse.Namespace(version="v"), "t", runs, None, {"etcd": True}) is False
@@ -96,13 +138,12 @@ def test_results_pass_only_when_every_requested_run_passed(tmp_path, case):
                                        "second run no exit code": None}[case]
 
 
-@pytest.mark.parametrize("case", ["component down", "verify failed", "no scenarios", "error"])
+@pytest.mark.parametrize("case", ["component down", "verify failed", "no steps", "error"])
 def test_results_never_pass_on_what_was_not_seen(tmp_path, case):
-    """A verdict needs verify.sh's exit 0, every scenario passed, and every real component
-    running at the verdict."""
-    steps = [] if case == "no scenarios" else [{"step": 1, "key": "all-up", "title": "t", "pass": True, "verdict": "PASS"}]
-    (tmp_path / "verify-attribute.json").write_text(json.dumps({"steps": steps}))
-    a = argparse.Namespace(out=tmp_path, kube_proxy_mode="nftables", attribution=["attribute"])
+    """A verdict needs trace-verify's exit 0, every step as promised, and every real
+    component running at the verdict."""
+    a = lab_args(tmp_path, "--attribution", "attribute", "--policy", "local", "--events", "all-up")
+    write_run(tmp_path, "attribute", [] if case == "no steps" else ["local/all-up"], "attribute")
     running = {"etcd": True, "kube-apiserver": case != "component down"}
     rc = 1 if case == "verify failed" else 0
     err = "boom" if case == "error" else None
@@ -110,17 +151,15 @@ def test_results_never_pass_on_what_was_not_seen(tmp_path, case):
     assert json.loads((tmp_path / "results.json").read_text())["pass"] is False
 
 
-def test_command_line_and_hook_arguments():
-    a = lab.parse_args(["dump-rules", "--out", "/tmp/x", "--kube-proxy-mode", "iptables", "terminating", "check"])
-    assert (a.command, a.rest, a.kube_proxy_mode, str(a.out)) == ("dump-rules", ["terminating", "check"], "iptables", "/tmp/x")
+def test_command_line():
     d = lab.parse_args([])
     assert (d.command, d.kube_proxy_mode, d.attribution, d.no_proofs) == ("run", "nftables", ["attribute", "peer"],
                                                                         False)
+    assert (d.policy, d.events, d.peer_policy, d.peer_events) == ("all", "all", "local,cluster",
+                                                                  "all-up,agent-removed")
     assert lab.parse_args(["--attribution", "peer"]).attribution == ["peer"]
-    h = lab.parse_args(["dump-rules", "--prefix", "peer.", "all-up", "check"])
-    assert (h.prefix, h.rest) == ("peer.", ["all-up", "check"])
     for bad in (["run", "--kube-proxy-mode", "ipvs"], ["--attribution", "stamp"], ["--attribution", "peer,peer"],
-                ["--attribution", ""]):
+                ["--attribution", ""], ["dump-rules"], ["--runner", "verify.sh"]):
         with pytest.raises(SystemExit):
             lab.parse_args(bad)
 
@@ -160,73 +199,38 @@ def test_files_the_lab_writes_under_sudo_are_handed_to_the_invoking_user(tmp_pat
     assert (out / "new.json").stat().st_uid == 0
 
 
-def trace_verify_doc(second_passes: bool = True) -> dict:
-    """The shape of trace-verify's results (schema trace-verify/results/v1), two steps."""
-    def node(name, local, remote, lost):
-        return {"node": name, "local": local, "remote": remote, "unattributed": 0, "lost": lost, "missing": 0,
-                "duplicated": 0, "generator_failed": lost, "failed_by_reason": {}, "longest_silence_ms": None}
-    return {"schema": "trace-verify/results/v1", "pass": second_passes, "exit_code": 0 if second_passes else 1,
-            "steps": [
-                {"policy": "local", "event": "all-up", "title": "all agents up", "pass": True, "attribution": "peer",
-                 "remote_spans": 0, "judgements": [{"check": "no-remote", "requires": "no span reaches another "
-                                                    "node's agent", "pass": True, "detail": "300 spans"}],
-                 "nodes": [node("node-1", 100, 0, 0), node("node-2", 100, 0, 0)]},
-                {"policy": "prefer-same-node", "event": "agent-removed", "title": "agent removed from node",
-                 "pass": second_passes, "attribution": "peer", "remote_spans": 100,
-                 "judgements": [{"check": "no-loss", "requires": "the node without a ready local agent loses no span",
-                                 "pass": second_passes, "detail": "7 lost"}],
-                 "nodes": [node("node-1", 0, 100, 3), node("node-2", 100, 0, 4)]},
-            ]}
-
-
-@pytest.mark.parametrize("second_passes", [True, False])
-def test_results_of_the_trace_verify_runner(tmp_path, second_passes):
-    """--runner trace-verify: its steps become the scenarios (key policy/event, the
-    judgements as the explanation, lost spans summed over the nodes); the run
-    passes only with exit 0 and every step as promised."""
-    (tmp_path / "trace-verify-peer.json").write_text(json.dumps(trace_verify_doc(second_passes)))
-    a = argparse.Namespace(out=tmp_path, kube_proxy_mode="nftables", attribution=["peer"], runner="trace-verify")
-    rc = 0 if second_passes else 1
-    assert lab.write_results(a, argparse.Namespace(version="v1.37.2"), "t", [("peer", rc)], None,
-                             {"etcd": True}) is second_passes
-    res = json.loads((tmp_path / "results.json").read_text())
-    assert res["runner"] == "trace-verify" and res["pass"] is second_passes
-    assert [(s["key"], s["pass"], s["lost_spans"], s["remote_spans"]) for s in res["scenarios"]] == [
-        ("local/all-up", True, 0, 0), ("prefer-same-node/agent-removed", second_passes, 7, 100)]
-    assert res["scenarios"][1]["explanation"].startswith("PASS" if second_passes else "FAIL")
-    assert res["runs"] == [{"attribution": "peer", "verify_exit_code": rc, "scenarios": 2, "pass": second_passes}]
-
-
-def test_trace_verify_runner_without_its_results_never_passes(tmp_path):
-    a = argparse.Namespace(out=tmp_path, kube_proxy_mode="nftables", attribution=["peer"], runner="trace-verify")
-    assert lab.write_results(a, argparse.Namespace(version="v"), "t", [("peer", 0)], None, {"etcd": True}) is False
-
-
 def test_trace_verify_command_has_the_lab_windows_and_the_attribution():
-    a = lab.parse_args(["run", "--runner", "trace-verify", "--policy", "local,prefer-same-node", "--events",
-                        "all-up,rolling-max-surge", "--out", "/tmp/x"])
-    cmd = lab.trace_verify_command(a, "peer")
+    a = lab.parse_args(["run", "--policy", "local,prefer-same-node", "--events", "all-up,rolling-max-surge",
+                        "--out", "/tmp/x"])
+    cmd = lab.trace_verify_command(a, "attribute")
     assert cmd[:4] == ["ip", "netns", "exec", lab.HUB_NS] and cmd[4] == str(lab.TRACE_VERIFY)
     args = dict(zip(cmd[5::1], cmd[6::1]))
     assert args["--policy"] == "local,prefer-same-node" and args["--events"] == "all-up,rolling-max-surge"
     assert args["--window"] == "10s" and args["--settle"] == "3s"
-    assert args["--results-json"] == "/tmp/x/trace-verify-peer.json" and cmd[-1] == "--peer-attribution"
-    assert "--peer-attribution" not in lab.trace_verify_command(a, "attribute")
+    assert args["--results-json"] == "/tmp/x/trace-verify-attribute.json"
+    assert "--peer-attribution" not in cmd
+    peer = lab.trace_verify_command(a, "peer")
+    pargs = dict(zip(peer[5::1], peer[6::1]))
+    assert pargs["--policy"] == "local,cluster" and pargs["--events"] == "all-up,agent-removed"
+    assert pargs["--results-json"] == "/tmp/x/trace-verify-peer.json" and peer[-1] == "--peer-attribution"
 
 
-def test_components_are_recorded_at_the_runners_verdicts():
-    """The real components are recorded where every pod should run: verify.sh's result
-    table; trace-verify's all-up and recovered verdicts (its summary comes after its
-    clean-up), or its first verdict when neither was run; never at a progress line."""
-    v = lab.verdict_line
-    assert v("verify.sh", "RESULT: every step came out as expected\n", True)
-    assert v("verify.sh", "Node-local verification, context lab, istio=0\n", False)
-    assert not v("verify.sh", "[verify 09:15:22] step 2: the agent is removed\n", False)
+def test_verdicts_are_read_from_trace_verifys_progress():
+    """A verdict line names its step (rules are saved there); the real components
+    are recorded at the all-up and recovered verdicts (its summary comes after its
+    clean-up), or at its first verdict when neither was run; never at a progress line."""
     tv = "[verify   23.8s] local / all-up: as promised in 13s (300 spans, 0 remote, 0 lost)\n"
-    assert v("trace-verify", tv, True)
-    assert v("trace-verify", tv.replace("as promised", "PROMISE BROKEN"), True)
-    assert v("trace-verify", tv.replace("all-up", "recovered"), True)
+    assert lab.verdict_of(tv) == "local/all-up"
+    assert lab.verdict_of(tv.replace("local / all-up", "prefer-same-node / rolling-max-surge").replace(
+        "as promised", "PROMISE BROKEN")) == "prefer-same-node/rolling-max-surge"
+    assert lab.verdict_of("[verify   22.5s] local / all-up: all agents up\n") is None
+    assert lab.verdict_of("RESULT: every step as promised\n") is None
+    assert lab.verdict_of("[verify    1.0s] local / terminating: the usual graceful shutdown again: applying 12 "
+                          "objects\n") is None
+    v = lab.verdict_line
+    assert v(tv, True)
+    assert v(tv.replace("as promised", "PROMISE BROKEN"), True)
+    assert v(tv.replace("all-up", "recovered"), True)
     crash = tv.replace("all-up", "crash-loop")
-    assert v("trace-verify", crash, False) and not v("trace-verify", crash, True)
-    assert not v("trace-verify", "RESULT: every step as promised\n", False)
-    assert not v("trace-verify", "[verify   22.5s] local / all-up: all agents up\n", False)
+    assert v(crash, False) and not v(crash, True)
+    assert not v("RESULT: every step as promised\n", False)

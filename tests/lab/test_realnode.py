@@ -139,9 +139,10 @@ def test_kernel_tunables_the_kubelet_changes_are_restored(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("proof_passed", [True, False])
 def test_results_pass_only_if_every_kubelet_proof_passed(tmp_path, proof_passed):
-    steps = [{"step": 1, "key": "all-up", "title": "t", "pass": True, "verdict": "PASS"}]
-    (tmp_path / "verify-attribute.json").write_text(json.dumps({"steps": steps}))
-    a = lab.parse_args(["--out", str(tmp_path), "--attribution", "attribute"])
+    steps = [{"policy": "local", "event": "all-up", "title": "t", "pass": True, "judgements": [], "nodes": []}]
+    (tmp_path / "trace-verify-attribute.json").write_text(json.dumps({"steps": steps}))
+    a = lab.parse_args(["--out", str(tmp_path), "--attribution", "attribute", "--policy", "local", "--events",
+                        "all-up"])
     holder = argparse.Namespace(version="v1.34.2", proofs=[
         {"name": "root-refused", "pass": True, "expected": "x", "detail": "y"},
         {"name": "liveness-restart", "pass": proof_passed, "expected": "x", "detail": "y"}])
