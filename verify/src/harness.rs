@@ -23,7 +23,7 @@ use trace_proto::stats::{Attribution, GeneratorReport};
 
 use crate::cluster::{self, Cluster};
 use crate::manifests::{self, Components, Manifests, describe, names};
-use crate::measure::{SilenceTracker, attribution, measure_nodes};
+use crate::measure::{SilenceTracker, attribution, exports_ended, measure_nodes};
 use crate::promise::{Judgement, StepData, judge};
 use crate::report::{RecordedOptions, Results, StepResult};
 use crate::suite::{Event, Policy};
@@ -89,6 +89,11 @@ impl Options {
         }
     }
 }
+
+/// How long a step waits for the exports in flight at the end of its
+/// window to end (a generator's retries take about 10 s against a dropped
+/// connection with the lab's settings).
+pub const RETRIES_BOUND: Duration = Duration::from_secs(60);
 
 /// Why a run could not go on: a set-up error (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -436,6 +441,42 @@ impl Harness {
         out
     }
 
+    /// The generators' reports once every span they had sent by now has
+    /// come to an end (accepted, or failed after its retries), so that the
+    /// step's loss counts the exports in flight at the end of its window
+    /// (an export to a dropped connection gives up only after its retries,
+    /// about 10 s of connect timeouts and back-off). At most
+    /// [`RETRIES_BOUND`]; a generator whose report cannot be read, or that
+    /// restarted, is not waited for.
+    async fn reports_after_retries(&mut self) -> BTreeMap<String, GeneratorReport> {
+        let end = self.reports().await;
+        let concluded = |now: &BTreeMap<String, GeneratorReport>| exports_ended(&end, now);
+        if concluded(&end) {
+            return end;
+        }
+        self.progress.line(format!(
+            "  waiting until the exports of the window end (retries included; at most {}s)",
+            RETRIES_BOUND.as_secs()
+        ));
+        let start = Instant::now();
+        loop {
+            tokio::time::sleep(self.opts.poll).await;
+            let now = self.reports().await;
+            if concluded(&now) || start.elapsed() >= RETRIES_BOUND {
+                self.progress.line(format!(
+                    "  {} after {:.1}s",
+                    if concluded(&now) {
+                        "the exports of the window ended"
+                    } else {
+                        "some exports of the window still go on"
+                    },
+                    start.elapsed().as_secs_f64()
+                ));
+                return now;
+            }
+        }
+    }
+
     /// Runs every selected policy and event. Steps are added to `self.steps`
     /// as they finish, so an abort keeps the ones before it.
     pub async fn run_steps(&mut self) -> Result<(), SetupError> {
@@ -626,7 +667,7 @@ impl Harness {
             return self.after_event(policy, event, victim).await;
         };
         let stats = c.sink_stats(&self.sink_ns).await?;
-        let after = self.reports().await;
+        let after = self.reports_after_retries().await;
         let mut nodes = measure_nodes(&stats, &self.gen_nodes, &before, &after);
         if let Some(s) = &silences {
             for n in &mut nodes {

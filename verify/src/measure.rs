@@ -73,6 +73,21 @@ pub fn failed_attempts_delta(
     })
 }
 
+/// Whether every span the generators had sent at `end` has come to an end
+/// in `now` (accepted, or failed after its retries). A generator missing
+/// from `now`, or restarted (a new id), is not waited for.
+pub fn exports_ended(
+    end: &BTreeMap<String, GeneratorReport>,
+    now: &BTreeMap<String, GeneratorReport>,
+) -> bool {
+    end.iter().all(|(node, e)| match now.get(node) {
+        Some(n) if n.generator_id == e.generator_id => {
+            n.spans_accepted + n.spans_failed >= e.spans_sent
+        }
+        _ => true,
+    })
+}
+
 /// The change of one generator's report over a step: failures since the start.
 pub fn generator_delta(
     before: Option<&GeneratorReport>,
@@ -395,6 +410,34 @@ pub(crate) mod tests {
         let restarted = BTreeMap::from([("a".to_string(), with("g2", &[("unavailable", 3)]))]);
         let m = measure_nodes(&s, &names(&["a"]), &before, &restarted);
         assert_eq!(m[0].failed_attempts, Some(3));
+    }
+
+    /// The exports in flight at the end of a window have ended once what was
+    /// sent then is accepted or failed; a restarted or unreadable generator
+    /// is not waited for.
+    #[test]
+    fn exports_in_flight_end() {
+        let r = |id: &str, sent: u64, accepted: u64, failed: u64| {
+            let mut r = report(id, &[]);
+            r.spans_sent = sent;
+            r.spans_accepted = accepted;
+            r.spans_failed = failed;
+            r
+        };
+        let end = BTreeMap::from([
+            ("a".to_string(), r("g1", 100, 80, 10)),
+            ("b".to_string(), r("g2", 50, 50, 0)),
+        ]);
+        assert!(!exports_ended(&end, &end), "10 spans of a in flight");
+        let mut now = end.clone();
+        now.insert("a".into(), r("g1", 110, 80, 19));
+        assert!(!exports_ended(&end, &now), "one still in flight");
+        now.insert("a".into(), r("g1", 110, 80, 20));
+        assert!(exports_ended(&end, &now), "failed after its retries");
+        now.insert("a".into(), r("g3", 5, 0, 0));
+        assert!(exports_ended(&end, &now), "restarted: not waited for");
+        now.remove("a");
+        assert!(exports_ended(&end, &now), "unreadable: not waited for");
     }
 
     /// The attribution of a step: one source, several (mixed), none.
