@@ -482,9 +482,18 @@ impl Harness {
     pub async fn run_steps(&mut self) -> Result<(), SetupError> {
         let policies = self.opts.policies.clone();
         for policy in policies {
-            self.progress
-                .line(format!("policy {policy}: {}", policy.describe()));
             let m = self.variant(policy, Shape::Base)?;
+            if policy == Policy::Local {
+                let (itp, td) = m.agent_service_policy();
+                self.progress.line(format!(
+                    "policy {policy}: the agent Service as shipped, internalTrafficPolicy: {itp}{}",
+                    td.map(|t| format!(", trafficDistribution: {t}"))
+                        .unwrap_or_default()
+                ));
+            } else {
+                self.progress
+                    .line(format!("policy {policy}: {}", policy.describe()));
+            }
             self.apply(&format!("{policy}: deploy"), &m).await?;
             self.wait_rollouts().await?;
             self.find_nodes().await?;

@@ -326,15 +326,23 @@ impl Manifests {
         }
     }
 
-    /// The agent Service under `policy`.
+    /// The agent Service under `policy`. `local` is the Service as shipped
+    /// (`deploy/agent/service.yaml`: internalTrafficPolicy Local), not
+    /// patched: its promises are judged on what users deploy, so a shipped
+    /// Service changed to Cluster fails the `local` steps.
     pub fn set_policy(&mut self, policy: Policy) -> Result<(), ManifestError> {
+        if policy == Policy::Local {
+            return self
+                .find("Service", names::AGENT_SERVICE)
+                .map(|_| ())
+                .ok_or_else(|| {
+                    ManifestError::Missing(format!("Service {}", names::AGENT_SERVICE))
+                });
+        }
         self.edit::<Service>("Service", names::AGENT_SERVICE, |s| {
             let spec = s.spec.get_or_insert_with(Default::default);
             match policy {
-                Policy::Local => {
-                    spec.internal_traffic_policy = Some("Local".into());
-                    spec.traffic_distribution = None;
-                }
+                Policy::Local => {}
                 Policy::PreferSameNode => {
                     spec.internal_traffic_policy = Some("Cluster".into());
                     spec.traffic_distribution = Some("PreferSameNode".into());
@@ -417,6 +425,23 @@ impl Manifests {
                     .insert(names::ROLLOUT_ANNOTATION.into(), value.into());
             }
         })
+    }
+
+    /// The agent Service's internalTrafficPolicy (`Cluster` when unset, as
+    /// the API server defaults it) and trafficDistribution, as the
+    /// manifests have them.
+    pub fn agent_service_policy(&self) -> (String, Option<String>) {
+        let spec = self
+            .find("Service", names::AGENT_SERVICE)
+            .map(|s| s["spec"].clone())
+            .unwrap_or_default();
+        (
+            spec["internalTrafficPolicy"]
+                .as_str()
+                .unwrap_or("Cluster")
+                .to_owned(),
+            spec["trafficDistribution"].as_str().map(str::to_owned),
+        )
     }
 
     /// The image of the sink's container (the check pods use it).
@@ -551,10 +576,20 @@ mod tests {
         );
         m.set_policy(Policy::Cluster).unwrap();
         assert!(svc(&m).get("trafficDistribution").is_none());
-        m.set_policy(Policy::Local).unwrap();
-        assert_eq!(svc(&m)["internalTrafficPolicy"], "Local");
+        assert_eq!(m.agent_service_policy(), ("Cluster".into(), None));
         // the ports and the selector are untouched
         assert_eq!(svc(&m)["ports"][0]["targetPort"], "grpc-otlp");
+        // local is the Service as shipped: a shipped Service changed to
+        // Cluster stays Cluster (and fails the local steps' promises)
+        let mut m = base(&Components::default());
+        m.set_policy(Policy::Local).unwrap();
+        assert_eq!(svc(&m)["internalTrafficPolicy"], "Local");
+        assert_eq!(m.agent_service_policy(), ("Local".into(), None));
+        m.set_policy(Policy::Cluster).unwrap();
+        let shipped_cluster = m.clone();
+        let mut m = shipped_cluster;
+        m.set_policy(Policy::Local).unwrap();
+        assert_eq!(svc(&m)["internalTrafficPolicy"], "Cluster");
     }
 
     /// Images: registry and tag replace only trace-gen's and trace-sink's.
