@@ -31,7 +31,7 @@ HOSTILE = "bench/results/hostile-memory-latest.json"
 BASELINE = "bench/results/baseline-main-d7b1ec4.json"
 STATS_BEFORE = "bench/results/stats-before-main-839029a.json"
 # trace-verify's whole matrix on the lab (its results JSON, schema trace-verify/results/v1)
-POLICY_MATRIX = "verify/results/lab-matrix-2026-12-06.json"
+POLICY_MATRIX = "verify/results/lab-matrix.json"
 # Everything the figures are read from, besides PAGES (docs/trace-sink.md gives the defaults).
 INPUTS = [LATEST, HOSTILE, BASELINE, STATS_BEFORE, POLICY_MATRIX, "deploy/sink/deployment.yaml"]
 

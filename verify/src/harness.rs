@@ -547,27 +547,39 @@ impl Harness {
     }
 
     /// Before a policy's first step: the sink hears from every generator
-    /// node that has an agent, so that a first window does not measure a
-    /// pipeline still starting (an agent that resolved the sink's name
-    /// before DNS had it asks again only after gRPC's re-resolution
-    /// interval, 30 s). Not a measurement: the sink is reset again before
-    /// every window.
+    /// node that has an agent, with no gap in their sequence numbers since
+    /// its last reset, so that a first window does not measure a pipeline
+    /// still starting. Seen in the lab: the agents dialled the sink's new
+    /// Service before kube-proxy had its rules, that attempt timed out after
+    /// 20 s and gRPC backed off; when the agents' queued spans then arrive
+    /// among new ones, the gaps of what they dropped meanwhile would count
+    /// as the first step's loss. Each time spans arrived with a gap, the sink
+    /// is reset and the wait goes on. Not a measurement: the sink is reset
+    /// again before every window.
     async fn wait_pipeline(&mut self) -> Result<(), SetupError> {
         if let Some(c) = &self.cluster {
             c.sink_reset(&self.sink_ns).await?;
         }
         let (ns, nodes) = (self.sink_ns.clone(), self.served_nodes.clone());
         self.wait_until(
-            "the sink receives spans from every node with an agent",
+            "the sink receives spans from every node with an agent, without gaps",
             move |c| {
                 let (ns, nodes) = (ns.clone(), nodes.clone());
                 async move {
                     let s = c.sink_stats(&ns).await?;
-                    Ok(nodes.iter().all(|n| {
+                    let heard = nodes.iter().all(|n| {
                         s.routes
                             .iter()
                             .any(|r| r.generator_node.as_deref() == Some(n.as_str()) && r.spans > 0)
-                    }))
+                    });
+                    if !heard {
+                        return Ok(false);
+                    }
+                    if s.generators.iter().any(|g| g.missing > 0) {
+                        c.sink_reset(&ns).await?;
+                        return Ok(false);
+                    }
+                    Ok(true)
                 }
             },
         )
