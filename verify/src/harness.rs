@@ -481,6 +481,9 @@ impl Harness {
     /// as they finish, so an abort keeps the ones before it.
     pub async fn run_steps(&mut self) -> Result<(), SetupError> {
         let policies = self.opts.policies.clone();
+        if let Some(&first) = policies.first() {
+            self.sink_first(first).await?;
+        }
         for policy in policies {
             let m = self.variant(policy, Shape::Base)?;
             if policy == Policy::Local {
@@ -543,6 +546,33 @@ impl Harness {
             self.gen_nodes.join(", "),
             self.victim.as_deref().unwrap_or("none")
         ));
+        Ok(())
+    }
+
+    /// The sink before anything that sends to it, and `--settle` for
+    /// kube-proxy to program its Service. Seen in the lab when everything
+    /// was applied at once: an agent dialled the sink's new Service before
+    /// kube-proxy had its rules, the connection attempt hung until gRPC's
+    /// 20 s dial timeout and gRPC backed off; the agents queued spans
+    /// meanwhile, and that backlog trickled into the first windows for
+    /// minutes (the collector's queue retries with back-off), its gaps
+    /// counted as loss.
+    async fn sink_first(&mut self, policy: Policy) -> Result<(), SetupError> {
+        let m = self.variant(policy, Shape::Base)?.sink_part(&self.sink_ns);
+        self.apply(&format!("{policy}: the sink first"), &m).await?;
+        let ns = self.sink_ns.clone();
+        self.wait_until("the sink's Deployment is rolled out", move |c| {
+            let ns = ns.clone();
+            async move { c.deployment_done(&ns, names::SINK).await }
+        })
+        .await?;
+        if self.cluster.is_some() {
+            self.progress.line(format!(
+                "  letting kube-proxy program the sink's Service for {}s",
+                self.opts.settle.as_secs()
+            ));
+            tokio::time::sleep(self.opts.settle).await;
+        }
         Ok(())
     }
 

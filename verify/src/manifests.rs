@@ -290,6 +290,23 @@ impl Manifests {
         });
     }
 
+    /// The objects the sink needs before anything sends to it: the
+    /// namespaces, the cluster-scoped objects (the sink's ClusterRole and
+    /// binding with `--peer-attribution`) and everything in `sink_ns`.
+    pub fn sink_part(&self, sink_ns: &str) -> Manifests {
+        Manifests {
+            objects: self
+                .objects
+                .iter()
+                .filter(|o| match o["metadata"]["namespace"].as_str() {
+                    None => true,
+                    Some(ns) => ns == sink_ns,
+                })
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// `--registry` / `--tag`: the images `trace-gen` and `trace-sink` become
     /// `REGISTRY/NAME:TAG` in every Deployment and DaemonSet.
     pub fn set_images(&mut self, registry: Option<&str>, tag: Option<&str>) {
@@ -590,6 +607,22 @@ mod tests {
         let mut m = shipped_cluster;
         m.set_policy(Policy::Local).unwrap();
         assert_eq!(svc(&m)["internalTrafficPolicy"], "Cluster");
+    }
+
+    /// The sink's part: namespaces and the sink's objects, no agent or
+    /// generator object.
+    #[test]
+    #[ignore = "needs kubectl (deploy/kube/build.sh); run-tests.sh runs it"]
+    fn sink_part() {
+        let m = base(&Components::default());
+        let part = m.sink_part("trace-sink");
+        assert!(part.find("Deployment", names::SINK).is_some());
+        assert!(part.find("Service", "trace-sink").is_some());
+        assert!(part.objects.iter().any(|o| o["kind"] == "Namespace"));
+        assert!(part.find("DaemonSet", names::AGENT).is_none());
+        assert!(part.find("DaemonSet", names::GENERATOR).is_none());
+        assert!(part.find("Service", names::AGENT_SERVICE).is_none());
+        assert!(part.objects.len() < m.objects.len());
     }
 
     /// Images: registry and tag replace only trace-gen's and trace-sink's.
