@@ -94,8 +94,11 @@ class LabError(Exception):
     pass
 
 
-class Interrupted(Exception):
-    pass
+class Interrupted(BaseException):
+    """A signal (SIGINT, SIGTERM, SIGHUP, SIGALRM): the run stops and cleans up. Not an
+    Exception, so that no `except Exception` (wait_until's retry of a failing check)
+    swallows it: a SIGTERM during the set-up was once caught there, the handler had
+    already ignored further signals, and the run went on to its end."""
 
 
 def run(cmd: list[str], check: bool = True, timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess:

@@ -234,3 +234,19 @@ def test_verdicts_are_read_from_trace_verifys_progress():
     crash = tv.replace("all-up", "crash-loop")
     assert v(crash, False) and not v(crash, True)
     assert not v("RESULT: every step as promised\n", False)
+
+
+def test_a_signal_during_a_wait_is_not_swallowed():
+    """wait_until retries a check that raises an error, but a signal's Interrupted
+    (raised by the handler wherever the main thread is) goes through at once."""
+    calls = []
+
+    def check() -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("not yet")
+        raise lab.Interrupted("SIGTERM")
+    with pytest.raises(lab.Interrupted):
+        lab.wait_until("something", check, timeout=5, interval=0.01)
+    assert len(calls) == 2, "the first error was retried, the signal was not"
+
