@@ -504,7 +504,10 @@ mod tests {
             assert!(!promises(Policy::PreferSameNode, e).contains(&Promise::NoRemote));
         }
         for e in [Event::RollingMaxUnavailable, Event::RollingMaxSurge] {
-            assert!(promises(Policy::PreferSameNode, e).is_empty(), "measured only");
+            assert!(
+                promises(Policy::PreferSameNode, e).is_empty(),
+                "measured only"
+            );
         }
         assert!(promises(Policy::Cluster, Event::AllUp).contains(&Promise::SomeRemote));
         assert!(promises(Policy::PreferSameNode, Event::CrashLoop).is_empty());
