@@ -82,7 +82,7 @@ as_user bash "$repo/deploy/collector/build.sh" >/dev/null || die "collector buil
 say "building the Kubernetes components (deploy/kube/build.sh; cached: the long step of a first run)"
 kube_bin="$(as_user env "KUBERNETES_VERSION=${KUBERNETES_VERSION:-}" nice bash "$repo/deploy/kube/build.sh")" || die "Kubernetes build failed"
 say "building trace-verify (cargo build --release -p trace-verify; cached)"
-(cd "$repo" && as_user nice cargo build --release --locked -p trace-verify --bin trace-verify -q) ||
+(cd "$repo" && as_user nice cargo build --release --locked -p trace-verify -q) ||
   die "trace-verify build failed"
 # as root: buildah's storage is the machine's (/var/lib/containers), shared with run-tests.sh
 say "building the images (deploy/images/build.sh --lab; cached, shared with run-tests.sh)"
