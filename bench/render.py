@@ -32,8 +32,11 @@ BASELINE = "bench/results/baseline-main-d7b1ec4.json"
 STATS_BEFORE = "bench/results/stats-before-main-839029a.json"
 # trace-verify's whole matrix on the lab (its results JSON, schema trace-verify/results/v1)
 POLICY_MATRIX = "verify/results/lab-matrix.json"
+# an earlier run of the same matrix (the agent as in production), quoted for a cell that varies
+POLICY_MATRIX_EARLIER = "verify/results/lab-matrix-2026-12-06.json"
 # Everything the figures are read from, besides PAGES (docs/trace-sink.md gives the defaults).
-INPUTS = [LATEST, HOSTILE, BASELINE, STATS_BEFORE, POLICY_MATRIX, "deploy/sink/deployment.yaml"]
+INPUTS = [LATEST, HOSTILE, BASELINE, STATS_BEFORE, POLICY_MATRIX, POLICY_MATRIX_EARLIER,
+          "deploy/sink/deployment.yaml"]
 
 
 def measured(res):
@@ -144,7 +147,11 @@ def policy_values(root):
         row = [f"{cells[(p, e)]['remote']} / {cells[(p, e)]['lost']}" for p in policies]
         lines.append(f"| {titles.get(e, e)} | " + " | ".join(row) + " |")
     start, end = (datetime.strptime(res[k][:19], "%Y-%m-%dT%H:%M:%S") for k in ("started", "finished"))
+    earlier = json.loads((root / POLICY_MATRIX_EARLIER).read_text())
+    lost = {(c["policy"], c["event"]): c["lost"] for c in earlier["matrix"]}
     return {
+        "policy.local_mu_lost": str(cells[("local", "rolling-max-unavailable")]["lost"]),
+        "policy.earlier_local_mu_lost": str(lost[("local", "rolling-max-unavailable")]),
         "policy.table": "\n" + "\n".join(lines) + "\n",
         "policy.date": res["started"][:10],
         "policy.seconds": f"{(end - start).total_seconds():.0f} s",

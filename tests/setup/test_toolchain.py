@@ -88,15 +88,22 @@ def test_lab_stops_on_an_old_go(tmp_path):
     ]
 
 
+def check_without(tmp_path, missing: str, what: str) -> subprocess.CompletedProcess:
+    """`toolchain_check check WHAT` with the stand-in toolchain minus `missing`, PATH
+    holding only the stand-ins and the few tools the check uses (so nothing of this
+    machine can stand in for the missing one)."""
+    bin_dir = fake_toolchain(tmp_path)
+    (bin_dir / missing).unlink()
+    for tool in ("dirname", "sed", "sort", "awk", "cut"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    return subprocess.run([shutil.which("bash"), "-c", f'source "{TOOLCHAIN}"; toolchain_check check {what}'],
+                          env={"PATH": str(bin_dir), "HOME": str(tmp_path)}, capture_output=True, text=True)
+
+
 def test_a_missing_go_is_named(tmp_path):
     """No go on PATH: the line says so (PATH holds only the stand-ins and the few tools
     the check uses, so a go of this machine cannot be found)."""
-    bin_dir = fake_toolchain(tmp_path)
-    (bin_dir / "go").unlink()
-    for tool in ("dirname", "sed", "sort", "awk", "cut"):
-        (bin_dir / tool).symlink_to(shutil.which(tool))
-    result = subprocess.run([shutil.which("bash"), "-c", f'source "{TOOLCHAIN}"; toolchain_check check go'],
-                            env={"PATH": str(bin_dir), "HOME": str(tmp_path)}, capture_output=True, text=True)
+    result = check_without(tmp_path, "go", "go")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"check: Go >= {minimums()['go']} is needed (no go found): "
                                           "install it from https://go.dev/doc/install"]
@@ -105,12 +112,7 @@ def test_a_missing_go_is_named(tmp_path):
 def test_without_python_the_rust_check_names_python(tmp_path):
     """The minimum Rust version is read from Cargo.toml by python3 (tomllib): with no
     python3 on PATH the Rust check stops with the Python line, not with an empty minimum."""
-    bin_dir = fake_toolchain(tmp_path)
-    (bin_dir / "python3").unlink()
-    for tool in ("dirname", "sed", "sort", "awk", "cut"):
-        (bin_dir / tool).symlink_to(shutil.which(tool))
-    result = subprocess.run([shutil.which("bash"), "-c", f'source "{TOOLCHAIN}"; toolchain_check check rust'],
-                            env={"PATH": str(bin_dir), "HOME": str(tmp_path)}, capture_output=True, text=True)
+    result = check_without(tmp_path, "python3", "rust")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"check: Python >= {minimums()['python']} is needed (no python3 found)"]
 

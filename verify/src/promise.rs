@@ -48,8 +48,6 @@ pub enum Promise {
     AllSilent,
     /// The victim loses no span (another node's agent could take them).
     VictimNoLoss,
-    /// No node loses a span (another node's agent is ready all along).
-    NoLoss,
     /// Some spans go to another node's agent: the locality check fails (negative control).
     SomeRemote,
 }
@@ -65,7 +63,6 @@ impl Promise {
             Promise::VictimSilent => "victim-silent",
             Promise::AllSilent => "all-silent",
             Promise::VictimNoLoss => "victim-no-loss",
-            Promise::NoLoss => "no-loss",
             Promise::SomeRemote => "some-remote",
         }
     }
@@ -82,7 +79,6 @@ impl Promise {
             }
             Promise::AllSilent => "nothing is delivered (every generator's exports fail)",
             Promise::VictimNoLoss => "the node without a ready local agent loses no span",
-            Promise::NoLoss => "no node loses a span",
             Promise::SomeRemote => "some spans go remote: the locality check fails",
         }
     }
@@ -290,7 +286,6 @@ pub fn judge_promise(promise: Promise, d: &StepData<'_>) -> Judgement {
             None => (false, "no node was singled out".to_owned()),
             Some(v) => no_loss(std::slice::from_ref(v)),
         },
-        Promise::NoLoss => no_loss(d.gen_nodes),
         Promise::SomeRemote => {
             if d.gen_nodes.len() < 2 {
                 (false, "needs two nodes with a generator".to_owned())
@@ -438,7 +433,6 @@ mod tests {
             Promise::VictimSilent => d.routes.push((VICTIM, Some(VICTIM), 1)),
             Promise::AllSilent => d.routes.push(("c", Some("c"), 1)),
             Promise::VictimNoLoss => d.loss[0] = (VICTIM, 2, 0),
-            Promise::NoLoss => d.loss[2] = ("c", 0, 1),
             Promise::SomeRemote => {
                 d.routes = NODES.iter().map(|n| (*n, Some(*n), 50)).collect();
             }
