@@ -799,37 +799,57 @@ def test_probes_hit_endpoints_the_binaries_serve(binaries):
 # ---------------------------------------------------------------- deploy/verify-rbac
 
 
-def test_verify_rbac_grants_what_verify_needs_and_no_more():
-    """deploy/verify-rbac: one ServiceAccount bound to one ClusterRole; it can
-    do what trace-verify does (namespaces, node labels, the workloads, listing
-    and deleting pods, the API proxy, EndpointSlices) but not exec, secrets or
-    RBAC, and it creates no pods and reads no logs (trace-verify runs no check
-    pods). verify/tests/cluster.rs runs trace-verify's calls with this role."""
+# What trace-verify calls (verify/src/cluster.rs), as (group, resource, resource
+# name or None, verb): everything deploy/verify-rbac may grant, and all of it.
+VERIFY_CALLS = {
+    *{("", r, None, v) for r in ("namespaces", "services", "configmaps")
+      for v in ("get", "create", "patch", "delete")},
+    *{("apps", r, None, v) for r in ("daemonsets", "deployments") for v in ("get", "create", "patch", "delete")},
+    ("", "nodes", None, "get"), ("", "nodes", None, "patch"),
+    ("", "pods", None, "list"), ("", "pods", None, "delete"),
+    # not called: held so that RBAC lets the account create --peer-attribution's
+    # ClusterRole (list and watch on pods) without escalate or bind
+    ("", "pods", None, "watch"),
+    ("discovery.k8s.io", "endpointslices", None, "list"),
+    ("", "services/proxy", None, "get"), ("", "services/proxy", None, "create"),
+    ("", "pods/proxy", None, "get"),
+    ("", "serviceaccounts", None, "create"),
+    *{("", "serviceaccounts", "trace-sink", v) for v in ("get", "patch", "delete")},
+    *{("rbac.authorization.k8s.io", r, None, "create") for r in ("clusterroles", "clusterrolebindings")},
+    *{("rbac.authorization.k8s.io", r, "trace-sink-pod-reader", v)
+      for r in ("clusterroles", "clusterrolebindings") for v in ("get", "patch", "delete")},
+    *{("security.istio.io", "peerauthentications", None, v) for v in ("get", "create", "patch", "delete")},
+    ("apiextensions.k8s.io", "customresourcedefinitions", "peerauthentications.security.istio.io", "get"),
+}
+
+
+def test_verify_rbac_grants_exactly_what_verify_calls():
+    """deploy/verify-rbac: one ServiceAccount bound to one ClusterRole that
+    grants exactly what trace-verify calls (VERIFY_CALLS), nothing more: no
+    watch or list it does not call, no exec, secrets or logs, no pod creation
+    (trace-verify runs no check pods). verify/tests/cluster.rs runs
+    trace-verify's calls with this role (sufficient); this test keeps it from
+    growing (least privilege)."""
     objs = render("deploy/verify-rbac")
     role = find(objs, "ClusterRole", "trace-gen-sink-verify")
     binding = find(objs, "ClusterRoleBinding", "trace-gen-sink-verify")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "trace-gen-sink-verify",
                                     "namespace": "trace-gen-sink-verify"}]
-    grants = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
-    for need in [("", "namespaces", "create"), ("", "namespaces", "delete"), ("", "namespaces", "watch"),
-                 ("", "configmaps", "watch"), ("apps", "daemonsets", "watch"), ("", "nodes", "patch"),
-                 ("apps", "daemonsets", "patch"), ("apps", "deployments", "create"), ("", "configmaps", "create"),
-                 ("", "services", "patch"), ("", "pods", "list"), ("", "pods", "delete"),
-                 ("", "services/proxy", "create"), ("", "services/proxy", "get"), ("", "pods/proxy", "get"),
-                 ("discovery.k8s.io", "endpointslices", "list")]:
-        assert need in grants, need
-    resources = {r for _, r, _ in grants}
-    assert not resources & {"pods/exec", "pods/log", "secrets", "roles", "rolebindings", "*"}
-    assert ("", "pods", "create") not in grants
-    assert not any(v in ("*", "escalate", "bind", "impersonate") for _, _, v in grants)
-    # --peer-attribution: the sink's ServiceAccount, ClusterRole and binding,
-    # created by any name (create cannot be narrowed), all else only by theirs
-    for rule in role["rules"]:
-        if set(rule["resources"]) & {"serviceaccounts", "clusterroles", "clusterrolebindings"}:
-            assert rule["verbs"] == ["create"] or (
-                rule.get("resourceNames") in (["trace-sink"], ["trace-sink-pod-reader"])
-                and "create" not in rule["verbs"]), rule
+    assert binding["roleRef"]["name"] == "trace-gen-sink-verify"
+    grants = {(g, r, n, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+              for n in rule.get("resourceNames", [None]) for v in rule["verbs"]}
+    assert grants - VERIFY_CALLS == set(), "granted but not called"
+    assert VERIFY_CALLS - grants == set(), "called but not granted"
+    # --peer-attribution: the names the role narrows to are those of the component
     names = {n for rule in role["rules"] for n in rule.get("resourceNames", [])}
     component = render("deploy/overlays/peer-attribution")
     for kind in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding"):
         assert [o["metadata"]["name"] for o in component if o["kind"] == kind][0] in names, kind
+    # and the component's ClusterRole asks for nothing the account does not hold
+    # (RBAC's escalation check)
+    reader = find(component, "ClusterRole", "trace-sink-pod-reader")
+    for rule in reader["rules"]:
+        for g in rule["apiGroups"]:
+            for r in rule["resources"]:
+                for v in rule["verbs"]:
+                    assert (g, r, None, v) in grants, (g, r, v)
