@@ -35,7 +35,7 @@ col_stamp="$out/.otelcol-bench.sha256"
 want="$(cat "$manifest" <(echo "$builder_version") | sha256sum | cut -d' ' -f1)"
 if [[ ! -x "$col" || ! -f "$col_stamp" || "$(cat "$col_stamp")" != "$want" ]]; then
   gobin="$(go env GOPATH)/bin"
-  if [[ ! -x "$gobin/builder" ]] || ! "$gobin/builder" version 2>&1 | grep -q "${builder_version#v}"; then
+  if [[ ! -x "$gobin/builder" ]] || [[ "$("$gobin/builder" version 2>&1)" != *"${builder_version#v}"* ]]; then
     echo "build-peers.sh: installing go.opentelemetry.io/collector/cmd/builder@$builder_version" >&2
     go install "go.opentelemetry.io/collector/cmd/builder@$builder_version" >&2
   fi

@@ -16,7 +16,7 @@ secs="${1:-30}"
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+if [[ $'\n'"$(rustup toolchain list 2>/dev/null)" == *$'\n'nightly* ]]; then
   toolchain=(+nightly)
 else
   toolchain=()

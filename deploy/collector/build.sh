@@ -19,12 +19,12 @@ fi
 want="$(sha256sum "$manifest" | cut -d' ' -f1)"
 # A binary built before the build was static (cgo) is rebuilt once.
 if [[ -x "$bin" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]] \
-  && go version -m "$bin" 2>/dev/null | grep -q 'CGO_ENABLED=0'; then
+  && [[ "$(go version -m "$bin" 2>/dev/null)" == *CGO_ENABLED=0* ]]; then
   echo "$bin"
   exit 0
 fi
 gobin="$(go env GOPATH)/bin"
-if [[ ! -x "$gobin/builder" ]] || ! "$gobin/builder" version 2>&1 | grep -q "${builder_version#v}"; then
+if [[ ! -x "$gobin/builder" ]] || [[ "$("$gobin/builder" version 2>&1)" != *"${builder_version#v}"* ]]; then
   echo "build.sh: installing go.opentelemetry.io/collector/cmd/builder@$builder_version" >&2
   go install "go.opentelemetry.io/collector/cmd/builder@$builder_version" >&2
 fi

@@ -252,8 +252,13 @@ fi
 
 # ---------------------------------------------------------------- the lab's CoreDNS and pause
 if ((lab)); then
-  if ! { [[ -x /bin/busybox ]] && /bin/busybox --help 2>&1 | grep -q '^BusyBox'; }; then
-    log "/bin/busybox is required for the pause image (apt-get install busybox-static)"
+  # The pause image is busybox alone on scratch: it must be linked static (ldd
+  # fails on a static binary). Its banner is read whole, not piped into grep -q:
+  # under pipefail, busybox killed by SIGPIPE once grep had its match failed
+  # this check at random.
+  banner="$( { [[ -x /bin/busybox ]] && /bin/busybox --help 2>&1; } || true)"
+  if [[ "$banner" != BusyBox* ]] || ldd /bin/busybox >/dev/null 2>&1; then
+    log "a static /bin/busybox is required for the pause image (apt-get install busybox-static)"
     exit 2
   fi
   kube_bin="$(bash deploy/kube/build.sh)"
@@ -276,7 +281,7 @@ fi
   fi
 } >target/images/images.env
 for image in "${images[@]}"; do
-  log "$(buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' "$image" | head -n1)"
+  log "$(buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' "$image" | sed -n 1p)"
 done
 log "done after $(elapsed); names in target/images/images.env"
 printf '%s\n' "${images[@]}"

@@ -33,7 +33,7 @@ sysroot="$(rustc "+$version" --print sysroot 2>/dev/null)" || {
 }
 rustup_bin="$(command -v rustup)" || { echo "rust-standin.sh: rustup is required" >&2; exit 1; }
 # The Debian mirror apt uses on this machine (deb.debian.org by default).
-mirror="$(sed -n 's/^URIs: *\(http[^ ]*\/debian\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)"
+mirror="$(sed -n 's/^URIs: *\(http[^ ]*\/debian\)$/\1/p; T; q' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)"
 mirror="${mirror:-http://deb.debian.org/debian}"
 
 work="$(mktemp -d "${TMPDIR:-/var/tmp}/rust-standin.XXXXXX")"

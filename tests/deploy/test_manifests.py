@@ -598,6 +598,31 @@ def test_every_shell_script_passes_shellcheck():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# A reader that stops at its first match or line: the writer before it in a
+# pipeline may be killed by SIGPIPE, and under pipefail the pipeline then fails.
+EARLY_EXIT_READER = re.compile(r"\|\s*(?:grep\s+(?:-\w*[qm]|--quiet|--max-count)|head\b)")
+
+
+def early_exit_pipes(text: str) -> list[str]:
+    """The lines of a pipefail script that pipe into an early-exit reader."""
+    if "pipefail" not in text:
+        return []
+    return [line.strip() for line in text.splitlines() if not line.lstrip().startswith("#") and EARLY_EXIT_READER.search(line)]
+
+
+def test_no_pipe_into_an_early_exit_reader_under_pipefail():
+    """No pipefail script pipes into grep -q, grep -m or head. A CI run failed on
+    `/bin/busybox --help | grep -q '^BusyBox'`: grep exited at the first line,
+    busybox died of SIGPIPE writing the next, and pipefail made the check say
+    busybox was missing (1 run in 200 on an idle machine, more under load)."""
+    assert early_exit_pipes("set -o pipefail\nbusybox --help 2>&1 | grep -q '^BusyBox'\n")
+    assert early_exit_pipes("set -euo pipefail\nx=$(sed -n p f | head -n1)\n")
+    assert not early_exit_pipes("set -e\nx=$(sed -n p f | head -n1)\n")
+    assert not early_exit_pipes("set -o pipefail\n# a | grep -q comment\ny=$(a | grep -c b)\n")
+    found = {str(p.relative_to(REPO)): early_exit_pipes(p.read_text()) for p in [*shell_scripts(), REPO / ".ci" / "run"]}
+    assert not {k: v for k, v in found.items() if v}
+
+
 # ---------------------------------------------------------------- Dockerfile
 
 
