@@ -57,6 +57,21 @@ impl NodeMeasurement {
     }
 }
 
+/// What one of a generator's counters grew by between two reports. A
+/// generator that restarted in between has a new id and counts from 0: all of
+/// `after`'s count is new.
+fn counted_since(
+    before: &GeneratorReport,
+    after: &GeneratorReport,
+    count: impl Fn(&GeneratorReport) -> u64,
+) -> u64 {
+    if after.generator_id == before.generator_id {
+        count(after).saturating_sub(count(before))
+    } else {
+        count(after)
+    }
+}
+
 /// Failed export attempts (retries included) of one generator over a step.
 pub fn failed_attempts_delta(
     before: Option<&GeneratorReport>,
@@ -65,12 +80,9 @@ pub fn failed_attempts_delta(
     let (Some(b), Some(a)) = (before, after) else {
         return None;
     };
-    let sum = |r: &GeneratorReport| r.requests_failed_by_reason.values().sum::<u64>();
-    Some(if a.generator_id == b.generator_id {
-        sum(a).saturating_sub(sum(b))
-    } else {
-        sum(a)
-    })
+    Some(counted_since(b, a, |r| {
+        r.requests_failed_by_reason.values().sum()
+    }))
 }
 
 /// Whether every span the generators had sent at `end` has come to an end
@@ -96,21 +108,14 @@ pub fn generator_delta(
     let (Some(b), Some(a)) = (before, after) else {
         return (None, BTreeMap::new());
     };
-    // A generator that restarted in between has a new id and counts from 0.
-    let base = |n: u64| {
-        if a.generator_id == b.generator_id {
-            n
-        } else {
-            0
-        }
-    };
-    let failed = a.spans_failed.saturating_sub(base(b.spans_failed));
+    let failed = counted_since(b, a, |r| r.spans_failed);
     let reasons = a
         .spans_failed_by_reason
-        .iter()
-        .filter_map(|(reason, &n)| {
-            let old = base(b.spans_failed_by_reason.get(reason).copied().unwrap_or(0));
-            let d = n.saturating_sub(old);
+        .keys()
+        .filter_map(|reason| {
+            let d = counted_since(b, a, |r| {
+                r.spans_failed_by_reason.get(reason).copied().unwrap_or(0)
+            });
             (d > 0).then(|| (reason.clone(), d))
         })
         .collect();
