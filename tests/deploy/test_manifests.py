@@ -16,7 +16,8 @@ What is proven here:
 - the Dockerfile builds with the same command as CI (static), its runtime is
   scratch and its entrypoints are the binaries (tests/images builds and runs
   the images);
-- every shell script passes shellcheck;
+- every shell script passes shellcheck, and none under pipefail pipes into
+  grep -q or head;
 - deploy/verify-rbac grants what trace-verify needs and no more (trace-verify's
   own tests run its calls with that role against a real kube-apiserver).
 
