@@ -16,7 +16,7 @@ use trace_verify::suite::{parse_events, parse_policies};
 /// sink and generators, runs a policy x event matrix and judges each
 /// policy's promise.
 #[derive(Debug, Parser)]
-#[command(name = "trace-verify", version)]
+#[command(name = "trace-verify", version = env!("TRACE_VERIFY_VERSION"))]
 struct Cli {
     /// Policies to run (comma-separated or `all`): local, prefer-same-node, cluster.
     #[arg(long, default_value = "all")]

@@ -134,6 +134,13 @@ pub struct Results {
     pub finished: String,
     /// The kubeconfig context (`dry-run` in a dry run).
     pub context: String,
+    /// trace-verify's version (added in v1: absent from older files).
+    #[serde(default)]
+    pub version: String,
+    /// The git commit trace-verify was built from; `None` when not built
+    /// from a git checkout (added in v1: absent from older files).
+    #[serde(default)]
+    pub commit: Option<String>,
     /// The options.
     pub options: RecordedOptions,
     /// `complete`, `dry run` or `aborted: REASON`.
@@ -184,6 +191,10 @@ impl Results {
             started,
             finished: trace_proto::stats::rfc3339(std::time::SystemTime::now()),
             context,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            commit: Some(env!("TRACE_VERIFY_COMMIT"))
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned),
             pass: exit_code == EXIT_PASS && !dry_run && !steps.is_empty(),
             exit_code,
             result,
@@ -191,6 +202,14 @@ impl Results {
             steps,
             matrix,
         }
+    }
+}
+
+/// `0.1.0 (commit abc1234)`, or the version alone.
+fn built(r: &Results) -> String {
+    match &r.commit {
+        Some(c) => format!("{} (commit {c})", r.version),
+        None => r.version.clone(),
     }
 }
 
@@ -283,7 +302,13 @@ pub fn matrix_text(r: &Results) -> String {
 /// The final table: summary matrix, one line per step, the failed checks.
 pub fn table(r: &Results) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "trace-verify, context {}: {}", r.context, r.result);
+    let _ = writeln!(
+        out,
+        "trace-verify {}, context {}: {}",
+        built(r),
+        r.context,
+        r.result
+    );
     if r.steps.is_empty() {
         return out;
     }
@@ -395,8 +420,12 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "Context `{}`, {} to {}: {}.\n",
-        r.context, r.started, r.finished, r.result
+        "trace-verify {}, context `{}`, {} to {}: {}.\n",
+        built(r),
+        r.context,
+        r.started,
+        r.finished,
+        r.result
     );
     let policies: Vec<Policy> = Policy::ALL
         .into_iter()
@@ -590,5 +619,55 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("### Broken promises"));
+    }
+
+    /// The results name the build that produced them (the commit of this
+    /// checkout, put there by build.rs), in the JSON and both reports.
+    #[test]
+    fn results_name_their_build() {
+        let r = results(true);
+        assert_eq!(r.version, env!("CARGO_PKG_VERSION"));
+        let built = match &r.commit {
+            Some(c) => {
+                assert_eq!(c, env!("TRACE_VERIFY_COMMIT"));
+                assert!(
+                    c.len() >= 7 && c.chars().all(|ch| ch.is_ascii_hexdigit()),
+                    "{c}"
+                );
+                format!("trace-verify {} (commit {c})", r.version)
+            }
+            None => {
+                assert_eq!(env!("TRACE_VERIFY_COMMIT"), "");
+                format!("trace-verify {}", r.version)
+            }
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["version"], r.version.as_str());
+        assert_eq!(v["commit"], serde_json::json!(r.commit));
+        assert!(
+            table(&r).starts_with(&format!("{built}, context ctx")),
+            "{}",
+            table(&r)
+        );
+        assert!(markdown(&r).contains(&format!("{built}, context `ctx`")));
+    }
+
+    /// A results file written before `version` and `commit` were added (the
+    /// earlier lab matrix kept in verify/results/) still reads.
+    #[test]
+    fn older_results_files_read() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/results/lab-matrix-2026-12-06.json"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(
+            !text.contains("\"commit\""),
+            "no longer an older file: pick one without the field"
+        );
+        let r: Results = serde_json::from_str(&text).unwrap();
+        assert_eq!((r.version.as_str(), r.commit), ("", None));
+        assert_eq!(r.schema, RESULTS_SCHEMA);
+        assert_eq!(r.matrix.len(), 21);
     }
 }

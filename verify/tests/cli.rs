@@ -33,6 +33,29 @@ fn usage_errors_exit_2() {
     }
 }
 
+/// `--version` names the commit of the checkout it was built from.
+#[test]
+fn version_names_the_commit() {
+    let out = trace_verify().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=7", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let want = match head {
+        Some(commit) => format!(
+            "trace-verify {} (commit {commit})\n",
+            env!("CARGO_PKG_VERSION")
+        ),
+        None => format!("trace-verify {}\n", env!("CARGO_PKG_VERSION")),
+    };
+    assert_eq!(said, want);
+}
+
 /// A dry run renders, prints what it would apply and the report, exits 0
 /// and says that nothing was verified.
 #[test]
