@@ -154,6 +154,7 @@ def policy_values(root):
         "policy.earlier_local_mu_lost": str(lost[("local", "rolling-max-unavailable")]),
         "policy.table": "\n" + "\n".join(lines) + "\n",
         "policy.date": res["started"][:10],
+        "policy.commit": res["commit"],
         "policy.seconds": f"{(end - start).total_seconds():.0f} s",
         "policy.all_pass": "every cell came out as its policy promises" if all(c["pass"] for c in res["matrix"])
         else "not every cell came out as its policy promises",
