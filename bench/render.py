@@ -147,6 +147,8 @@ def policy_values(root):
         row = [f"{cells[(p, e)]['remote']} / {cells[(p, e)]['lost']}" for p in policies]
         lines.append(f"| {titles.get(e, e)} | " + " | ".join(row) + " |")
     start, end = (datetime.strptime(res[k][:19], "%Y-%m-%dT%H:%M:%S") for k in ("started", "finished"))
+    if not res.get("commit"):
+        raise SystemExit(f"render.py: {POLICY_MATRIX} names no commit (trace-verify built outside a git checkout)")
     earlier = json.loads((root / POLICY_MATRIX_EARLIER).read_text())
     lost = {(c["policy"], c["event"]): c["lost"] for c in earlier["matrix"]}
     return {
